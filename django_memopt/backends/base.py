@@ -1,0 +1,294 @@
+"""The behaviour every django-memopt engine shares: lazy fields, delta saves, expiry.
+
+A store module subclasses :class:`SessionBase` and provides the storage primitives at the
+bottom of the class; they take a validated session key and move bytes. Everything a
+Django user can observe is decided here, once, for every store.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.sessions.backends.base import CreateError, UpdateError, VALID_KEY_CHARS
+from django.contrib.sessions.backends.base import SessionBase as DjangoSessionBase
+from django.utils.crypto import get_random_string
+
+from ..codec import CorruptField, FieldCodec
+from ..conf import conf
+from ..fields import Delta, SessionFields
+
+__all__ = [
+    "CreateError",
+    "Delta",
+    "SessionBase",
+    "SessionStoreError",
+    "SessionStoreFull",
+    "StoredSession",
+    "UpdateError",
+    "log_corrupt_record",
+]
+
+T = TypeVar("T")
+
+security_logger: Final = logging.getLogger("django.security.SuspiciousSession")
+
+# Django's engines mint 32 characters of [a-z0-9]; anything else from a cookie is refused
+# before it reaches a store (overlong keys, path characters, non-ASCII).
+SESSION_KEY_RE: Final = re.compile(r"[a-z0-9]{8,64}\Z")
+
+
+class SessionStoreError(Exception):
+    """The session store cannot do what was asked (unreachable, unopenable, ...)."""
+
+
+class SessionStoreFull(SessionStoreError):
+    """The session store has no room left for a write."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A session as a store returns it: sealed fields, not decoded, and its deadline."""
+
+    fields: dict[str, bytes]
+    expires_at: float  # seconds since the epoch
+
+
+@functools.lru_cache(maxsize=4)
+def _codec_for(secrets: tuple[str | bytes, ...]) -> FieldCodec:
+    return FieldCodec.from_secrets(secrets)
+
+
+def field_codec() -> FieldCodec:
+    """The codec for the current ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``."""
+    return _codec_for((settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS))
+
+
+def _log_corrupt(name: str, error: CorruptField) -> None:
+    security_logger.warning("Session data corrupted: field %r (%s)", name, error)
+
+
+def log_corrupt_record() -> None:
+    """Log, as Django does for bad session data, a stored session no field can be read from."""
+    security_logger.warning("Session data corrupted: unreadable session record")
+
+
+class SessionBase(DjangoSessionBase):
+    """A Django session whose fields are decoded lazily and saved as a delta."""
+
+    #: Whether the primitives may wait on I/O; if so the async API runs them in a thread.
+    store_blocks: ClassVar[bool] = True
+
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        # The deadline the store held when this session was loaded: the touch throttle's
+        # reference point.
+        self._stored_expires_at: float | None = None
+
+    def _validate_session_key(self, session_key: object) -> bool:
+        return isinstance(session_key, str) and SESSION_KEY_RE.match(session_key) is not None
+
+    # -- the mapping ---------------------------------------------------------------------
+
+    def _new_fields(
+        self, stored: dict[str, bytes] | None = None, sealed_for: str | None = None
+    ) -> SessionFields:
+        return SessionFields(field_codec(), sealed_for, stored, _log_corrupt)
+
+    def _get_session(self, no_load: bool = False) -> SessionFields:
+        self.accessed = True
+        try:
+            fields: SessionFields = self._session_cache
+        except AttributeError:
+            if self.session_key is None or no_load:
+                fields = self._new_fields()
+            else:
+                fields = self.load()
+            self._session_cache = fields
+        return self._adopt(fields)
+
+    async def _aget_session(self, no_load: bool = False) -> SessionFields:
+        self.accessed = True
+        try:
+            fields: SessionFields = self._session_cache
+        except AttributeError:
+            if self.session_key is None or no_load:
+                fields = self._new_fields()
+            else:
+                fields = await self.aload()
+            self._session_cache = fields
+        return self._adopt(fields)
+
+    _session = property(_get_session)
+
+    def _adopt(self, fields: Any) -> SessionFields:
+        if isinstance(fields, SessionFields):
+            return fields
+        # A plain dict placed by other code: it is the whole session from now on.
+        adopted = self._new_fields(sealed_for=self.session_key)
+        adopted.clear()
+        adopted.update(fields)
+        self._session_cache = adopted
+        return adopted
+
+    def clear(self) -> None:
+        # As Django's, without loading: the next save replaces whatever is stored.
+        try:
+            fields = self._adopt(self._session_cache)
+        except AttributeError:
+            fields = self._session_cache = self._new_fields(sealed_for=self.session_key)
+        fields.clear()
+        self.accessed = True
+        self.modified = True
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def _mint_session_key(self) -> str:
+        """A fresh session key; :meth:`create` relies on the store to refuse a taken one."""
+        return get_random_string(32, VALID_KEY_CHARS)
+
+    def _get_new_session_key(self) -> str:
+        while True:
+            session_key = self._mint_session_key()
+            if not self.exists(session_key):
+                return session_key
+
+    # -- Django's storage API, in terms of the primitives --------------------------------
+
+    def load(self) -> SessionFields:
+        session_key = self.session_key
+        stored = self._read(session_key) if session_key is not None else None
+        if stored is None:
+            self._session_key = None
+            self._stored_expires_at = None
+            return self._new_fields()
+        self._stored_expires_at = stored.expires_at
+        return self._new_fields(stored.fields, session_key)
+
+    def exists(self, session_key: str | None) -> bool:
+        return self._validate_session_key(session_key) and self._contains(session_key)  # type: ignore[arg-type]
+
+    def create(self) -> None:
+        while True:
+            # No exists() round trip first: the create-only write refuses a taken key.
+            self._session_key = self._mint_session_key()
+            try:
+                self.save(must_create=True)
+            except CreateError:
+                continue
+            self.modified = True
+            return
+
+    def save(self, must_create: bool = False) -> None:
+        """Apply this request's changes to the stored session.
+
+        ``must_create`` writes every field and fails with ``CreateError`` if the key is
+        taken. Otherwise only the delta is applied, and only onto a session that still
+        exists (``UpdateError`` if it was deleted or expired meanwhile); with nothing to
+        apply, the expiry alone is refreshed, at most once per ``MEMOPT_TOUCH_INTERVAL``.
+        """
+        if self.session_key is None:
+            return self.create()
+        fields = self._get_session(no_load=must_create)
+        session_key = self.session_key
+        if session_key is None:  # loading found no such session
+            return self.create()
+        expires_at = time.time() + self.get_expiry_age()
+        delta = fields.delta(session_key, full=must_create)
+        if must_create or delta:
+            self._write(session_key, delta, expires_at, create=must_create)
+        elif self._touch_due(expires_at):
+            self._touch(session_key, expires_at)
+        else:
+            return
+        fields.saved(session_key, delta)
+        self._stored_expires_at = expires_at
+
+    def _touch_due(self, expires_at: float) -> bool:
+        interval = conf.MEMOPT_TOUCH_INTERVAL
+        stored = self._stored_expires_at
+        return not interval or stored is None or expires_at - stored >= interval
+
+    def delete(self, session_key: str | None = None) -> None:
+        if session_key is None:
+            session_key = self.session_key
+        if self._validate_session_key(session_key):
+            self._remove(session_key)  # type: ignore[arg-type]
+
+    def cycle_key(self) -> None:
+        self._get_session()  # every stored field, still undecoded
+        old_key = self.session_key
+        self.create()  # a full write under a new key carries the fields over
+        if old_key:
+            self.delete(old_key)
+
+    # -- async: the same operations, inline when the store never waits on I/O -----------
+
+    async def _run(self, func: Callable[..., T], *args: Any) -> T:
+        if self.store_blocks:
+            return await sync_to_async(func)(*args)
+        return func(*args)
+
+    async def aload(self) -> SessionFields:
+        return await self._run(self.load)
+
+    async def aexists(self, session_key: str | None) -> bool:
+        return await self._run(self.exists, session_key)
+
+    async def acreate(self) -> None:
+        await self._run(self.create)
+
+    async def asave(self, must_create: bool = False) -> None:
+        await self._run(self.save, must_create)
+
+    async def adelete(self, session_key: str | None = None) -> None:
+        await self._run(self.delete, session_key)
+
+    async def acycle_key(self) -> None:
+        await self._run(self.cycle_key)
+
+    @classmethod
+    async def aclear_expired(cls) -> None:
+        if cls.store_blocks:
+            await sync_to_async(cls.clear_expired)()
+        else:
+            cls.clear_expired()
+
+    # -- storage primitives: a store provides these, and nothing else --------------------
+
+    @classmethod
+    def _read(cls, session_key: str) -> StoredSession | None:
+        """The live session ``session_key``, or ``None`` if absent, expired or unreadable."""
+        raise NotImplementedError("subclasses of SessionBase must provide a _read() method")
+
+    @classmethod
+    def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
+        """Apply ``delta`` and the new deadline atomically.
+
+        With ``create``, only if no live session has that key (else ``CreateError``);
+        without, only if one does (else ``UpdateError``): a deleted session is never
+        brought back. Fields the delta does not name are left exactly as stored.
+        """
+        raise NotImplementedError("subclasses of SessionBase must provide a _write() method")
+
+    @classmethod
+    def _touch(cls, session_key: str, expires_at: float) -> None:
+        """Set the deadline of a live session (else ``UpdateError``), fields untouched."""
+        raise NotImplementedError("subclasses of SessionBase must provide a _touch() method")
+
+    @classmethod
+    def _remove(cls, session_key: str) -> None:
+        """Delete the session if it exists."""
+        raise NotImplementedError("subclasses of SessionBase must provide a _remove() method")
+
+    @classmethod
+    def _contains(cls, session_key: str) -> bool:
+        """Whether a live session has that key."""
+        raise NotImplementedError("subclasses of SessionBase must provide a _contains() method")

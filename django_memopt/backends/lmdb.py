@@ -1,0 +1,316 @@
+"""``SESSION_ENGINE = "django_memopt.backends.lmdb"``: sessions in an embedded LMDB store.
+
+Every worker process on the host opens the same environment (``MEMOPT_LMDB_PATH``); LMDB
+serialises writers across processes and never blocks readers. Two named databases:
+
+``sessions``
+    session key -> record: ``FORMAT`` (1 byte), deadline in epoch milliseconds (8 bytes,
+    big-endian), then a msgpack map of field name -> sealed field bytes. A load is one
+    ``get`` that splits the map without decoding any value.
+``expiry``
+    deadline (8 bytes, big-endian) + session key -> empty, so ``clear_expired`` reads only
+    what has expired.
+
+A save reads the record, merges the delta and writes it back inside one write
+transaction, so concurrent writers keep each other's fields and a deleted session stays
+deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import lmdb
+import msgpack
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from ..conf import conf
+from .base import (
+    CreateError,
+    Delta,
+    SessionStoreError,
+    SessionStoreFull,
+    StoredSession,
+    UpdateError,
+    log_corrupt_record,
+)
+from .base import SessionBase as _SessionBase
+
+__all__ = ["SessionStore", "close_environments", "environment"]
+
+T = TypeVar("T")
+
+RECORD_FORMAT: Final = 1
+_HEADER: Final = struct.Struct(">BQ")
+HEADER_SIZE: Final = _HEADER.size
+# Expired sessions deleted per write transaction by clear_expired: short transactions
+# keep the writer lock free for requests.
+SWEEP_BATCH: Final = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """An LMDB environment opened by this process, and its two databases."""
+
+    env: Any  # lmdb.Environment
+    sessions: Any
+    expiry: Any
+    path: str
+    pid: int
+
+
+_environments: dict[str, Environment] = {}
+_open_lock: Final = threading.Lock()
+
+
+def environment() -> Environment:
+    """This process's environment at ``MEMOPT_LMDB_PATH``, opened on first use.
+
+    After a fork the inherited one is closed and a new one opened: LMDB forbids using an
+    environment across ``fork()``, and closing it releases only this process's reader
+    slots (LMDB matches them by ``getpid()``), never the parent's.
+    """
+    path = conf.MEMOPT_LMDB_PATH
+    opened = _environments.get(path)
+    if opened is not None and opened.pid == os.getpid():
+        return opened
+    with _open_lock:
+        opened = _environments.get(path)
+        if opened is not None:
+            if opened.pid == os.getpid():
+                return opened
+            opened.env.close()
+        _environments[path] = opened = _open(path)
+        return opened
+
+
+def _open(path: str) -> Environment:
+    durable = conf.MEMOPT_LMDB_DURABILITY == "system"
+    try:
+        os.makedirs(path, exist_ok=True)
+        env = lmdb.open(
+            path,
+            map_size=conf.MEMOPT_LMDB_MAP_SIZE,
+            max_readers=conf.MEMOPT_LMDB_MAX_READERS,
+            max_dbs=2,
+            # "process": commits reach the OS page cache, which outlives any killed
+            # worker; "system": each commit is also flushed to disk (two fsyncs).
+            sync=durable,
+            metasync=durable,
+            # Session lookups are random: reading ahead only evicts useful pages.
+            readahead=False,
+            # No cached read transactions: their reader slots would leak into a fork.
+            max_spare_txns=0,
+        )
+        # Slots of killed processes pin old pages and fill the reader table.
+        env.reader_check()
+        sessions = env.open_db(b"sessions")
+        expiry = env.open_db(b"expiry")
+    except (OSError, lmdb.Error) as exc:
+        raise SessionStoreError(
+            f"Cannot open the LMDB session store at {path!r} (MEMOPT_LMDB_PATH): {exc}"
+        ) from exc
+    return Environment(env, sessions, expiry, path, os.getpid())
+
+
+def close_environments() -> None:
+    """Close every environment this process opened (the next use reopens)."""
+    with _open_lock:
+        for opened in _environments.values():
+            if opened.pid == os.getpid():
+                opened.env.close()
+        _environments.clear()
+
+
+@receiver(setting_changed)
+def _reopen_on_setting_change(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("MEMOPT_LMDB_"):
+        close_environments()
+
+
+def _transaction(opened: Environment, body: Callable[[Any], T], *, write: bool) -> T:
+    """Run ``body`` in a transaction, adopting a map another process has grown."""
+    for _attempt in range(3):
+        try:
+            with opened.env.begin(write=write, buffers=True) as txn:
+                return body(txn)
+        except lmdb.MapResizedError:
+            opened.env.set_mapsize(0)
+        except lmdb.MapFullError as exc:
+            raise SessionStoreFull(
+                f"The LMDB session store at {opened.path!r} is full "
+                f"({opened.env.info()['map_size']} bytes). Raise MEMOPT_LMDB_MAP_SIZE and "
+                "restart; run clearsessions to drop expired sessions."
+            ) from exc
+        except lmdb.Error as exc:
+            raise SessionStoreError(f"LMDB session store at {opened.path!r}: {exc}") from exc
+    raise SessionStoreError(f"LMDB session store at {opened.path!r}: map size keeps changing")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _deadline(record: bytes | memoryview | None) -> int | None:
+    """The record's deadline in epoch ms; ``None`` for no record or an unreadable one."""
+    if record is None or len(record) < HEADER_SIZE:
+        return None
+    record_format, expires_ms = _HEADER.unpack_from(record)
+    return expires_ms if record_format == RECORD_FORMAT else None  # type: ignore[no-any-return]
+
+
+def _fields(record: bytes | memoryview) -> dict[str, bytes] | None:
+    """The sealed fields of a record, or ``None`` if the container is unreadable."""
+    try:
+        fields = msgpack.unpackb(record[HEADER_SIZE:])
+    except Exception:  # any msgpack error: the record is damaged
+        return None
+    return fields if type(fields) is dict else None
+
+
+def _record(expires_ms: int, fields: dict[str, bytes]) -> bytes:
+    return _HEADER.pack(RECORD_FORMAT, expires_ms) + msgpack.packb(fields)
+
+
+def _index_key(expires_ms: int, key: bytes) -> bytes:
+    return expires_ms.to_bytes(8, "big") + key
+
+
+def _reindex(opened: Environment, txn: Any, key: bytes, old_ms: int | None, new_ms: int) -> None:
+    if old_ms == new_ms:
+        return
+    if old_ms is not None:
+        txn.delete(_index_key(old_ms, key), db=opened.expiry)
+    txn.put(_index_key(new_ms, key), b"", db=opened.expiry)
+
+
+class SessionStore(_SessionBase):
+    """Sessions in the LMDB environment at ``MEMOPT_LMDB_PATH``."""
+
+    # Reads and writes are memory copies under a process-shared lock, measured in
+    # microseconds: a thread hop would cost more than the work.
+    store_blocks = False
+
+    @classmethod
+    def _read(cls, session_key: str) -> StoredSession | None:
+        def read(txn: Any) -> StoredSession | None:
+            record = txn.get(session_key.encode(), db=opened.sessions)
+            expires_ms = _deadline(record)
+            if expires_ms is None or expires_ms <= _now_ms():
+                return None
+            fields = _fields(record)
+            if fields is None:
+                log_corrupt_record()
+                return None
+            return StoredSession(fields, expires_ms / 1000)
+
+        opened = environment()
+        return _transaction(opened, read, write=False)
+
+    @classmethod
+    def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
+        key = session_key.encode()
+        new_ms = int(expires_at * 1000)
+
+        def write(txn: Any) -> None:
+            record = txn.get(key, db=opened.sessions)
+            old_ms = _deadline(record)
+            fields = None if record is None or delta.replace else _fields(record)
+            live = old_ms is not None and old_ms > _now_ms() and (delta.replace or fields is not None)
+            if create and live:
+                raise CreateError
+            if not create and not live:
+                raise UpdateError
+            if fields is None:
+                fields = dict(delta.sets)
+            else:
+                fields.update(delta.sets)
+                for name in delta.deletes:
+                    fields.pop(name, None)
+            txn.put(key, _record(new_ms, fields), db=opened.sessions)
+            _reindex(opened, txn, key, old_ms, new_ms)
+
+        opened = environment()
+        _transaction(opened, write, write=True)
+
+    @classmethod
+    def _touch(cls, session_key: str, expires_at: float) -> None:
+        key = session_key.encode()
+        new_ms = int(expires_at * 1000)
+
+        def touch(txn: Any) -> None:
+            record = txn.get(key, db=opened.sessions)
+            old_ms = _deadline(record)
+            if old_ms is None or old_ms <= _now_ms():
+                raise UpdateError
+            body = bytes(record[HEADER_SIZE:])
+            txn.put(key, _HEADER.pack(RECORD_FORMAT, new_ms) + body, db=opened.sessions)
+            _reindex(opened, txn, key, old_ms, new_ms)
+
+        opened = environment()
+        _transaction(opened, touch, write=True)
+
+    @classmethod
+    def _remove(cls, session_key: str) -> None:
+        key = session_key.encode()
+
+        def remove(txn: Any) -> None:
+            old_ms = _deadline(txn.get(key, db=opened.sessions))
+            if txn.delete(key, db=opened.sessions) and old_ms is not None:
+                txn.delete(_index_key(old_ms, key), db=opened.expiry)
+
+        opened = environment()
+        _transaction(opened, remove, write=True)
+
+    @classmethod
+    def _contains(cls, session_key: str) -> bool:
+        def contains(txn: Any) -> bool:
+            expires_ms = _deadline(txn.get(session_key.encode(), db=opened.sessions))
+            return expires_ms is not None and expires_ms > _now_ms()
+
+        opened = environment()
+        return _transaction(opened, contains, write=False)
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Delete expired sessions, walking the expiry index in short transactions."""
+        opened = environment()
+        now_ms = _now_ms()
+
+        def sweep(txn: Any) -> bool:
+            cursor = txn.cursor(db=opened.expiry)
+            for _ in range(SWEEP_BATCH):
+                if not cursor.first():
+                    return True
+                index_key = bytes(cursor.key())
+                if int.from_bytes(index_key[:8], "big") > now_ms:
+                    return True
+                key = index_key[8:]
+                # Only if the record still carries that deadline (it may have moved on).
+                if _deadline(txn.get(key, db=opened.sessions)) == int.from_bytes(
+                    index_key[:8], "big"
+                ):
+                    txn.delete(key, db=opened.sessions)
+                cursor.delete()
+            return False
+
+        while not _transaction(opened, sweep, write=True):
+            pass
+
+    @classmethod
+    def iter_session_keys(cls) -> Iterator[str]:
+        """Keys of the live sessions, in key order (for rebuilds and statistics)."""
+        opened = environment()
+        now_ms = _now_ms()
+        with opened.env.begin(db=opened.sessions, buffers=True) as txn:
+            for key, record in txn.cursor():
+                expires_ms = _deadline(record)
+                if expires_ms is not None and expires_ms > now_ms:
+                    yield bytes(key).decode()

@@ -1,0 +1,90 @@
+"""System checks: every misconfiguration is reported at startup with a stable ID."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+
+from .conf import DURABILITY_CHOICES, conf
+
+__all__ = ["check_settings"]
+
+LMDB_ENGINE = "django_memopt.backends.lmdb"
+DEFAULT_SERIALIZER = "django.contrib.sessions.serializers.JSONSerializer"
+
+
+def _is_int(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _writable_dir(path: str) -> bool:
+    """Whether ``path`` is, or can be created as, a directory this process can write in."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    path = getattr(settings, "MEMOPT_LMDB_PATH", None)
+    if path is not None and not (isinstance(path, str | os.PathLike) and os.fspath(path)):
+        errors.append(
+            Error(
+                "MEMOPT_LMDB_PATH must be a non-empty path (str or pathlib.Path).",
+                id="django_memopt.E001",
+            )
+        )
+    elif settings.SESSION_ENGINE == LMDB_ENGINE and not _writable_dir(conf.MEMOPT_LMDB_PATH):
+        errors.append(
+            Error(
+                f"The LMDB session store directory {conf.MEMOPT_LMDB_PATH!r} is not writable.",
+                hint="Set MEMOPT_LMDB_PATH to a directory the web server's user can write to.",
+                id="django_memopt.E002",
+            )
+        )
+    if not _is_int(conf.MEMOPT_LMDB_MAP_SIZE, 1024**2):
+        errors.append(
+            Error(
+                "MEMOPT_LMDB_MAP_SIZE must be an int of at least 1048576 (1 MiB).",
+                id="django_memopt.E003",
+            )
+        )
+    if not _is_int(conf.MEMOPT_LMDB_MAX_READERS, 1):
+        errors.append(
+            Error("MEMOPT_LMDB_MAX_READERS must be a positive int.", id="django_memopt.E004")
+        )
+    if conf.MEMOPT_LMDB_DURABILITY not in DURABILITY_CHOICES:
+        errors.append(
+            Error(
+                f"MEMOPT_LMDB_DURABILITY must be one of {', '.join(map(repr, DURABILITY_CHOICES))}.",
+                id="django_memopt.E005",
+            )
+        )
+    if not _is_int(conf.MEMOPT_TOUCH_INTERVAL, 0):
+        errors.append(
+            Error(
+                "MEMOPT_TOUCH_INTERVAL must be an int number of seconds, 0 or more.",
+                id="django_memopt.E006",
+            )
+        )
+    if (
+        settings.SESSION_ENGINE.startswith("django_memopt.")
+        and settings.SESSION_SERIALIZER != DEFAULT_SERIALIZER
+    ):
+        errors.append(
+            Warning(
+                "SESSION_SERIALIZER is ignored by django-memopt's session engines.",
+                hint="Session values are stored with django-memopt's own msgpack codec; "
+                "see the supported types in the documentation.",
+                id="django_memopt.W001",
+            )
+        )
+    return errors

@@ -1,0 +1,245 @@
+"""The per-field codec: one msgpack payload per session field, sealed with a keyed tag.
+
+This module imports nothing from Django. A stored field is::
+
+    FORMAT (1 byte) | tag (16 bytes) | payload (msgpack)
+
+The tag is a keyed BLAKE2b of the session key, the field name and the payload, so a
+field cannot be forged, altered, moved to another field or copied into another session
+without the key. Tags are checked only when a field is decoded: a request that reads one
+field of fifty pays for one check.
+
+Supported values (each comes back as the same type):
+
+=====================================  ==============================================
+``None``, ``bool``, ``int``, ``float``   as is (any size of ``int``)
+``str``, ``bytes``                       as is; ``bytearray`` and ``memoryview`` come
+                                         back as ``bytes``
+``list``, ``tuple``                      ``list`` (as with Django's JSON serializer)
+``dict``                                 ``dict``; keys may be ``str``, ``int``,
+                                         ``float``, ``bool`` or ``None`` and keep their
+                                         type (JSON would turn them into ``str``)
+``datetime.datetime``                    naive stays naive; aware keeps its UTC offset,
+                                         and a ``zoneinfo.ZoneInfo`` zone comes back as
+                                         the same zone
+``datetime.date``, ``datetime.time``,    as is
+``datetime.timedelta``
+``decimal.Decimal``, ``uuid.UUID``       as is
+=====================================  ==============================================
+
+Subclasses of these (``str`` enums, ``OrderedDict``, named tuples...) are stored as the
+base type, as Django's JSON serializer does. Anything else raises ``TypeError`` naming the
+field. Nothing is ever unpickled: decoding only builds the types above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, Final
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgpack
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FIELD_SIZE",
+    "CorruptField",
+    "FieldCodec",
+]
+
+FORMAT: Final = 1
+TAG_SIZE: Final = 16
+HEADER_SIZE: Final = 1 + TAG_SIZE
+
+#: A stored field larger than this is refused when saving and treated as corrupt when read.
+MAX_FIELD_SIZE: Final = 8 * 1024 * 1024
+#: Containers nested deeper than this are refused when saving (msgpack's own limit).
+MAX_DEPTH: Final = 511
+
+_EXT_DATETIME: Final = 1
+_EXT_DATE: Final = 2
+_EXT_TIME: Final = 3
+_EXT_TIMEDELTA: Final = 4
+_EXT_DECIMAL: Final = 5
+_EXT_UUID: Final = 6
+_EXT_BIGINT: Final = 7
+
+# Separates the keys derived here from any other use of the same secret.
+_KEY_CONTEXT: Final = b"django_memopt.codec.field-tag.v1"
+
+
+class CorruptField(ValueError):
+    """A stored field failed its tag check or could not be decoded."""
+
+
+def _default(obj: object) -> object:
+    """Map a value msgpack does not know to an extension type or its base type."""
+    if isinstance(obj, datetime):
+        text = obj.isoformat()
+        if isinstance(obj.tzinfo, ZoneInfo) and obj.tzinfo.key:
+            # RFC 9557 suffix, so the zone survives, not only the offset.
+            text += f"[{obj.tzinfo.key}]"
+        return msgpack.ExtType(_EXT_DATETIME, text.encode())
+    if isinstance(obj, date):
+        return msgpack.ExtType(_EXT_DATE, obj.isoformat().encode())
+    if isinstance(obj, time):
+        return msgpack.ExtType(_EXT_TIME, obj.isoformat().encode())
+    if isinstance(obj, timedelta):
+        parts = (obj.days, obj.seconds, obj.microseconds)
+        return msgpack.ExtType(_EXT_TIMEDELTA, msgpack.packb(parts))
+    if isinstance(obj, Decimal):
+        return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
+    if isinstance(obj, UUID):
+        return msgpack.ExtType(_EXT_UUID, obj.bytes)
+    if isinstance(obj, int):  # beyond msgpack's 64 bits
+        return msgpack.ExtType(_EXT_BIGINT, str(obj).encode())
+    raise TypeError(f"values of type {type(obj).__name__!r} cannot be stored in a session")
+
+
+def _ext_hook(code: int, data: bytes) -> object:
+    """Rebuild an extension type; an unknown code is corrupt data, never guessed at."""
+    if code == _EXT_DATETIME:
+        text = data.decode()
+        zone = None
+        if text.endswith("]"):
+            text, _, zone = text[:-1].partition("[")
+        value = datetime.fromisoformat(text)
+        if zone:
+            try:
+                value = value.astimezone(ZoneInfo(zone))
+            except (ZoneInfoNotFoundError, ValueError):
+                pass  # The zone is gone from this host; the UTC offset is still right.
+        return value
+    if code == _EXT_DATE:
+        return date.fromisoformat(data.decode())
+    if code == _EXT_TIME:
+        return time.fromisoformat(data.decode())
+    if code == _EXT_TIMEDELTA:
+        days, seconds, microseconds = msgpack.unpackb(data)
+        return timedelta(days=days, seconds=seconds, microseconds=microseconds)
+    if code == _EXT_DECIMAL:
+        return Decimal(data.decode())
+    if code == _EXT_UUID:
+        return UUID(bytes=data)
+    if code == _EXT_BIGINT:
+        return int(data.decode())
+    raise ValueError(f"unknown extension type {code}")
+
+
+def _unpack(payload: bytes | memoryview) -> Any:
+    return msgpack.unpackb(
+        payload,
+        ext_hook=_ext_hook,
+        strict_map_key=False,  # int keys are allowed, as Django's JSON serializer allows them
+        timestamp=0,
+    )
+
+
+def derive_key(secret: str | bytes) -> bytes:
+    """The 32-byte tag key for one secret (Django's ``SECRET_KEY`` or a fallback)."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    return hmac.digest(secret, _KEY_CONTEXT, "sha256")
+
+
+class FieldCodec:
+    """Packs, seals, opens and unpacks session fields.
+
+    ``keys`` are tag keys from :func:`derive_key`: the first seals, all of them open, so a
+    secret can be rotated without losing sessions.
+    """
+
+    __slots__ = ("_hashers",)
+
+    def __init__(self, keys: Iterable[bytes]) -> None:
+        self._hashers = tuple(hashlib.blake2b(key=key, digest_size=TAG_SIZE) for key in keys)
+        if not self._hashers:
+            raise ValueError("FieldCodec needs at least one key")
+
+    @classmethod
+    def from_secrets(cls, secrets: Iterable[str | bytes]) -> FieldCodec:
+        return cls(derive_key(secret) for secret in secrets)
+
+    # -- values <-> payloads -------------------------------------------------------------
+
+    @staticmethod
+    def pack(field: str, value: Any) -> bytes:
+        """The msgpack payload of ``value``.
+
+        Raises ``TypeError`` (unsupported type) or ``ValueError`` (too large, too deep),
+        naming ``field``. The payload of a value is always the same bytes, which is what
+        lets a save tell a value mutated in place from an untouched one.
+        """
+        try:
+            payload = msgpack.packb(value, default=_default)
+            if isinstance(value, dict | list | tuple):
+                # A dict key that is itself a container packs but cannot be read back.
+                _unpack(payload)
+        except TypeError as exc:
+            raise TypeError(f"session key {field!r}: {exc}") from exc
+        except ValueError as exc:
+            raise ValueError(f"session key {field!r}: {exc}") from exc
+        if len(payload) + HEADER_SIZE > MAX_FIELD_SIZE:
+            raise ValueError(
+                f"session key {field!r}: the value takes {len(payload)} bytes, "
+                f"over the {MAX_FIELD_SIZE}-byte limit for one session field"
+            )
+        return payload
+
+    @staticmethod
+    def unpack(payload: bytes | memoryview) -> Any:
+        """The value of a payload from :meth:`pack`; raises ``CorruptField``."""
+        try:
+            return _unpack(payload)
+        except Exception as exc:  # msgpack raises many types; all mean the same here
+            raise CorruptField(f"undecodable payload: {exc}") from exc
+
+    # -- payloads <-> stored bytes -------------------------------------------------------
+
+    def _tag(self, hasher: Any, session_key: str, field: str, payload: bytes | memoryview) -> bytes:
+        h = hasher.copy()
+        name = field.encode("utf-8", "surrogatepass")
+        # Length-prefixed, so no two (session key, field) pairs frame the same bytes.
+        h.update(b"%d:%s%d:%s" % (len(session_key), session_key.encode(), len(name), name))
+        h.update(payload)
+        return h.digest()  # type: ignore[no-any-return]
+
+    def seal(self, session_key: str, field: str, payload: bytes) -> bytes:
+        """The stored form of ``payload`` for ``field`` of session ``session_key``."""
+        tag = self._tag(self._hashers[0], session_key, field, payload)
+        return bytes((FORMAT,)) + tag + payload
+
+    def open(self, session_key: str, field: str, stored: bytes) -> memoryview:
+        """The payload inside ``stored`` after checking its tag; raises ``CorruptField``."""
+        if len(stored) < HEADER_SIZE or len(stored) > MAX_FIELD_SIZE:
+            raise CorruptField(f"stored field has an impossible size ({len(stored)} bytes)")
+        if stored[0] != FORMAT:
+            raise CorruptField(f"unknown field format {stored[0]}")
+        view = memoryview(stored)
+        tag, payload = view[1:HEADER_SIZE], view[HEADER_SIZE:]
+        for hasher in self._hashers:
+            if hmac.compare_digest(tag, self._tag(hasher, session_key, field, payload)):
+                return payload
+        raise CorruptField("authentication tag does not match")
+
+    def reseal(self, old_key: str, new_key: str, field: str, stored: bytes) -> bytes:
+        """``stored`` checked under ``old_key`` and sealed for ``new_key``, not decoded."""
+        return self.seal(new_key, field, bytes(self.open(old_key, field, stored)))
+
+    @staticmethod
+    def same_payload(stored: bytes, payload: bytes) -> bool:
+        """Whether ``stored`` holds exactly ``payload`` (its tag is not checked)."""
+        return memoryview(stored)[HEADER_SIZE:] == payload
+
+    # -- both steps ----------------------------------------------------------------------
+
+    def encode(self, session_key: str, field: str, value: Any) -> bytes:
+        return self.seal(session_key, field, self.pack(field, value))
+
+    def decode(self, session_key: str, field: str, stored: bytes) -> Any:
+        return self.unpack(self.open(session_key, field, stored))

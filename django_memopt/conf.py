@@ -1,0 +1,62 @@
+"""django-memopt's settings: one typed property per ``MEMOPT_*`` setting, read on access.
+
+Nothing is read at import time, so ``override_settings`` works everywhere. Values are
+validated by the system checks in :mod:`django_memopt.checks`, not here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from typing import Any, Final, Literal
+
+from django.conf import settings
+
+__all__ = ["DURABILITY_CHOICES", "conf"]
+
+DURABILITY_CHOICES: Final = ("process", "system")
+Durability = Literal["process", "system"]
+
+
+def _setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+class Settings:
+    """Shadows Django's settings with django-memopt's defaults."""
+
+    @property
+    def MEMOPT_LMDB_PATH(self) -> str:
+        """Directory of the LMDB environment (created on first use)."""
+        path = _setting("MEMOPT_LMDB_PATH", None)
+        if path is None:
+            # One directory per settings module, so two projects on a host do not share.
+            module = getattr(settings, "SETTINGS_MODULE", None) or "default"
+            path = os.path.join(
+                tempfile.gettempdir(), "django-memopt", re.sub(r"[^\w.-]", "_", module)
+            )
+        return os.fspath(path)
+
+    @property
+    def MEMOPT_LMDB_MAP_SIZE(self) -> int:
+        """The most bytes the LMDB file may grow to (address space, reserved lazily)."""
+        return _setting("MEMOPT_LMDB_MAP_SIZE", 1024**3)  # type: ignore[no-any-return]
+
+    @property
+    def MEMOPT_LMDB_MAX_READERS(self) -> int:
+        """Concurrent read transactions across all processes (worker threads, in total)."""
+        return _setting("MEMOPT_LMDB_MAX_READERS", 126)  # type: ignore[no-any-return]
+
+    @property
+    def MEMOPT_LMDB_DURABILITY(self) -> Durability:
+        """``"process"``: survives any process crash; ``"system"``: survives an OS crash."""
+        return _setting("MEMOPT_LMDB_DURABILITY", "process")  # type: ignore[no-any-return]
+
+    @property
+    def MEMOPT_TOUCH_INTERVAL(self) -> int:
+        """Seconds: an unmodified session's expiry is refreshed at most this often."""
+        return _setting("MEMOPT_TOUCH_INTERVAL", 0)  # type: ignore[no-any-return]
+
+
+conf: Final = Settings()
