@@ -1,0 +1,9 @@
+"""URL configuration of the example project."""
+
+from __future__ import annotations
+
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("shop.urls")),
+]

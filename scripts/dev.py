@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Developer entry point for django-memopt (standard library only, Python 3.11+).
+
+    python3 scripts/dev.py test [tox args]           run the tox matrix
+    python3 scripts/dev.py example [runserver args]  run the example project
+
+Both commands create (or reuse) a bootstrap virtualenv at ``.venv/`` in the
+repository root and install what they need into it; nothing is installed
+globally.
+
+``test`` makes the interpreters of the tox matrix findable: for each version it
+uses ``python3.X`` from PATH if that runs, otherwise the newest pyenv install of
+that version. Symlinks to them go into ``.tox/.bin/``, which is put first on
+PATH for tox. A missing interpreter is an error, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+VENV_BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+VENV_PYTHON = VENV_BIN / ("python.exe" if os.name == "nt" else "python")
+TOX_BIN = ROOT / ".tox" / ".bin"
+EXAMPLE_DIR = ROOT / "example_project"
+EXAMPLE_STAMP = VENV / ".example-installed"
+
+MATRIX_PYTHONS = ("3.11", "3.12", "3.13")
+TOX_REQUIREMENT = "tox>=4.20"
+HAS_TOX = (
+    "import sys, importlib.metadata as m; "
+    "v = tuple(int(p) for p in m.version('tox').split('.')[:2]); "
+    "sys.exit(0 if v >= (4, 20) else 1)"
+)
+USAGE = """\
+usage: python3 scripts/dev.py test [tox args]
+       python3 scripts/dev.py example [runserver args]"""
+
+
+def log(message: str) -> None:
+    print(f"dev.py: {message}", file=sys.stderr, flush=True)
+
+
+def succeeds(cmd: list[str]) -> bool:
+    """Return True if ``cmd`` can be started and exits 0 (output discarded)."""
+    try:
+        result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return False
+    return result.returncode == 0
+
+
+def ensure_venv() -> Path:
+    """Create ``.venv/`` unless a working one exists; return its python."""
+    if not succeeds([str(VENV_PYTHON), "-c", "import pip"]):
+        log(f"creating virtualenv {VENV.relative_to(ROOT)}/ with {sys.executable}")
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    return VENV_PYTHON
+
+
+def pip_install(*args: str) -> None:
+    subprocess.run(
+        [str(VENV_PYTHON), "-m", "pip", "install", "--quiet", *args], check=True, cwd=ROOT
+    )
+
+
+def run_python(code: str, python: str) -> str | None:
+    """Run ``python -c code``; return its stripped stdout, or None if it failed."""
+    try:
+        result = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def pyenv_root() -> Path:
+    if shutil.which("pyenv"):
+        try:
+            out = subprocess.run(
+                ["pyenv", "root"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            out = ""
+        if out:
+            return Path(out)
+    if os.environ.get("PYENV_ROOT"):
+        return Path(os.environ["PYENV_ROOT"])
+    return Path.home() / ".pyenv"
+
+
+def pyenv_candidates(version: str) -> list[Path]:
+    """``versions/X.Y.Z/bin/pythonX.Y`` under the pyenv root, newest patch first."""
+    pattern = re.compile(rf"{re.escape(version)}\.(\d+)")
+    found: list[tuple[int, Path]] = []
+    for path in (pyenv_root() / "versions").glob(f"{version}.*/bin/python{version}"):
+        match = pattern.fullmatch(path.parent.parent.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def find_interpreter(version: str) -> str | None:
+    """Real executable of a working ``pythonX.Y``, from PATH or else from pyenv."""
+    search_path = os.pathsep.join(
+        entry
+        for entry in os.environ.get("PATH", "").split(os.pathsep)
+        if entry and Path(entry).resolve() != TOX_BIN.resolve()
+    )
+    candidates: list[str] = []
+    on_path = shutil.which(f"python{version}", path=search_path)
+    if on_path:
+        candidates.append(on_path)
+    candidates.extend(str(path) for path in pyenv_candidates(version))
+    for candidate in candidates:
+        # A pyenv shim for a version that is not selected exits non-zero here.
+        executable = run_python("import sys; print(sys.executable)", candidate)
+        if executable:
+            return executable
+    return None
+
+
+def link_interpreters() -> list[str]:
+    """Symlink each matrix interpreter into ``.tox/.bin/``; return the missing versions."""
+    TOX_BIN.mkdir(parents=True, exist_ok=True)
+    missing: list[str] = []
+    for version in MATRIX_PYTHONS:
+        link = TOX_BIN / f"python{version}"
+        link.unlink(missing_ok=True)
+        executable = find_interpreter(version)
+        if executable is None:
+            missing.append(version)
+            continue
+        link.symlink_to(executable)
+        log(f"python{version} -> {executable}")
+    return missing
+
+
+def selects_envs(args: list[str]) -> bool:
+    """True if the tox arguments (or TOXENV) pick environments explicitly."""
+    if os.environ.get("TOXENV"):
+        return True
+    return any(arg in ("-e", "--env") or arg.startswith(("-e", "--env=")) for arg in args)
+
+
+def cmd_test(args: list[str]) -> int:
+    python = ensure_venv()
+    if not succeeds([str(python), "-c", HAS_TOX]):
+        log(f"installing {TOX_REQUIREMENT} into {VENV.relative_to(ROOT)}/")
+        pip_install(TOX_REQUIREMENT)
+    missing = link_interpreters()
+    if missing:
+        names = ", ".join(f"python{version}" for version in missing)
+        hint = (
+            f"Install {'it' if len(missing) == 1 else 'them'} (on PATH or with pyenv), "
+            "or run a subset of the matrix, e.g.:\n"
+            "    python3 scripts/dev.py test -e py311-django52"
+        )
+        if not selects_envs(args):
+            log(f"error: cannot find {names}, needed by the tox matrix.\n{hint}")
+            return 2
+        log(f"warning: cannot find {names}; environments that need it will fail.")
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(TOX_BIN), env.get("PATH", "")])
+    try:
+        return subprocess.run([str(python), "-m", "tox", *args], cwd=ROOT, env=env).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_example(args: list[str]) -> int:
+    python = ensure_venv()
+    # Reinstall the project only when pyproject.toml changed since the last install.
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not EXAMPLE_STAMP.exists() or EXAMPLE_STAMP.read_text() != digest:
+        log("installing django-memopt (editable) into .venv/")
+        pip_install("-e", str(ROOT))
+        EXAMPLE_STAMP.write_text(digest)
+    manage = [str(python), str(EXAMPLE_DIR / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput"], check=True, cwd=EXAMPLE_DIR)
+    runserver = [*manage, "runserver", *(args or ["127.0.0.1:8000"])]
+    if os.name == "posix":
+        os.chdir(EXAMPLE_DIR)
+        os.execv(runserver[0], runserver)  # the server takes over this process
+    try:
+        return subprocess.run(runserver, cwd=EXAMPLE_DIR).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: list[str]) -> int:
+    if sys.version_info < (3, 11):  # noqa: UP036 - a clear message on older Pythons
+        log("error: Python 3.11 or newer is required to run this script.")
+        return 2
+    commands = {"test": cmd_test, "example": cmd_example}
+    if not argv or argv[0] not in commands:
+        print(USAGE, file=sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    try:
+        return commands[argv[0]](argv[1:])
+    except subprocess.CalledProcessError as exc:
+        log(f"error: command failed with exit code {exc.returncode}: {exc.cmd}")
+        return exc.returncode or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
