@@ -59,7 +59,7 @@ HEADER_SIZE: Final = 1 + TAG_SIZE
 #: A stored field larger than this is refused when saving and treated as corrupt when read.
 MAX_FIELD_SIZE: Final = 8 * 1024 * 1024
 #: Containers nested deeper than this are refused when saving (msgpack's own limit).
-MAX_DEPTH: Final = 511
+MAX_DEPTH: Final = 1023
 
 _EXT_DATETIME: Final = 1
 _EXT_DATE: Final = 2
@@ -80,11 +80,11 @@ class CorruptField(ValueError):
 def _default(obj: object) -> object:
     """Map a value msgpack does not know to an extension type or its base type."""
     if isinstance(obj, datetime):
-        text = obj.isoformat()
-        if isinstance(obj.tzinfo, ZoneInfo) and obj.tzinfo.key:
-            # RFC 9557 suffix, so the zone survives, not only the offset.
-            text += f"[{obj.tzinfo.key}]"
-        return msgpack.ExtType(_EXT_DATETIME, text.encode())
+        # A ZoneInfo zone is kept by name (with fold, for the repeated hour), so the value
+        # comes back as the same zone and wall time, not only the same UTC offset.
+        zone = obj.tzinfo.key if isinstance(obj.tzinfo, ZoneInfo) else None
+        parts = (obj.isoformat(), zone, obj.fold) if zone else (obj.isoformat(),)
+        return msgpack.ExtType(_EXT_DATETIME, msgpack.packb(parts))
     if isinstance(obj, date):
         return msgpack.ExtType(_EXT_DATE, obj.isoformat().encode())
     if isinstance(obj, time):
@@ -104,16 +104,14 @@ def _default(obj: object) -> object:
 def _ext_hook(code: int, data: bytes) -> object:
     """Rebuild an extension type; an unknown code is corrupt data, never guessed at."""
     if code == _EXT_DATETIME:
-        text = data.decode()
-        zone = None
-        if text.endswith("]"):
-            text, _, zone = text[:-1].partition("[")
+        text, *zoned = msgpack.unpackb(data)
         value = datetime.fromisoformat(text)
-        if zone:
+        if zoned:
+            zone, fold = zoned
             try:
-                value = value.astimezone(ZoneInfo(zone))
+                return value.replace(tzinfo=ZoneInfo(zone), fold=fold)
             except (ZoneInfoNotFoundError, ValueError):
-                pass  # The zone is gone from this host; the UTC offset is still right.
+                pass  # The zone is unknown on this host; the UTC offset is still right.
         return value
     if code == _EXT_DATE:
         return date.fromisoformat(data.decode())

@@ -1,0 +1,765 @@
+"""The session contract every django-memopt engine must honour.
+
+Mix :class:`SessionContract` into a ``SimpleTestCase`` and set ``backend`` to an engine's
+``SessionStore``. It holds what Django's own ``SessionTestsMixin`` checks (that mixin
+also runs against each engine, see ``test_django_suite.py``) plus what django-memopt
+promises on top: lazy decoding, delta saves, no lost updates, no resurrection, sealed
+fields, hostile keys. Store state is inspected through the engine's own primitives
+(``_read``/``_write``), so the same tests run unchanged against every store.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
+from decimal import Decimal
+from typing import Any, ClassVar
+from unittest import mock
+from zoneinfo import ZoneInfo
+
+from django.contrib.sessions.backends.base import CreateError, UpdateError
+from django.test import override_settings
+from django.utils import timezone
+
+from django_memopt.backends.base import SessionBase
+from django_memopt.codec import MAX_FIELD_SIZE, FieldCodec
+from django_memopt.fields import Delta
+
+HOSTILE_KEYS = [
+    "x" * 1240,
+    "ünïcödé-session-key",
+    "../../etc/passwd",
+    "a/b/c/d/e/f",
+    "a\\b\\c\\d\\e",
+    "",
+    "1234567",
+    "ABCDEFGHIJKLMNOP",
+    "abc def ghi jkl",
+    "abcdefgh\x00ijklmnop",
+    "\udcff\udcfe" * 8,
+]
+
+
+def same_type_equal(a: Any, b: Any) -> bool:
+    """Equal, and of the same type all the way down (tuples may have become lists)."""
+    if isinstance(a, tuple):
+        a = list(a)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(same_type_equal, a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same_type_equal(a[k], b[k]) for k in a)
+    if isinstance(a, datetime):
+        return a == b and a.tzinfo == b.tzinfo and a.utcoffset() == b.utcoffset()
+    if isinstance(a, float) and a != a:
+        return b != b
+    return bool(a == b)
+
+
+class SessionContract:
+    backend: ClassVar[type[SessionBase]]
+    session: SessionBase
+
+    # unittest assertion helpers, provided by the TestCase this is mixed into
+    assertLogs: Any
+    subTest: Any
+    addCleanup: Any
+
+    def setUp(self) -> None:
+        self.session = self.backend()
+        self.addCleanup(self.session.delete)
+
+    def saved(self, **fields: Any) -> SessionBase:
+        """A stored session holding ``fields``; returns a fresh, unloaded instance of it."""
+        session = self.backend()
+        session.update(fields)
+        session.save()
+        self.addCleanup(session.delete)
+        return self.backend(session.session_key)
+
+    def stored(self, session_key: str) -> dict[str, bytes]:
+        record = self.backend._read(session_key)
+        assert record is not None, "no such session in the store"
+        return record.fields
+
+    def overwrite_stored(self, session_key: str, **sealed: bytes) -> None:
+        self.backend._write(session_key, Delta(sealed), time.time() + 600, create=False)
+
+    @contextmanager
+    def packed_names(self) -> Any:
+        """Collect the names of the fields the codec packs inside the block."""
+        names: list[str] = []
+        original = FieldCodec.pack
+
+        def spy(name: str, value: Any) -> bytes:
+            names.append(name)
+            return original(name, value)
+
+        with mock.patch.object(FieldCodec, "pack", staticmethod(spy)):
+            yield names
+
+    @contextmanager
+    def store_untouched(self) -> Any:
+        """Fail if any storage primitive of the engine is called inside the block."""
+        primitives = ["_read", "_write", "_touch", "_remove", "_contains"]
+        with mock.patch.multiple(
+            self.backend, **{name: mock.Mock(side_effect=AssertionError(name)) for name in primitives}
+        ):
+            yield
+
+    # -- Django's dict API and flags ---------------------------------------------------
+
+    def test_new_session_is_neither_accessed_nor_modified(self) -> None:
+        assert self.session.modified is False
+        assert self.session.accessed is False
+        assert not hasattr(self.session, "_session_cache")
+
+    def test_store_get_pop(self) -> None:
+        self.session["cat"] = "dog"
+        assert self.session.modified is True
+        assert self.session.get("cat") == "dog"
+        assert self.session.pop("cat") == "dog"
+        assert self.session.pop("cat", "default") == "default"
+        assert self.session.pop("cat", default=None) is None
+        try:
+            self.session.pop("cat")
+        except KeyError:
+            pass
+        else:
+            raise AssertionError("pop() of a missing key without default must raise KeyError")
+
+    def test_pop_of_missing_key_does_not_modify(self) -> None:
+        session = self.saved(a=1)
+        session.pop("missing", None)
+        assert session.accessed is True
+        assert session.modified is False
+
+    def test_setdefault_and_update(self) -> None:
+        assert self.session.setdefault("foo", "bar") == "bar"
+        assert self.session.setdefault("foo", "baz") == "bar"
+        self.session.update({"update key": 1})
+        assert self.session.modified is True
+        assert self.session.get("update key") == 1
+
+    def test_reading_does_not_modify(self) -> None:
+        session = self.saved(x=1, y=2)
+        assert "x" in session
+        assert list(session.keys()) == ["x", "y"]
+        assert list(session.values()) == [1, 2]
+        assert list(session.items()) == [("x", 1), ("y", 2)]
+        assert session.has_key("y")
+        assert session.accessed is True
+        assert session.modified is False
+
+    def test_clear_does_not_load_and_replaces_on_save(self) -> None:
+        session = self.saved(x=1, y=2)
+        with self.store_untouched():
+            session.clear()
+        assert list(session.items()) == []
+        assert session.accessed is True
+        assert session.modified is True
+        session["z"] = 3
+        session.save()
+        assert set(self.stored(session.session_key)) == {"z"}
+
+    def test_save_exists_delete(self) -> None:
+        self.session["a"] = 1
+        self.session.save()
+        key = self.session.session_key
+        assert self.session.exists(key)
+        self.session.delete()
+        assert not self.session.exists(key)
+        self.session.delete()  # deleting a deleted session is not an error
+        self.session.delete("nosuchsessionkey")
+
+    def test_flush(self) -> None:
+        self.session["foo"] = "bar"
+        self.session.save()
+        key = self.session.session_key
+        self.session.flush()
+        assert not self.session.exists(key)
+        assert self.session.session_key is None
+        assert self.session.is_empty()
+        assert self.session.modified is True
+        assert self.session.accessed is True
+
+    def test_cycle_key_moves_every_field(self) -> None:
+        session = self.saved(a="c", b="d", big=list(range(100)))
+        old_key = session.session_key
+        session.cycle_key()
+        assert session.session_key != old_key
+        assert not session.exists(old_key)
+        fresh = self.backend(session.session_key)
+        self.addCleanup(fresh.delete)
+        assert dict(fresh.items()) == {"a": "c", "b": "d", "big": list(range(100))}
+
+    def test_cycle_key_decodes_nothing(self) -> None:
+        session = self.saved(a="c", b=[1, 2])
+        with self.packed_names() as packed:
+            session.cycle_key()
+        self.addCleanup(session.delete)
+        assert packed == []
+        assert session._session_cache.decoded_count == 0
+
+    def test_cycle_key_of_new_session_creates_it(self) -> None:
+        self.session["k"] = "v"
+        self.session.cycle_key()
+        assert self.session.exists(self.session.session_key)
+        assert self.backend(self.session.session_key).get("k") == "v"
+
+    def test_save_keeps_data(self) -> None:
+        self.session["a"] = "b"
+        self.session.save()
+        assert self.session["a"] == "b"
+        self.session.save()
+        assert self.backend(self.session.session_key)["a"] == "b"
+
+    def test_invalid_key_gets_a_new_key(self) -> None:
+        session = self.backend("1")
+        session.save()
+        self.addCleanup(session.delete)
+        assert session.session_key not in (None, "1")
+
+    def test_unknown_key_is_not_adopted_nor_created(self) -> None:
+        session = self.backend("someunknownkey")
+        assert session.load() == {}
+        assert session.session_key is None
+        assert not session.exists("someunknownkey")
+        session["x"] = 1
+        session.save()
+        self.addCleanup(session.delete)
+        assert session.session_key != "someunknownkey"
+        assert not session.exists("someunknownkey")
+
+    def test_session_key_validation(self) -> None:
+        self.session._session_key = "12345678"
+        assert self.session.session_key == "12345678"
+        for bad in HOSTILE_KEYS:
+            with self.subTest(key=bad):
+                self.session._session_key = bad
+                assert self.session.session_key is None
+
+    def test_session_key_is_read_only(self) -> None:
+        try:
+            self.session.session_key = "abcdefgh"  # type: ignore[misc]
+        except AttributeError:
+            return
+        raise AssertionError("session_key must be read-only")
+
+    # -- expiry ------------------------------------------------------------------------
+
+    def test_default_expiry(self) -> None:
+        from django.conf import settings
+
+        assert self.session.get_expiry_age() == settings.SESSION_COOKIE_AGE
+        self.session.set_expiry(0)
+        assert self.session.get_expiry_age() == settings.SESSION_COOKIE_AGE
+
+    def test_custom_expiry(self) -> None:
+        for value in (10, timedelta(seconds=10), timezone.now() + timedelta(seconds=10)):
+            with self.subTest(value=value):
+                self.session.set_expiry(value)
+                assert 9 <= self.session.get_expiry_age() <= 10
+                delta = self.session.get_expiry_date() - timezone.now()
+                assert 9 <= delta.seconds <= 10
+        self.session.set_expiry(None)
+        assert "_session_expiry" not in self.session
+
+    def test_custom_expiry_survives_save(self) -> None:
+        self.session.set_expiry(timedelta(minutes=5))
+        self.session["a"] = 1
+        self.session.save()
+        again = self.backend(self.session.session_key)
+        assert 295 <= again.get_expiry_age() <= 300
+        stored_for = self.backend._read(self.session.session_key)
+        assert stored_for is not None
+        assert 295 <= stored_for.expires_at - time.time() <= 301
+
+    def test_expire_at_browser_close(self) -> None:
+        for setting in (False, True):
+            with self.subTest(setting=setting), override_settings(
+                SESSION_EXPIRE_AT_BROWSER_CLOSE=setting
+            ):
+                self.session.set_expiry(None)
+                assert self.session.get_expire_at_browser_close() is setting
+                self.session.set_expiry(10)
+                assert self.session.get_expire_at_browser_close() is False
+                self.session.set_expiry(0)
+                assert self.session.get_expire_at_browser_close() is True
+
+    def test_past_expiry_expires_at_once(self) -> None:
+        self.session["foo"] = "bar"
+        self.session.set_expiry(-timedelta(seconds=10))
+        self.session.save()
+        again = self.backend(self.session.session_key)
+        assert "foo" not in again
+        assert not again.exists(self.session.session_key)
+
+    def test_expired_session_reads_as_absent(self) -> None:
+        self.session["foo"] = "bar"
+        self.session.set_expiry(1)
+        self.session.save()
+        key = self.session.session_key
+        with mock.patch("time.time", return_value=time.time() + 5):
+            assert not self.session.exists(key)
+            assert self.backend(key).get("foo") is None
+            try:
+                self.session.save()
+            except UpdateError:
+                pass
+            else:
+                raise AssertionError("saving an expired session must raise UpdateError")
+
+    # -- laziness ----------------------------------------------------------------------
+
+    def test_fields_are_decoded_on_first_read_only(self) -> None:
+        session = self.saved(**{f"k{i}": {"n": i} for i in range(20)})
+        fields = session._session
+        assert fields.loaded_count == 20
+        assert fields.decoded_count == 0
+        assert "k3" in session and len(list(session.keys())) == 20
+        assert fields.decoded_count == 0
+        assert session["k3"] == {"n": 3}
+        assert session.get("k4") == {"n": 4}
+        assert fields.decoded_count == 2
+        dict(session.items())
+        assert fields.decoded_count == 20
+
+    # -- the delta ---------------------------------------------------------------------
+
+    def test_save_writes_only_what_changed(self) -> None:
+        session = self.saved(untouched="u", read="r", changed="c", gone="g")
+        before = self.stored(session.session_key)
+        assert session["read"] == "r"
+        session["changed"] = "C"
+        del session["gone"]
+        delta = session._session.delta(session.session_key)
+        assert set(delta.sets) == {"changed"}
+        assert delta.deletes == {"gone"}
+        with self.packed_names() as packed:
+            session.save()
+        assert sorted(packed) == ["changed", "read"]  # "read" only to compare with its bytes
+        after = self.stored(session.session_key)
+        assert after["untouched"] == before["untouched"]
+        assert after["read"] == before["read"]
+        assert "gone" not in after
+        assert self.backend(session.session_key)["changed"] == "C"
+
+    def test_in_place_mutation_is_saved(self) -> None:
+        session = self.saved(cart=["apple"], other={"a": 1})
+        session["cart"].append("pear")
+        session["other"]  # read, not changed
+        session.modified = True
+        delta = session._session.delta(session.session_key)
+        assert set(delta.sets) == {"cart"}
+        session.save()
+        assert self.backend(session.session_key)["cart"] == ["apple", "pear"]
+
+    def test_nothing_changed_writes_no_field(self) -> None:
+        session = self.saved(a=1, b=[1, 2])
+        before = self.stored(session.session_key)
+        session["b"]
+        session.modified = True
+        session.save()
+        assert self.stored(session.session_key) == before
+
+    def test_concurrent_writers_keep_each_others_keys(self) -> None:
+        key = self.saved(shared=0).session_key
+        first, second = self.backend(key), self.backend(key)
+        first["shared"], second["shared"]  # both loaded before either saves
+        first["from_first"] = 1
+        second["from_second"] = 2
+        first.save()
+        second.save()
+        final = self.backend(key)
+        assert dict(final.items()) == {"shared": 0, "from_first": 1, "from_second": 2}
+
+    def test_concurrent_delete_and_set_both_apply(self) -> None:
+        key = self.saved(a=1, b=2).session_key
+        first, second = self.backend(key), self.backend(key)
+        del first["a"]
+        second["c"] = 3
+        second.save()
+        first.save()
+        assert dict(self.backend(key).items()) == {"b": 2, "c": 3}
+
+    def test_create_refuses_a_taken_key(self) -> None:
+        key = self.saved(a=1).session_key
+        intruder = self.backend(key)
+        intruder._session_cache = intruder._new_fields()
+        intruder["a"] = 2
+        try:
+            intruder.save(must_create=True)
+        except CreateError:
+            pass
+        else:
+            raise AssertionError("a create over a live session must raise CreateError")
+        assert self.backend(key)["a"] == 1
+
+    # -- no resurrection ---------------------------------------------------------------
+
+    def test_save_does_not_resurrect_a_deleted_session(self) -> None:
+        for change in ("set", "delete", "clear", "nothing"):
+            with self.subTest(change=change):
+                session = self.saved(a=1, b=2)
+                session["a"]
+                self.backend(session.session_key).delete()
+                if change == "set":
+                    session["a"] = 2
+                elif change == "delete":
+                    del session["b"]
+                elif change == "clear":
+                    session.clear()
+                try:
+                    session.save()
+                except UpdateError:
+                    pass
+                else:
+                    raise AssertionError("a save after a concurrent delete must raise UpdateError")
+                assert not session.exists(session.session_key)
+                assert self.backend(session.session_key).load() == {}
+
+    async def test_asave_does_not_resurrect_a_deleted_session(self) -> None:
+        session = self.backend()
+        await session.aset("k", "v1")
+        await session.asave(must_create=True)
+        await self.backend(session.session_key).adelete()
+        await session.aset("k", "v2")
+        try:
+            await session.asave()
+        except UpdateError:
+            pass
+        else:
+            raise AssertionError("asave after a concurrent delete must raise UpdateError")
+        assert await self.backend(session.session_key).aload() == {}
+
+    # -- touch -------------------------------------------------------------------------
+
+    def test_unmodified_save_refreshes_expiry_only(self) -> None:
+        session = self.saved(a=1)
+        key = session.session_key
+        record = self.backend._read(key)
+        assert record is not None
+        with mock.patch("time.time", return_value=time.time() + 100):
+            session.save()
+            touched = self.backend._read(key)
+        assert touched is not None
+        assert touched.fields == record.fields
+        assert 99 <= touched.expires_at - record.expires_at <= 101
+
+    def test_touch_is_throttled(self) -> None:
+        session = self.saved(a=1)
+        key = session.session_key
+        session["a"]
+        first = self.backend._read(key)
+        assert first is not None
+        now = time.time()
+        with override_settings(MEMOPT_TOUCH_INTERVAL=60):
+            with mock.patch("time.time", return_value=now + 30):
+                session.save()
+                assert self.backend._read(key).expires_at == first.expires_at  # type: ignore[union-attr]
+            with mock.patch("time.time", return_value=now + 90):
+                session.save()
+                assert self.backend._read(key).expires_at > first.expires_at + 80  # type: ignore[union-attr]
+
+    # -- sealed fields -----------------------------------------------------------------
+
+    def test_tampered_field_is_absent_and_logged(self) -> None:
+        session = self.saved(good="g", bad="b")
+        key = session.session_key
+        stored = self.stored(key)
+        tampered = bytearray(stored["bad"])
+        tampered[-1] ^= 0x01
+        self.overwrite_stored(key, bad=bytes(tampered))
+        session = self.backend(key)
+        with self.assertLogs("django.security.SuspiciousSession", "WARNING") as logs:
+            assert session.get("bad") is None
+        assert "Session data corrupted" in logs.output[0]
+        assert session["good"] == "g"
+        assert "bad" not in session
+
+    def test_garbage_field_is_absent(self) -> None:
+        key = self.saved(good="g").session_key
+        for garbage in (b"", b"\x01", b"\x02" + bytes(40), b"\x01" + bytes(16) + b"\xc1"):
+            with self.subTest(garbage=garbage):
+                self.overwrite_stored(key, junk=garbage)
+                session = self.backend(key)
+                with self.assertLogs("django.security.SuspiciousSession", "WARNING"):
+                    assert dict(session.items()) == {"good": "g"}
+
+    def test_field_copied_from_another_session_is_rejected(self) -> None:
+        admin = self.saved(_auth_user_id="1")
+        mallory = self.saved(_auth_user_id="666")
+        self.overwrite_stored(
+            mallory.session_key, _auth_user_id=self.stored(admin.session_key)["_auth_user_id"]
+        )
+        with self.assertLogs("django.security.SuspiciousSession", "WARNING"):
+            assert self.backend(mallory.session_key).get("_auth_user_id") is None
+
+    def test_field_moved_to_another_name_is_rejected(self) -> None:
+        session = self.saved(role="user", other="admin")
+        self.overwrite_stored(session.session_key, role=self.stored(session.session_key)["other"])
+        with self.assertLogs("django.security.SuspiciousSession", "WARNING"):
+            assert self.backend(session.session_key).get("role") is None
+
+    def test_cycle_key_does_not_launder_a_forged_field(self) -> None:
+        session = self.saved(good="g")
+        forged = FieldCodec.from_secrets(["not the secret key"]).encode(
+            session.session_key, "is_admin", True
+        )
+        self.overwrite_stored(session.session_key, is_admin=forged)
+        session = self.backend(session.session_key)
+        with self.assertLogs("django.security.SuspiciousSession", "WARNING"):
+            session.cycle_key()
+        self.addCleanup(session.delete)
+        assert set(self.stored(session.session_key)) == {"good"}
+
+    def test_secret_key_rotation_keeps_sessions_with_fallbacks(self) -> None:
+        key = self.saved(a=1).session_key
+        with override_settings(SECRET_KEY="a-new-secret-key-" * 4, SECRET_KEY_FALLBACKS=[]):
+            with self.assertLogs("django.security.SuspiciousSession", "WARNING"):
+                assert self.backend(key).get("a") is None
+        from django.conf import settings
+
+        with override_settings(
+            SECRET_KEY="a-new-secret-key-" * 4, SECRET_KEY_FALLBACKS=[settings.SECRET_KEY]
+        ):
+            session = self.backend(key)
+            assert session["a"] == 1
+            session["b"] = 2
+            session.save()
+        with override_settings(SECRET_KEY="a-new-secret-key-" * 4, SECRET_KEY_FALLBACKS=[]):
+            assert self.backend(key)["b"] == 2
+
+    # -- hostile input -----------------------------------------------------------------
+
+    def test_hostile_session_keys_get_a_fresh_session_without_store_access(self) -> None:
+        for bad in HOSTILE_KEYS:
+            with self.subTest(key=bad):
+                with self.store_untouched():
+                    session = self.backend(bad)
+                    assert session.session_key is None
+                    assert session.get("anything") is None
+                    assert session.load() == {}
+                    assert session.exists(bad) is False
+                    session.delete(bad)
+                session["fresh"] = True
+                session.save()
+                self.addCleanup(session.delete)
+                assert session.session_key not in (None, bad)
+
+    def test_non_str_session_key_names_are_refused(self) -> None:
+        for name in (1, None, ("a",)):
+            with self.subTest(name=name):
+                try:
+                    self.session[name] = "v"  # type: ignore[index]
+                except TypeError:
+                    pass
+                else:
+                    raise AssertionError("a non-str session key must raise TypeError")
+
+    # -- values ------------------------------------------------------------------------
+
+    SUPPORTED_VALUES: ClassVar[dict[str, Any]] = {
+        "none": None,
+        "bools": [True, False],
+        "ints": [0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 2**200, -(2**200)],
+        "float": 1.5,
+        "nan": float("nan"),
+        "str": "héllo wörld ✓",
+        "bytes": b"\x00\xffbinary",
+        "list": [1, "a", [2, [3]]],
+        "tuple": (1, 2),
+        "dict": {"a": 1, "nested": {"b": [1, 2]}},
+        "int keys": {1: "one", 2: "two"},
+        "naive datetime": datetime(2026, 11, 24, 12, 30, 15, 123456),
+        "utc datetime": datetime(2026, 11, 24, 12, 30, tzinfo=UTC),
+        "zoned datetime": datetime(2026, 3, 29, 2, 30, tzinfo=ZoneInfo("Europe/Paris")),
+        "offset datetime": datetime.fromisoformat("2026-01-01T10:00:00+05:45"),
+        "date": date(2026, 2, 28),
+        "time": dt_time(23, 59, 59, 999999),
+        "timedelta": timedelta(days=-3, seconds=5, microseconds=7),
+        "decimal": Decimal("-1234.5678901234567890"),
+        "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "empty": [],
+    }
+
+    def test_supported_values_round_trip_with_their_types(self) -> None:
+        self.session.update(self.SUPPORTED_VALUES)
+        self.session.save()
+        loaded = self.backend(self.session.session_key)
+        for name, value in self.SUPPORTED_VALUES.items():
+            with self.subTest(name=name):
+                assert same_type_equal(value, loaded[name]), (value, loaded[name])
+
+    def test_unsupported_value_names_the_key(self) -> None:
+        for value in (object(), {1, 2}, {("tuple", "key"): 1}, [lambda: 1]):
+            with self.subTest(value=value):
+                session = self.backend()
+                session["offending"] = value
+                try:
+                    session.save()
+                except TypeError as exc:
+                    assert "'offending'" in str(exc)
+                else:
+                    raise AssertionError(f"{value!r} must be refused")
+                assert session.session_key is None or not session.exists(session.session_key)
+
+    def test_oversized_and_too_deep_values_are_refused(self) -> None:
+        deep: list[Any] = []
+        for _ in range(1100):
+            deep = [deep]
+        for value in (b"x" * (MAX_FIELD_SIZE + 1), deep):
+            with self.subTest(kind=type(value).__name__):
+                session = self.backend()
+                session["huge"] = value
+                try:
+                    session.save()
+                except ValueError as exc:
+                    assert "'huge'" in str(exc)
+                else:
+                    raise AssertionError("the value must be refused")
+
+    # -- async -------------------------------------------------------------------------
+
+    async def test_async_api(self) -> None:
+        session = self.backend()
+        assert await session.aget("cat") is None
+        await session.aset("cat", "dog")
+        assert await session.asetdefault("fox", "hen") == "hen"
+        await session.aupdate({"a": 1})
+        assert await session.ahas_key("a")
+        assert sorted(await session.akeys()) == ["a", "cat", "fox"]
+        await session.asave()
+        key = session.session_key
+        assert await session.aexists(key)
+        loaded = self.backend(key)
+        assert await loaded.aget("cat") == "dog"
+        assert dict(await loaded.aitems()) == {"cat": "dog", "fox": "hen", "a": 1}
+        assert await loaded.apop("a") == 1
+        await loaded.asave()
+        assert "a" not in await self.backend(key).aload()
+        await loaded.acycle_key()
+        assert not await loaded.aexists(key)
+        assert await self.backend(loaded.session_key).aget("cat") == "dog"
+        new_key = loaded.session_key
+        await loaded.aflush()
+        assert loaded.session_key is None
+        assert not await loaded.aexists(new_key)
+
+    async def test_async_expiry_and_test_cookie(self) -> None:
+        session = self.backend()
+        await session.aset_expiry(timedelta(seconds=30))
+        assert 29 <= await session.aget_expiry_age() <= 30
+        assert await session.aget_expire_at_browser_close() is False
+        await session.aset_test_cookie()
+        assert await session.atest_cookie_worked()
+        await session.adelete_test_cookie()
+        assert not await session.atest_cookie_worked()
+
+
+class MiddlewareFlows:
+    """Requests through Django's ``SessionMiddleware`` with the engine ``engine``."""
+
+    engine: ClassVar[str]
+    client: Any
+    enterContext: Any
+
+    def setUp(self) -> None:
+        super().setUp()  # type: ignore[misc]
+        self.enterContext(override_settings(SESSION_ENGINE=self.engine))
+
+    @property
+    def store(self) -> type[SessionBase]:
+        from importlib import import_module
+
+        return import_module(self.engine).SessionStore  # type: ignore[no-any-return]
+
+    def cookie(self, response: Any) -> Any:
+        from django.conf import settings
+
+        return response.cookies.get(settings.SESSION_COOKIE_NAME)
+
+    def test_new_session_sets_a_cookie_for_a_stored_session(self) -> None:
+        response = self.client.get("/store/a/1/")
+        key = self.cookie(response).value
+        assert self.store(key)["a"] == "1"
+        assert "Cookie" in response["Vary"]
+
+    def test_update_keeps_the_key_and_merges(self) -> None:
+        key = self.cookie(self.client.get("/store/a/1/")).value
+        response = self.client.get("/store/b/2/")
+        assert self.cookie(response).value == key
+        assert dict(self.store(key).items()) == {"a": "1", "b": "2"}
+
+    def test_read_only_request_sets_no_cookie(self) -> None:
+        self.client.get("/store/a/1/")
+        response = self.client.get("/read/a/")
+        assert response.json() == {"value": "1"}
+        assert self.cookie(response) is None
+        assert "Cookie" in response["Vary"]
+        untouched = self.client.get("/untouched/")
+        assert self.cookie(untouched) is None
+        assert not untouched.has_header("Vary")
+
+    def test_no_save_on_a_500(self) -> None:
+        key = self.cookie(self.client.get("/store/a/1/")).value
+        response = self.client.get("/fail/a/2/")
+        assert response.status_code == 500
+        assert self.cookie(response) is None
+        assert self.store(key)["a"] == "1"
+
+    def test_flush_deletes_the_cookie_and_the_session(self) -> None:
+        key = self.cookie(self.client.get("/store/a/1/")).value
+        response = self.client.get("/flush/")
+        cookie = self.cookie(response)
+        assert cookie.value == ""
+        assert cookie["max-age"] == 0
+        assert not self.store().exists(key)
+
+    def test_concurrent_logout_interrupts_and_stays_logged_out(self) -> None:
+        from django.contrib.sessions.exceptions import SessionInterrupted
+
+        key = self.cookie(self.client.get("/store/a/1/")).value
+        with self.assertLogs("django.request", "WARNING") as logs:
+            response = self.client.get("/logged-out-meanwhile/a/2/")
+        assert response.status_code == 400  # SessionInterrupted is a BadRequest
+        assert SessionInterrupted.__name__ in logs.output[0] or "deleted" in logs.output[0]
+        assert self.cookie(response) is None
+        assert not self.store().exists(key)
+
+    def test_in_place_change_with_modified_flag(self) -> None:
+        self.client.get("/append/cart/apple/")
+        response = self.client.get("/append/cart/pear/")
+        key = self.cookie(response).value
+        assert self.store(key)["cart"] == ["apple", "pear"]
+
+    def test_forged_cookie_gets_a_fresh_session(self) -> None:
+        from django.conf import settings
+
+        for forged in ("someunknownsessionkey0000000000", "../../etc/passwd", "x" * 1240):
+            with self.subTest(forged=forged):
+                self.client.cookies[settings.SESSION_COOKIE_NAME] = forged
+                response = self.client.get("/store/a/1/")
+                key = self.cookie(response).value
+                assert key != forged
+                assert self.store(key)["a"] == "1"
+                assert not self.store().exists(forged)
+
+    def test_save_every_request_refreshes_an_unmodified_session(self) -> None:
+        key = self.cookie(self.client.get("/store/a/1/")).value
+        before = self.store._read(key)
+        assert before is not None
+        with override_settings(SESSION_SAVE_EVERY_REQUEST=True), mock.patch(
+            "time.time", return_value=time.time() + 1000
+        ):
+            response = self.client.get("/read/a/")
+            after = self.store._read(key)
+        assert self.cookie(response).value == key
+        assert after is not None
+        assert after.fields == before.fields
+        assert after.expires_at >= before.expires_at + 999

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import sys
+import tempfile
+
+from tests.django_suite import session_tests_root
+
+sys.path.append(str(session_tests_root()))
+
+SECRET_KEY = "django-memopt-tests-not-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+DEBUG = False
+ALLOWED_HOSTS = ["testserver"]
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_memopt",
+    "sessions_tests",  # Django's own session tests, for its SessionTestsMixin
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.contrib.messages.context_processors.messages"]},
+    }
+]
+USE_TZ = True
+SESSION_ENGINE = "django_memopt.backends.lmdb"
+MEMOPT_LMDB_PATH = tempfile.mkdtemp(prefix="django-memopt-tests-")
