@@ -11,7 +11,7 @@ import re
 import tempfile
 from typing import Any, Final, Literal
 
-from django.conf import settings
+from django.conf import ENVIRONMENT_VARIABLE, settings
 
 __all__ = ["DURABILITY_CHOICES", "conf"]
 
@@ -32,7 +32,7 @@ class Settings:
         path = _setting("MEMOPT_LMDB_PATH", None)
         if path is None:
             # One directory per settings module, so two projects on a host do not share.
-            module = getattr(settings, "SETTINGS_MODULE", None) or "default"
+            module = os.environ.get(ENVIRONMENT_VARIABLE) or "default"
             path = os.path.join(
                 tempfile.gettempdir(), "django-memopt", re.sub(r"[^\w.-]", "_", module)
             )

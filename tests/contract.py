@@ -45,8 +45,7 @@ HOSTILE_KEYS = [
 
 def same_type_equal(a: Any, b: Any) -> bool:
     """Equal, and of the same type all the way down (tuples may have become lists)."""
-    if isinstance(a, tuple):
-        a = list(a)
+    a, b = (list(x) if isinstance(x, tuple) else x for x in (a, b))
     if type(a) is not type(b):
         return False
     if isinstance(a, list):

@@ -1,0 +1,80 @@
+"""Every system check ID fires for the configuration it names, and only then."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.checks import run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from django_memopt.checks import check_settings
+
+
+def ids(**overrides: Any) -> list[str]:
+    with override_settings(**overrides):
+        return [message.id for message in check_settings()]
+
+
+def test_default_configuration_passes() -> None:
+    assert ids() == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"MEMOPT_LMDB_PATH": ""}, "django_memopt.E001"),
+        ({"MEMOPT_LMDB_PATH": 42}, "django_memopt.E001"),
+        ({"MEMOPT_LMDB_MAP_SIZE": 1000}, "django_memopt.E003"),
+        ({"MEMOPT_LMDB_MAP_SIZE": "1GB"}, "django_memopt.E003"),
+        ({"MEMOPT_LMDB_MAP_SIZE": True}, "django_memopt.E003"),
+        ({"MEMOPT_LMDB_MAX_READERS": 0}, "django_memopt.E004"),
+        ({"MEMOPT_LMDB_DURABILITY": "fsync"}, "django_memopt.E005"),
+        ({"MEMOPT_TOUCH_INTERVAL": -1}, "django_memopt.E006"),
+        ({"MEMOPT_TOUCH_INTERVAL": 1.5}, "django_memopt.E006"),
+        (
+            {"SESSION_SERIALIZER": "django.core.signing.JSONSerializer"},
+            "django_memopt.W001",
+        ),
+    ],
+)
+def test_each_misconfiguration_has_its_id(overrides: dict[str, Any], expected: str) -> None:
+    assert ids(**overrides) == [expected]
+
+
+def test_unwritable_lmdb_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert ids(MEMOPT_LMDB_PATH=str(blocker / "sessions")) == ["django_memopt.E002"]
+    # A path that does not exist yet is fine when it can be created.
+    assert ids(MEMOPT_LMDB_PATH=str(tmp_path / "new" / "sessions")) == []
+    assert ids(MEMOPT_LMDB_PATH=tmp_path / "as-a-pathlib-path") == []
+
+
+def test_path_is_only_checked_for_the_lmdb_engine(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert ids(
+        MEMOPT_LMDB_PATH=str(blocker / "x"),
+        SESSION_ENGINE="django.contrib.sessions.backends.db",
+    ) == []
+
+
+def test_serializer_warning_only_with_a_memopt_engine() -> None:
+    assert ids(
+        SESSION_SERIALIZER="django.core.signing.JSONSerializer",
+        SESSION_ENGINE="django.contrib.sessions.backends.db",
+    ) == []
+
+
+def test_checks_are_registered_and_fail_the_check_command() -> None:
+    with override_settings(MEMOPT_LMDB_DURABILITY="bogus"):
+        assert "django_memopt.E005" in [message.id for message in run_checks()]
+        with pytest.raises(SystemCheckError, match="django_memopt.E005"):
+            call_command("check")
+    with tempfile.TemporaryDirectory() as path, override_settings(MEMOPT_LMDB_PATH=path):
+        call_command("check")
