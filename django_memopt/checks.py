@@ -64,7 +64,9 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
     if conf.MEMOPT_LMDB_DURABILITY not in DURABILITY_CHOICES:
         errors.append(
             Error(
-                f"MEMOPT_LMDB_DURABILITY must be one of {', '.join(map(repr, DURABILITY_CHOICES))}.",
+                "MEMOPT_LMDB_DURABILITY must be one of "
+                + ", ".join(map(repr, DURABILITY_CHOICES))
+                + ".",
                 id="django_memopt.E005",
             )
         )

@@ -83,8 +83,8 @@ def _default(obj: object) -> object:
         # A ZoneInfo zone is kept by name (with fold, for the repeated hour), so the value
         # comes back as the same zone and wall time, not only the same UTC offset.
         zone = obj.tzinfo.key if isinstance(obj.tzinfo, ZoneInfo) else None
-        parts = (obj.isoformat(), zone, obj.fold) if zone else (obj.isoformat(),)
-        return msgpack.ExtType(_EXT_DATETIME, msgpack.packb(parts))
+        stamp = (obj.isoformat(), zone, obj.fold) if zone else (obj.isoformat(),)
+        return msgpack.ExtType(_EXT_DATETIME, msgpack.packb(stamp))
     if isinstance(obj, date):
         return msgpack.ExtType(_EXT_DATE, obj.isoformat().encode())
     if isinstance(obj, time):
@@ -199,7 +199,9 @@ class FieldCodec:
 
     # -- payloads <-> stored bytes -------------------------------------------------------
 
-    def _tag(self, hasher: Any, session_key: str, field: str, payload: bytes | memoryview) -> bytes:
+    def _tag(
+        self, hasher: Any, session_key: str, field: str, payload: bytes | memoryview
+    ) -> bytes:
         h = hasher.copy()
         name = field.encode("utf-8", "surrogatepass")
         # Length-prefixed, so no two (session key, field) pairs frame the same bytes.

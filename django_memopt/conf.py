@@ -29,7 +29,7 @@ class Settings:
     @property
     def MEMOPT_LMDB_PATH(self) -> str:
         """Directory of the LMDB environment (created on first use)."""
-        path = _setting("MEMOPT_LMDB_PATH", None)
+        path: str | os.PathLike[str] | None = _setting("MEMOPT_LMDB_PATH", None)
         if path is None:
             # One directory per settings module, so two projects on a host do not share.
             module = os.environ.get(ENVIRONMENT_VARIABLE) or "default"

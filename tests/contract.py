@@ -106,7 +106,8 @@ class SessionContract:
         """Fail if any storage primitive of the engine is called inside the block."""
         primitives = ["_read", "_write", "_touch", "_remove", "_contains"]
         with mock.patch.multiple(
-            self.backend, **{name: mock.Mock(side_effect=AssertionError(name)) for name in primitives}
+            self.backend,
+            **{name: mock.Mock(side_effect=AssertionError(name)) for name in primitives},
         ):
             yield
 
@@ -280,8 +281,9 @@ class SessionContract:
 
     def test_expire_at_browser_close(self) -> None:
         for setting in (False, True):
-            with self.subTest(setting=setting), override_settings(
-                SESSION_EXPIRE_AT_BROWSER_CLOSE=setting
+            with (
+                self.subTest(setting=setting),
+                override_settings(SESSION_EXPIRE_AT_BROWSER_CLOSE=setting),
             ):
                 self.session.set_expiry(None)
                 assert self.session.get_expire_at_browser_close() is setting
@@ -519,10 +521,13 @@ class SessionContract:
 
     def test_secret_key_rotation_keeps_sessions_with_fallbacks(self) -> None:
         key = self.saved(a=1).session_key
-        with override_settings(SECRET_KEY="a-new-secret-key-" * 4, SECRET_KEY_FALLBACKS=[]):
-            with self.assertLogs("django.security.SuspiciousSession", "WARNING"):
-                assert self.backend(key).get("a") is None
         from django.conf import settings
+
+        with (
+            override_settings(SECRET_KEY="a-new-secret-key-" * 4, SECRET_KEY_FALLBACKS=[]),
+            self.assertLogs("django.security.SuspiciousSession", "WARNING"),
+        ):
+            assert self.backend(key).get("a") is None
 
         with override_settings(
             SECRET_KEY="a-new-secret-key-" * 4, SECRET_KEY_FALLBACKS=[settings.SECRET_KEY]
@@ -753,8 +758,9 @@ class MiddlewareFlows:
         key = self.cookie(self.client.get("/store/a/1/")).value
         before = self.store._read(key)
         assert before is not None
-        with override_settings(SESSION_SAVE_EVERY_REQUEST=True), mock.patch(
-            "time.time", return_value=time.time() + 1000
+        with (
+            override_settings(SESSION_SAVE_EVERY_REQUEST=True),
+            mock.patch("time.time", return_value=time.time() + 1000),
         ):
             response = self.client.get("/read/a/")
             after = self.store._read(key)

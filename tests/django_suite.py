@@ -27,8 +27,19 @@ def session_tests_root() -> Path:
         return root
     with tempfile.TemporaryDirectory() as download:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
-             ":all:", "--dest", download, f"django=={django.__version__}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--dest",
+                download,
+                f"django=={django.__version__}",
+            ],
             check=True,
         )
         (sdist,) = Path(download).glob("*.tar.gz")

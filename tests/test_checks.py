@@ -58,17 +58,23 @@ def test_unwritable_lmdb_path(tmp_path: Path) -> None:
 def test_path_is_only_checked_for_the_lmdb_engine(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    assert ids(
-        MEMOPT_LMDB_PATH=str(blocker / "x"),
-        SESSION_ENGINE="django.contrib.sessions.backends.db",
-    ) == []
+    assert (
+        ids(
+            MEMOPT_LMDB_PATH=str(blocker / "x"),
+            SESSION_ENGINE="django.contrib.sessions.backends.db",
+        )
+        == []
+    )
 
 
 def test_serializer_warning_only_with_a_memopt_engine() -> None:
-    assert ids(
-        SESSION_SERIALIZER="django.core.signing.JSONSerializer",
-        SESSION_ENGINE="django.contrib.sessions.backends.db",
-    ) == []
+    assert (
+        ids(
+            SESSION_SERIALIZER="django.core.signing.JSONSerializer",
+            SESSION_ENGINE="django.contrib.sessions.backends.db",
+        )
+        == []
+    )
 
 
 def test_checks_are_registered_and_fail_the_check_command() -> None:

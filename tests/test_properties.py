@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,7 +18,7 @@ SESSION_KEY = "k" * 32
 codec = FieldCodec.from_secrets(["property tests"])
 
 names = st.sampled_from(["a", "b", "c", "_auth_user_id", "ü", ""])
-zones = st.sampled_from([None, timezone.utc, timezone(timedelta(hours=-3, minutes=-30))])
+zones = st.sampled_from([None, UTC, timezone(timedelta(hours=-3, minutes=-30))])
 zoneinfos = st.sampled_from(["Europe/Paris", "America/New_York", "Asia/Kathmandu"]).map(ZoneInfo)
 
 scalars = st.one_of(
@@ -95,7 +95,12 @@ def apply(mapping: Any, operation: tuple[Any, ...]) -> Any:
             elif isinstance(value, dict):
                 value["mutated"] = True
         elif kind == "views":
-            return list(mapping.keys()), list(mapping.values()), list(mapping.items()), len(mapping)
+            return (
+                list(mapping.keys()),
+                list(mapping.values()),
+                list(mapping.items()),
+                len(mapping),
+            )
     except KeyError:
         return KeyError
     return None
@@ -150,4 +155,3 @@ def test_values_round_trip_through_the_store_with_their_types(value: Any) -> Non
         assert same_type_equal(value, loaded), (value, loaded)
     finally:
         session.delete()
-

@@ -17,13 +17,13 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.sessions.backends.base import CreateError, UpdateError, VALID_KEY_CHARS
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, UpdateError
 from django.contrib.sessions.backends.base import SessionBase as DjangoSessionBase
 from django.utils.crypto import get_random_string
 
-from ..codec import CorruptField, FieldCodec
-from ..conf import conf
-from ..fields import Delta, SessionFields
+from django_memopt.codec import CorruptField, FieldCodec
+from django_memopt.conf import conf
+from django_memopt.fields import Delta, SessionFields
 
 __all__ = [
     "CreateError",
@@ -86,6 +86,8 @@ class SessionBase(DjangoSessionBase):
     #: Whether the primitives may wait on I/O; if so the async API runs them in a thread.
     store_blocks: ClassVar[bool] = True
 
+    _session_cache: SessionFields
+
     def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
         # The deadline the store held when this session was loaded: the touch throttle's
@@ -107,17 +109,14 @@ class SessionBase(DjangoSessionBase):
         try:
             fields: SessionFields = self._session_cache
         except AttributeError:
-            if self.session_key is None or no_load:
-                fields = self._new_fields()
-            else:
-                fields = self.load()
+            fields = self._new_fields() if self.session_key is None or no_load else self.load()
             self._session_cache = fields
         return self._adopt(fields)
 
     async def _aget_session(self, no_load: bool = False) -> SessionFields:
         self.accessed = True
         try:
-            fields: SessionFields = self._session_cache
+            fields = self._session_cache
         except AttributeError:
             if self.session_key is None or no_load:
                 fields = self._new_fields()
@@ -162,7 +161,8 @@ class SessionBase(DjangoSessionBase):
 
     # -- Django's storage API, in terms of the primitives --------------------------------
 
-    def load(self) -> SessionFields:
+    # Django annotates load() as returning a dict; the mapping behaves as one.
+    def load(self) -> SessionFields:  # type: ignore[override]
         session_key = self.session_key
         stored = self._read(session_key) if session_key is not None else None
         if stored is None:
@@ -194,11 +194,9 @@ class SessionBase(DjangoSessionBase):
         exists (``UpdateError`` if it was deleted or expired meanwhile); with nothing to
         apply, the expiry alone is refreshed, at most once per ``MEMOPT_TOUCH_INTERVAL``.
         """
-        if self.session_key is None:
-            return self.create()
         fields = self._get_session(no_load=must_create)
         session_key = self.session_key
-        if session_key is None:  # loading found no such session
+        if session_key is None:  # a new session, or loading found no such session
             return self.create()
         expires_at = time.time() + self.get_expiry_age()
         delta = fields.delta(session_key, full=must_create)
@@ -236,7 +234,7 @@ class SessionBase(DjangoSessionBase):
             return await sync_to_async(func)(*args)
         return func(*args)
 
-    async def aload(self) -> SessionFields:
+    async def aload(self) -> SessionFields:  # type: ignore[override]
         return await self._run(self.load)
 
     async def aexists(self, session_key: str | None) -> bool:

@@ -31,7 +31,8 @@ import msgpack
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from ..conf import conf
+from django_memopt.conf import conf
+
 from .base import (
     CreateError,
     Delta,
@@ -163,7 +164,7 @@ def _deadline(record: bytes | memoryview | None) -> int | None:
     if record is None or len(record) < HEADER_SIZE:
         return None
     record_format, expires_ms = _HEADER.unpack_from(record)
-    return expires_ms if record_format == RECORD_FORMAT else None  # type: ignore[no-any-return]
+    return expires_ms if record_format == RECORD_FORMAT else None
 
 
 def _fields(record: bytes | memoryview) -> dict[str, bytes] | None:
@@ -223,7 +224,9 @@ class SessionStore(_SessionBase):
             record = txn.get(key, db=opened.sessions)
             old_ms = _deadline(record)
             fields = None if record is None or delta.replace else _fields(record)
-            live = old_ms is not None and old_ms > _now_ms() and (delta.replace or fields is not None)
+            live = (
+                old_ms is not None and old_ms > _now_ms() and (delta.replace or fields is not None)
+            )
             if create and live:
                 raise CreateError
             if not create and not live:
