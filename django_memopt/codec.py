@@ -152,12 +152,16 @@ class FieldCodec:
     secret can be rotated without losing sessions.
     """
 
-    __slots__ = ("_hashers",)
+    __slots__ = ("_hashers", "_session")
 
     def __init__(self, keys: Iterable[bytes]) -> None:
         self._hashers = tuple(hashlib.blake2b(key=key, digest_size=TAG_SIZE) for key in keys)
         if not self._hashers:
             raise ValueError("FieldCodec needs at least one key")
+        # The hashers of the last session key, already fed its framing: a request seals
+        # and opens several fields of one session. One tuple, replaced whole, so threads
+        # sharing the codec never see half an update.
+        self._session: tuple[str, tuple[Any, ...]] = ("", ())
 
     @classmethod
     def from_secrets(cls, secrets: Iterable[str | bytes]) -> FieldCodec:
@@ -197,44 +201,61 @@ class FieldCodec:
         except Exception as exc:  # msgpack raises many types; all mean the same here
             raise CorruptField(f"undecodable payload: {exc}") from exc
 
+    @staticmethod
+    def unchanged(value: Any, stored: bytes) -> bool:
+        """Whether ``value``, decoded from ``stored``, still encodes to the same payload.
+
+        Only lists and dicts can change in place; any other decoded value is immutable.
+        """
+        if not isinstance(value, list | dict):
+            return True
+        try:
+            return msgpack.packb(value, default=_default) == stored[HEADER_SIZE:]
+        except (TypeError, ValueError):
+            return False  # now holds something unsupported: pack() will say what
+
     # -- payloads <-> stored bytes -------------------------------------------------------
 
-    def _tag(
-        self, hasher: Any, session_key: str, field: str, payload: bytes | memoryview
-    ) -> bytes:
+    def _session_hashers(self, session_key: str) -> tuple[Any, ...]:
+        cached_key, hashers = self._session
+        if cached_key != session_key or not hashers:
+            # Length-prefixed framing, so no two (session key, field) pairs frame alike.
+            frame = b"%d:%s" % (len(session_key), session_key.encode())
+            prefixed = []
+            for hasher in self._hashers:
+                prefixed.append(hasher.copy())
+                prefixed[-1].update(frame)
+            hashers = tuple(prefixed)
+            self._session = (session_key, hashers)
+        return hashers
+
+    @staticmethod
+    def _tag(hasher: Any, field: str, payload: bytes) -> bytes:
         h = hasher.copy()
         name = field.encode("utf-8", "surrogatepass")
-        # Length-prefixed, so no two (session key, field) pairs frame the same bytes.
-        h.update(b"%d:%s%d:%s" % (len(session_key), session_key.encode(), len(name), name))
-        h.update(payload)
+        h.update(b"%d:%s%s" % (len(name), name, payload))
         return h.digest()  # type: ignore[no-any-return]
 
     def seal(self, session_key: str, field: str, payload: bytes) -> bytes:
         """The stored form of ``payload`` for ``field`` of session ``session_key``."""
-        tag = self._tag(self._hashers[0], session_key, field, payload)
-        return bytes((FORMAT,)) + tag + payload
+        tag = self._tag(self._session_hashers(session_key)[0], field, payload)
+        return b"%c%s%s" % (FORMAT, tag, payload)
 
-    def open(self, session_key: str, field: str, stored: bytes) -> memoryview:
+    def open(self, session_key: str, field: str, stored: bytes) -> bytes:
         """The payload inside ``stored`` after checking its tag; raises ``CorruptField``."""
-        if len(stored) < HEADER_SIZE or len(stored) > MAX_FIELD_SIZE:
+        if not HEADER_SIZE <= len(stored) <= MAX_FIELD_SIZE:
             raise CorruptField(f"stored field has an impossible size ({len(stored)} bytes)")
         if stored[0] != FORMAT:
             raise CorruptField(f"unknown field format {stored[0]}")
-        view = memoryview(stored)
-        tag, payload = view[1:HEADER_SIZE], view[HEADER_SIZE:]
-        for hasher in self._hashers:
-            if hmac.compare_digest(tag, self._tag(hasher, session_key, field, payload)):
+        tag, payload = stored[1:HEADER_SIZE], stored[HEADER_SIZE:]
+        for hasher in self._session_hashers(session_key):
+            if hmac.compare_digest(tag, self._tag(hasher, field, payload)):
                 return payload
         raise CorruptField("authentication tag does not match")
 
     def reseal(self, old_key: str, new_key: str, field: str, stored: bytes) -> bytes:
         """``stored`` checked under ``old_key`` and sealed for ``new_key``, not decoded."""
-        return self.seal(new_key, field, bytes(self.open(old_key, field, stored)))
-
-    @staticmethod
-    def same_payload(stored: bytes, payload: bytes) -> bool:
-        """Whether ``stored`` holds exactly ``payload`` (its tag is not checked)."""
-        return memoryview(stored)[HEADER_SIZE:] == payload
+        return self.seal(new_key, field, self.open(old_key, field, stored))
 
     # -- both steps ----------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ def _ignore_corrupt(name: str, error: CorruptField) -> None:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delta:
     """What one save applies to the stored session.
 
@@ -65,6 +65,7 @@ class SessionFields(MutableMapping[str, Any]):
     __slots__ = (
         "_assigned",
         "_codec",
+        "_decoded",
         "_deleted",
         "_on_corrupt",
         "_replace",
@@ -85,6 +86,7 @@ class SessionFields(MutableMapping[str, Any]):
         self._stored: dict[str, bytes] = dict(stored) if stored else {}
         self._values: dict[str, Any] = dict.fromkeys(self._stored, _UNREAD)
         self._assigned: set[str] = set()
+        self._decoded: set[str] = set()
         self._deleted: set[str] = set()
         self._replace = False
         self._on_corrupt = on_corrupt
@@ -101,6 +103,7 @@ class SessionFields(MutableMapping[str, Any]):
                 self._on_corrupt(name, error)
                 raise KeyError(name) from None
             self._values[name] = value
+            self._decoded.add(name)
         return value
 
     def __setitem__(self, name: str, value: Any) -> None:
@@ -113,6 +116,7 @@ class SessionFields(MutableMapping[str, Any]):
     def __delitem__(self, name: str) -> None:
         del self._values[name]
         self._assigned.discard(name)
+        self._decoded.discard(name)
         self._deleted.add(name)
 
     def __contains__(self, name: object) -> bool:
@@ -150,6 +154,7 @@ class SessionFields(MutableMapping[str, Any]):
         # Without decoding anything: the next save replaces whatever is stored.
         self._values.clear()
         self._assigned.clear()
+        self._decoded.clear()
         self._deleted.clear()
         self._replace = True
 
@@ -167,7 +172,7 @@ class SessionFields(MutableMapping[str, Any]):
     @property
     def decoded_count(self) -> int:
         """How many stored fields have been decoded so far."""
-        return sum(1 for name in self._stored if self._values.get(name, _UNREAD) is not _UNREAD)
+        return len(self._decoded)
 
     @property
     def loaded_count(self) -> int:
@@ -183,26 +188,23 @@ class SessionFields(MutableMapping[str, Any]):
         the fields were loaded for, or after ``clear()``, is always full.
         """
         codec = self._codec
-        full = full or self._replace or self._sealed_for != session_key
         sets: dict[str, bytes] = {}
-        for name, value in list(self._values.items()):
-            stored = self._stored.get(name)
-            if value is _UNREAD:
-                if full and stored is not None:
-                    carried = self._carry_over(session_key, name, stored)
-                    if carried is not None:
-                        sets[name] = carried
-                continue
-            payload = codec.pack(name, value)
-            if (
-                full
-                or name in self._assigned
-                or stored is None
-                or not codec.same_payload(stored, payload)
-            ):
-                sets[name] = codec.seal(session_key, name, payload)
-        if full:
+        if full or self._replace or self._sealed_for != session_key:
+            for name, value in list(self._values.items()):
+                if value is not _UNREAD:
+                    sets[name] = codec.seal(session_key, name, codec.pack(name, value))
+                    continue
+                carried = self._carry_over(session_key, name, self._stored[name])
+                if carried is not None:
+                    sets[name] = carried
             return Delta(sets, replace=True)
+        # Only fields assigned, or decoded and changed in place, differ from what is stored.
+        for name in self._assigned:
+            sets[name] = codec.seal(session_key, name, codec.pack(name, self._values[name]))
+        for name in self._decoded - self._assigned:
+            if not codec.unchanged(self._values[name], self._stored[name]):
+                payload = codec.pack(name, self._values[name])
+                sets[name] = codec.seal(session_key, name, payload)
         return Delta(sets, frozenset(self._deleted - sets.keys()))
 
     def _carry_over(self, session_key: str, name: str, stored: bytes) -> bytes | None:

@@ -7,7 +7,6 @@ Django user can observe is decided here, once, for every store.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
@@ -19,6 +18,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, UpdateError
 from django.contrib.sessions.backends.base import SessionBase as DjangoSessionBase
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.crypto import get_random_string
 
 from django_memopt.codec import CorruptField, FieldCodec
@@ -53,7 +54,7 @@ class SessionStoreFull(SessionStoreError):
     """The session store has no room left for a write."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredSession:
     """A session as a store returns it: sealed fields, not decoded, and its deadline."""
 
@@ -61,14 +62,22 @@ class StoredSession:
     expires_at: float  # seconds since the epoch
 
 
-@functools.lru_cache(maxsize=4)
-def _codec_for(secrets: tuple[str | bytes, ...]) -> FieldCodec:
-    return FieldCodec.from_secrets(secrets)
+_codec: FieldCodec | None = None
 
 
 def field_codec() -> FieldCodec:
     """The codec for the current ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``."""
-    return _codec_for((settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS))
+    global _codec
+    if _codec is None:
+        _codec = FieldCodec.from_secrets((settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS))
+    return _codec
+
+
+@receiver(setting_changed)
+def _forget_codec(*, setting: str, **kwargs: Any) -> None:
+    global _codec
+    if setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
+        _codec = None
 
 
 def _log_corrupt(name: str, error: CorruptField) -> None:

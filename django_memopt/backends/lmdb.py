@@ -8,8 +8,9 @@ serialises writers across processes and never blocks readers. Two named database
     big-endian), then a msgpack map of field name -> sealed field bytes. A load is one
     ``get`` that splits the map without decoding any value.
 ``expiry``
-    deadline (8 bytes, big-endian) + session key -> empty, so ``clear_expired`` reads only
-    what has expired.
+    deadline rounded up to the minute (8 bytes, big-endian) + session key -> empty, so
+    ``clear_expired`` reads only what has expired. Rounding means a session saved every
+    few seconds moves its index entry once a minute, not on every save.
 
 A save reads the record, merges the delta and writes it back inside one write
 transaction, so concurrent writers keep each other's fields and a deleted session stays
@@ -54,6 +55,7 @@ HEADER_SIZE: Final = _HEADER.size
 # Expired sessions deleted per write transaction by clear_expired: short transactions
 # keep the writer lock free for requests.
 SWEEP_BATCH: Final = 500
+INDEX_GRANULARITY_MS: Final = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ class Environment:
 
 _environments: dict[str, Environment] = {}
 _open_lock: Final = threading.Lock()
+# The environment of the current settings in this process: the hot path reads no setting.
+_current: Environment | None = None
 
 
 def environment() -> Environment:
@@ -78,18 +82,26 @@ def environment() -> Environment:
     environment across ``fork()``, and closing it releases only this process's reader
     slots (LMDB matches them by ``getpid()``), never the parent's.
     """
+    global _current
+    if _current is not None:
+        return _current
     path = conf.MEMOPT_LMDB_PATH
-    opened = _environments.get(path)
-    if opened is not None and opened.pid == os.getpid():
-        return opened
     with _open_lock:
         opened = _environments.get(path)
-        if opened is not None:
-            if opened.pid == os.getpid():
-                return opened
-            opened.env.close()
-        _environments[path] = opened = _open(path)
+        if opened is None or opened.pid != os.getpid():
+            if opened is not None:
+                opened.env.close()
+            _environments[path] = opened = _open(path)
+        _current = opened
         return opened
+
+
+def _forget_current() -> None:
+    global _current
+    _current = None
+
+
+os.register_at_fork(after_in_child=_forget_current)
 
 
 def _open(path: str) -> Environment:
@@ -123,6 +135,7 @@ def _open(path: str) -> Environment:
 
 def close_environments() -> None:
     """Close every environment this process opened (the next use reopens)."""
+    _forget_current()
     with _open_lock:
         for opened in _environments.values():
             if opened.pid == os.getpid():
@@ -180,12 +193,17 @@ def _record(expires_ms: int, fields: dict[str, bytes]) -> bytes:
     return _HEADER.pack(RECORD_FORMAT, expires_ms) + msgpack.packb(fields)
 
 
+def _index_bucket(expires_ms: int) -> int:
+    """The deadline rounded up, so a bucket that has passed holds only expired sessions."""
+    return -(-expires_ms // INDEX_GRANULARITY_MS) * INDEX_GRANULARITY_MS
+
+
 def _index_key(expires_ms: int, key: bytes) -> bytes:
-    return expires_ms.to_bytes(8, "big") + key
+    return _index_bucket(expires_ms).to_bytes(8, "big") + key
 
 
 def _reindex(opened: Environment, txn: Any, key: bytes, old_ms: int | None, new_ms: int) -> None:
-    if old_ms == new_ms:
+    if old_ms is not None and _index_bucket(old_ms) == _index_bucket(new_ms):
         return
     if old_ms is not None:
         txn.delete(_index_key(old_ms, key), db=opened.expiry)
@@ -293,13 +311,13 @@ class SessionStore(_SessionBase):
                 if not cursor.first():
                     return True
                 index_key = bytes(cursor.key())
-                if int.from_bytes(index_key[:8], "big") > now_ms:
+                bucket = int.from_bytes(index_key[:8], "big")
+                if bucket > now_ms:
                     return True
                 key = index_key[8:]
-                # Only if the record still carries that deadline (it may have moved on).
-                if _deadline(txn.get(key, db=opened.sessions)) == int.from_bytes(
-                    index_key[:8], "big"
-                ):
+                expires_ms = _deadline(txn.get(key, db=opened.sessions))
+                # Only if the record is still in that bucket (else its entry is elsewhere).
+                if expires_ms is not None and _index_bucket(expires_ms) == bucket:
                     txn.delete(key, db=opened.sessions)
                 cursor.delete()
             return False
