@@ -243,13 +243,19 @@ class FieldCodec:
 
     def open(self, session_key: str, field: str, stored: bytes) -> bytes:
         """The payload inside ``stored`` after checking its tag; raises ``CorruptField``."""
+        if type(stored) is not bytes:
+            raise CorruptField(f"stored field is a {type(stored).__name__}, not bytes")
         if not HEADER_SIZE <= len(stored) <= MAX_FIELD_SIZE:
             raise CorruptField(f"stored field has an impossible size ({len(stored)} bytes)")
         if stored[0] != FORMAT:
             raise CorruptField(f"unknown field format {stored[0]}")
         tag, payload = stored[1:HEADER_SIZE], stored[HEADER_SIZE:]
+        name = field.encode("utf-8", "surrogatepass")
+        framed = b"%d:%s%s" % (len(name), name, payload)
         for hasher in self._session_hashers(session_key):
-            if hmac.compare_digest(tag, self._tag(hasher, field, payload)):
+            h = hasher.copy()
+            h.update(framed)
+            if hmac.compare_digest(tag, h.digest()):
                 return payload
         raise CorruptField("authentication tag does not match")
 
@@ -263,4 +269,10 @@ class FieldCodec:
         return self.seal(session_key, field, self.pack(field, value))
 
     def decode(self, session_key: str, field: str, stored: bytes) -> Any:
-        return self.unpack(self.open(session_key, field, stored))
+        payload = self.open(session_key, field, stored)
+        try:
+            return msgpack.unpackb(
+                payload, ext_hook=_ext_hook, strict_map_key=False, timestamp=0
+            )
+        except Exception as exc:  # msgpack raises many types; all mean the same here
+            raise CorruptField(f"undecodable payload: {exc}") from exc

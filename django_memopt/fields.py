@@ -30,6 +30,7 @@ class _Unread:
 
 
 _UNREAD: Final = _Unread()
+_MISSING: Final = object()
 
 CorruptHandler = Callable[[str, CorruptField], None]
 
@@ -118,6 +119,19 @@ class SessionFields(MutableMapping[str, Any]):
         self._assigned.discard(name)
         self._decoded.discard(name)
         self._deleted.add(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        # Without raising KeyError for a missing name: Django asks for absent keys
+        # ("_session_expiry") several times per request.
+        value = self._values.get(name, _MISSING)
+        if value is _MISSING:
+            return default
+        if value is _UNREAD:
+            try:
+                return self[name]
+            except KeyError:
+                return default
+        return value
 
     def __contains__(self, name: object) -> bool:
         return name in self._values

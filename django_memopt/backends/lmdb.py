@@ -5,8 +5,11 @@ serialises writers across processes and never blocks readers. Two named database
 
 ``sessions``
     session key -> record: ``FORMAT`` (1 byte), deadline in epoch milliseconds (8 bytes,
-    big-endian), then a msgpack map of field name -> sealed field bytes. A load is one
-    ``get`` that splits the map without decoding any value.
+    big-endian), then a msgpack array of layers, oldest first, each a map of field name ->
+    sealed field bytes (or nil: deleted by that layer). A load is one ``get`` that merges
+    the layers without decoding any value. A save appends its delta as a new layer,
+    copying the stored bytes as they are, so its cost does not grow with what it did not
+    touch; past ``MAX_LAYERS`` the save merges them back into one.
 ``expiry``
     deadline rounded up to the minute (8 bytes, big-endian) + session key -> empty, so
     ``clear_expired`` reads only what has expired. Rounding means a session saved every
@@ -56,6 +59,9 @@ HEADER_SIZE: Final = _HEADER.size
 # keep the writer lock free for requests.
 SWEEP_BATCH: Final = 500
 INDEX_GRANULARITY_MS: Final = 60_000
+# At most this many layers per record (a one-byte msgpack array header holds 15).
+MAX_LAYERS: Final = 8
+_FIXARRAY: Final = 0x90
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,16 +187,54 @@ def _deadline(record: bytes | memoryview | None) -> int | None:
 
 
 def _fields(record: bytes | memoryview) -> dict[str, bytes] | None:
-    """The sealed fields of a record, or ``None`` if the container is unreadable."""
+    """The sealed fields of a record, its layers merged; ``None`` if it is unreadable."""
     try:
-        fields = msgpack.unpackb(record[HEADER_SIZE:])
+        layers = msgpack.unpackb(record[HEADER_SIZE:])
     except Exception:  # any msgpack error: the record is damaged
         return None
-    return fields if type(fields) is dict else None
+    if type(layers) is not list or not layers or type(layers[0]) is not dict:
+        return None
+    fields: dict[str, bytes] = layers[0]
+    for layer in layers[1:]:
+        if type(layer) is not dict:
+            return None
+        for name, stored in layer.items():
+            if stored is None:
+                fields.pop(name, None)
+            else:
+                fields[name] = stored
+    return fields
 
 
 def _record(expires_ms: int, fields: dict[str, bytes]) -> bytes:
-    return _HEADER.pack(RECORD_FORMAT, expires_ms) + msgpack.packb(fields)
+    return _HEADER.pack(RECORD_FORMAT, expires_ms) + msgpack.packb([fields])
+
+
+def _is_map_marker(byte: int) -> bool:
+    return 0x80 <= byte <= 0x8F or byte in (0xDE, 0xDF)
+
+
+def _with_layer(record: memoryview, expires_ms: int, delta: Delta) -> bytes | None:
+    """``record`` with ``delta`` appended as a layer; ``None`` if its layers must merge.
+
+    Only the container's first bytes are checked (an array of maps): a record damaged
+    further in stays unreadable, as it already was.
+    """
+    if len(record) < HEADER_SIZE + 2 or not _is_map_marker(record[HEADER_SIZE + 1]):
+        return None
+    layers = record[HEADER_SIZE] - _FIXARRAY
+    if not 1 <= layers < MAX_LAYERS:
+        return None
+    layer: dict[str, bytes | None] = dict.fromkeys(delta.deletes)
+    layer.update(delta.sets)
+    return b"".join(
+        (
+            _HEADER.pack(RECORD_FORMAT, expires_ms),
+            bytes((_FIXARRAY + layers + 1,)),
+            record[HEADER_SIZE + 1 :],
+            msgpack.packb(layer),
+        )
+    )
 
 
 def _index_bucket(expires_ms: int) -> int:
@@ -221,14 +265,16 @@ class SessionStore(_SessionBase):
     def _read(cls, session_key: str) -> StoredSession | None:
         def read(txn: Any) -> StoredSession | None:
             record = txn.get(session_key.encode(), db=opened.sessions)
-            expires_ms = _deadline(record)
-            if expires_ms is None or expires_ms <= _now_ms():
+            if record is None:
                 return None
-            fields = _fields(record)
+            expires_ms = _deadline(record)
+            if expires_ms is not None and expires_ms <= _now_ms():
+                return None
+            fields = None if expires_ms is None else _fields(record)
             if fields is None:
                 log_corrupt_record()
                 return None
-            return StoredSession(fields, expires_ms / 1000)
+            return StoredSession(fields, expires_ms / 1000)  # type: ignore[operator]
 
         opened = environment()
         return _transaction(opened, read, write=False)
@@ -241,21 +287,22 @@ class SessionStore(_SessionBase):
         def write(txn: Any) -> None:
             record = txn.get(key, db=opened.sessions)
             old_ms = _deadline(record)
-            fields = None if record is None or delta.replace else _fields(record)
-            live = (
-                old_ms is not None and old_ms > _now_ms() and (delta.replace or fields is not None)
-            )
-            if create and live:
+            live = old_ms is not None and old_ms > _now_ms()
+            if create and live and _fields(record) is not None:
                 raise CreateError
             if not create and not live:
                 raise UpdateError
-            if fields is None:
-                fields = dict(delta.sets)
-            else:
+            if delta.replace:
+                new = _record(new_ms, delta.sets)
+            elif (new := _with_layer(record, new_ms, delta)) is None:
+                fields = _fields(record)
+                if fields is None:  # damaged: it reads as absent, so it is not there to update
+                    raise UpdateError
                 fields.update(delta.sets)
                 for name in delta.deletes:
                     fields.pop(name, None)
-            txn.put(key, _record(new_ms, fields), db=opened.sessions)
+                new = _record(new_ms, fields)
+            txn.put(key, new, db=opened.sessions)
             _reindex(opened, txn, key, old_ms, new_ms)
 
         opened = environment()
@@ -293,8 +340,10 @@ class SessionStore(_SessionBase):
     @classmethod
     def _contains(cls, session_key: str) -> bool:
         def contains(txn: Any) -> bool:
-            expires_ms = _deadline(txn.get(session_key.encode(), db=opened.sessions))
-            return expires_ms is not None and expires_ms > _now_ms()
+            record = txn.get(session_key.encode(), db=opened.sessions)
+            expires_ms = _deadline(record)
+            # Exactly what _read() would serve; a damaged record is not a session.
+            return expires_ms is not None and expires_ms > _now_ms() and _fields(record) is not None
 
         opened = environment()
         return _transaction(opened, contains, write=False)
