@@ -271,8 +271,6 @@ class FieldCodec:
     def decode(self, session_key: str, field: str, stored: bytes) -> Any:
         payload = self.open(session_key, field, stored)
         try:
-            return msgpack.unpackb(
-                payload, ext_hook=_ext_hook, strict_map_key=False, timestamp=0
-            )
+            return msgpack.unpackb(payload, ext_hook=_ext_hook, strict_map_key=False, timestamp=0)
         except Exception as exc:  # msgpack raises many types; all mean the same here
             raise CorruptField(f"undecodable payload: {exc}") from exc

@@ -79,14 +79,21 @@ _environments: dict[str, Environment] = {}
 _open_lock: Final = threading.Lock()
 # The environment of the current settings in this process: the hot path reads no setting.
 _current: Environment | None = None
+# Threads of this process inside one of our transactions (set.add/discard are atomic).
+_in_transaction: Final[set[int]] = set()
+# Environments inherited across fork() while a transaction was open: never closed.
+_stranded: list[Environment] = []
+FORK_WAIT_SECONDS: Final = 2.0
 
 
 def environment() -> Environment:
     """This process's environment at ``MEMOPT_LMDB_PATH``, opened on first use.
 
-    After a fork the inherited one is closed and a new one opened: LMDB forbids using an
-    environment across ``fork()``, and closing it releases only this process's reader
-    slots (LMDB matches them by ``getpid()``), never the parent's.
+    After a fork the child closes the inherited environment and opens its own: LMDB
+    forbids using one across ``fork()``. Closing it aborts the transactions it holds,
+    which would free the parent's reader slots, so a fork first waits for transactions in
+    flight (they last microseconds); if one outlived the wait, the child leaves the
+    inherited environment alone and cannot open the store.
     """
     global _current
     if _current is not None:
@@ -96,18 +103,33 @@ def environment() -> Environment:
         opened = _environments.get(path)
         if opened is None or opened.pid != os.getpid():
             if opened is not None:
+                if opened in _stranded:
+                    raise SessionStoreError(
+                        f"This process was forked while a transaction on the LMDB session "
+                        f"store at {path!r} was open in another thread; it cannot use it."
+                    )
                 opened.env.close()
             _environments[path] = opened = _open(path)
         _current = opened
         return opened
 
 
-def _forget_current() -> None:
+def _before_fork() -> None:
+    deadline = time.monotonic() + FORK_WAIT_SECONDS
+    me = threading.get_ident()
+    while _in_transaction - {me} and time.monotonic() < deadline:
+        time.sleep(0.0005)
+
+
+def _after_fork_in_child() -> None:
     global _current
     _current = None
+    if _in_transaction:
+        _stranded.extend(opened for opened in _environments.values() if opened.pid != os.getpid())
+        _in_transaction.clear()
 
 
-os.register_at_fork(after_in_child=_forget_current)
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def _open(path: str) -> Environment:
@@ -141,7 +163,8 @@ def _open(path: str) -> Environment:
 
 def close_environments() -> None:
     """Close every environment this process opened (the next use reopens)."""
-    _forget_current()
+    global _current
+    _current = None
     with _open_lock:
         for opened in _environments.values():
             if opened.pid == os.getpid():
@@ -157,7 +180,9 @@ def _reopen_on_setting_change(*, setting: str, **kwargs: Any) -> None:
 
 def _transaction(opened: Environment, body: Callable[[Any], T], *, write: bool) -> T:
     """Run ``body`` in a transaction, adopting a map another process has grown."""
+    thread = threading.get_ident()
     for _attempt in range(3):
+        _in_transaction.add(thread)
         try:
             with opened.env.begin(write=write, buffers=True) as txn:
                 return body(txn)
@@ -171,6 +196,8 @@ def _transaction(opened: Environment, body: Callable[[Any], T], *, write: bool) 
             ) from exc
         except lmdb.Error as exc:
             raise SessionStoreError(f"LMDB session store at {opened.path!r}: {exc}") from exc
+        finally:
+            _in_transaction.discard(thread)
     raise SessionStoreError(f"LMDB session store at {opened.path!r}: map size keeps changing")
 
 
@@ -292,9 +319,8 @@ class SessionStore(_SessionBase):
                 raise CreateError
             if not create and not live:
                 raise UpdateError
-            if delta.replace:
-                new = _record(new_ms, delta.sets)
-            elif (new := _with_layer(record, new_ms, delta)) is None:
+            new = _record(new_ms, delta.sets) if delta.replace else None
+            if new is None and (new := _with_layer(record, new_ms, delta)) is None:
                 fields = _fields(record)
                 if fields is None:  # damaged: it reads as absent, so it is not there to update
                     raise UpdateError
@@ -343,7 +369,9 @@ class SessionStore(_SessionBase):
             record = txn.get(session_key.encode(), db=opened.sessions)
             expires_ms = _deadline(record)
             # Exactly what _read() would serve; a damaged record is not a session.
-            return expires_ms is not None and expires_ms > _now_ms() and _fields(record) is not None
+            return (
+                expires_ms is not None and expires_ms > _now_ms() and _fields(record) is not None
+            )
 
         opened = environment()
         return _transaction(opened, contains, write=False)
@@ -375,12 +403,35 @@ class SessionStore(_SessionBase):
             pass
 
     @classmethod
-    def iter_session_keys(cls) -> Iterator[str]:
-        """Keys of the live sessions, in key order (for rebuilds and statistics)."""
+    def iter_session_keys(cls, batch: int = 1000) -> Iterator[str]:
+        """Keys of the live sessions, in key order (for rebuilds and statistics).
+
+        Read in batches of short transactions: none stays open while the caller works.
+        """
         opened = environment()
         now_ms = _now_ms()
-        with opened.env.begin(db=opened.sessions, buffers=True) as txn:
-            for key, record in txn.cursor():
+        after: bytes | None = None
+
+        def page(txn: Any) -> tuple[list[str], bytes | None]:
+            cursor = txn.cursor(db=opened.sessions)
+            found = cursor.first() if after is None else cursor.set_range(after)
+            if found and after is not None and bytes(cursor.key()) == after:
+                found = cursor.next()
+            live: list[str] = []
+            last = None
+            for _ in range(batch):
+                if not found:
+                    break
+                last = bytes(cursor.key())
+                record = cursor.value()
                 expires_ms = _deadline(record)
-                if expires_ms is not None and expires_ms > now_ms:
-                    yield bytes(key).decode()
+                if expires_ms is not None and expires_ms > now_ms and _fields(record) is not None:
+                    live.append(last.decode())
+                found = cursor.next()
+            return live, last
+
+        while True:
+            live, after = _transaction(opened, page, write=False)
+            yield from live
+            if after is None:
+                return

@@ -1,0 +1,439 @@
+"""Child-process entry points for ``test_lmdb_store.py``.
+
+The tests start these with the ``multiprocessing`` "spawn" context: each child is a fresh
+interpreter that configures Django itself (``tests.settings``, then the store path it is
+given) and reports back through files, never through a queue (no feeder threads, so a
+child that forks has no other thread). Every entry point writes its outcome as JSON to
+``result_path`` and exits non-zero if anything unexpected happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+# Bounds for everything a child waits on: a child never outlives a broken test for long.
+WAIT = 60.0
+
+
+def setup(path: str) -> None:
+    """Configure Django from ``tests.settings`` with the store at ``path``."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    unused = settings.MEMOPT_LMDB_PATH
+    settings.MEMOPT_LMDB_PATH = path
+    # tests.settings makes an empty directory at import for its own default store.
+    if unused != path and os.path.basename(unused).startswith("django-memopt-tests-"):
+        with contextlib.suppress(OSError):
+            os.rmdir(unused)
+
+
+def report(result_path: str, **data: Any) -> None:
+    partial = f"{result_path}.partial"
+    with open(partial, "w") as file:
+        json.dump(data, file)
+    os.replace(partial, result_path)
+
+
+@contextlib.contextmanager
+def reporting(result_path: str) -> Iterator[dict[str, Any]]:
+    """Collect the child's results and errors; write them out however the body ends."""
+    result: dict[str, Any] = {"errors": []}
+    try:
+        yield result
+    except BaseException:
+        result["errors"].append(traceback.format_exc())
+        raise
+    finally:
+        report(result_path, **result)
+
+
+def blob(value: int) -> bytes:
+    """Bytes derived from ``value``, 32 to 6,400 of them: a torn write cannot match."""
+    return hashlib.sha256(str(value).encode()).digest() * (value % 200 + 1)
+
+
+def _run_threads(count: int, body: Callable[[int], None]) -> None:
+    threads = [threading.Thread(target=body, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    if any(thread.is_alive() for thread in threads):
+        raise RuntimeError("a worker thread did not finish in time")
+
+
+# -- no lost updates -------------------------------------------------------------------------
+
+
+def hammer(session_key: str, names: list[str], rounds: int) -> tuple[int, list[str]]:
+    """One thread per name, each ``rounds`` times: load the session, check that its own
+    field holds its last value, set the next value, save. Returns (saves, errors)."""
+    from django_memopt.backends.lmdb import SessionStore
+
+    errors: list[str] = []
+    saves = [0] * len(names)
+    start = threading.Barrier(len(names), timeout=WAIT)
+
+    def work(n: int) -> None:
+        name = names[n]
+        rng = random.Random(f"{name}-{os.getpid()}")
+        try:
+            start.wait()
+            for value in range(1, rounds + 1):
+                session = SessionStore(session_key)
+                previous = session.get(name)
+                if session.session_key != session_key:
+                    errors.append(f"{name}: the session vanished in round {value}")
+                    return
+                if previous != (value - 1 if value > 1 else None):
+                    errors.append(f"{name}: round {value} loaded {previous!r}")
+                # Stay between load and save a little, so other writers commit meanwhile.
+                time.sleep(rng.random() / 1000)
+                session[name] = value
+                session.save()
+                saves[n] += 1
+        except Exception:
+            errors.append(traceback.format_exc())
+
+    _run_threads(len(names), work)
+    return sum(saves), errors
+
+
+def update_own_fields(
+    path: str,
+    session_key: str,
+    names: list[str],
+    rounds: int,
+    barrier: Any,
+    result_path: str,
+) -> None:
+    """:func:`hammer` in this process, started together with the other processes."""
+    with reporting(result_path) as result:
+        setup(path)
+        from django_memopt.backends.lmdb import environment
+
+        environment()  # opened before the start line, so every process starts writing at once
+        barrier.wait(WAIT)
+        result["saves"], errors = hammer(session_key, names, rounds)
+        result["errors"].extend(errors)
+
+
+# -- no resurrection -------------------------------------------------------------------------
+
+
+def update_until_deleted(
+    path: str,
+    session_key: str,
+    names: list[str],
+    max_rounds: int,
+    barrier: Any,
+    result_path: str,
+) -> None:
+    """Update own fields until the session is gone; record how each thread noticed."""
+    with reporting(result_path) as result:
+        setup(path)
+        from django.contrib.sessions.backends.base import UpdateError
+
+        from django_memopt.backends.lmdb import SessionStore, environment
+
+        environment()
+        errors: list[str] = result["errors"]
+        outcomes: dict[str, str] = {}
+        start = threading.Barrier(len(names), timeout=WAIT)
+        barrier.wait(WAIT)
+
+        def work(n: int) -> None:
+            name = names[n]
+            try:
+                start.wait()
+                for value in range(1, max_rounds + 1):
+                    session = SessionStore(session_key)
+                    session.get(name)
+                    if session.session_key is None:
+                        outcomes[name] = "gone at load"
+                        return
+                    time.sleep(0.002)  # the window a logout elsewhere falls into
+                    session[name] = value
+                    try:
+                        session.save()
+                    except UpdateError:
+                        outcomes[name] = "UpdateError"
+                        if session.exists(session_key):
+                            errors.append(f"{name}: UpdateError, but the session exists")
+                        return
+                outcomes[name] = "never saw the logout"
+            except Exception:
+                errors.append(traceback.format_exc())
+
+        _run_threads(len(names), work)
+        result["outcomes"] = outcomes
+
+
+def delete_when_busy(
+    path: str, session_key: str, names: list[str], barrier: Any, result_path: str
+) -> None:
+    """Delete (log out) the session once every writer has saved a few times."""
+    with reporting(result_path) as result:
+        setup(path)
+        from django_memopt.backends.lmdb import SessionStore, environment
+
+        environment()
+        barrier.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            session = SessionStore(session_key)
+            if all(session.get(name, 0) >= 3 for name in names):
+                break
+            time.sleep(0.001)
+        else:
+            raise RuntimeError("the writers never got going")
+        SessionStore(session_key).delete()
+        result["deleted"] = True
+
+
+# -- a writer killed mid-write ---------------------------------------------------------------
+
+
+def write_until_killed(path: str, log_path: str, first_value: int, seed: int) -> None:
+    """Create and update sessions as fast as possible; log each one once ``save()`` returned.
+
+    Each line of ``log_path`` is ``<session key> <value>``, written with one ``write()``
+    after the commit; values only grow. Runs until killed (or ``WAIT`` seconds).
+    """
+    setup(path)
+    from django_memopt.backends.lmdb import SessionStore
+
+    rng = random.Random(seed)
+    keys: list[str] = []
+    value = first_value
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            session = SessionStore(rng.choice(keys) if keys and rng.random() < 0.7 else None)
+            session["v"] = value
+            session["blob"] = blob(value)
+            session["n"] = rng.randrange(1000)
+            session.save()
+            if session.session_key not in keys:
+                keys.append(session.session_key)
+            os.write(fd, f"{session.session_key} {value}\n".encode())
+            value += 1
+    finally:
+        os.close(fd)
+
+
+def hold_read_transaction(path: str, log_path: str, session_key: str) -> None:
+    """Open a read transaction, say so, and keep it open until killed (or ``WAIT``)."""
+    setup(path)
+    from django_memopt.backends.lmdb import environment
+
+    opened = environment()
+    with opened.env.begin(db=opened.sessions) as txn:
+        if txn.get(session_key.encode()) is None:
+            raise RuntimeError("the session is not there")
+        with open(log_path, "w") as file:
+            file.write(f"{os.getpid()}\n")
+        time.sleep(WAIT)
+
+
+def hold_write_transaction(path: str, log_path: str, session_key: str) -> None:
+    """Write inside a transaction, say so, and hold it (and LMDB's write lock) until killed."""
+    setup(path)
+    from django_memopt.backends.lmdb import environment
+
+    opened = environment()
+    txn = opened.env.begin(write=True)
+    txn.put(session_key.encode(), b"uncommitted", db=opened.sessions)
+    txn.put(b"uncommitted" * 3, b"uncommitted", db=opened.sessions)
+    with open(log_path, "w") as file:
+        file.write(f"{os.getpid()}\n")
+    time.sleep(WAIT)
+    txn.abort()
+
+
+def write_probe(path: str, result_path: str, log_path: str | None = None) -> None:
+    """Create a session, update it and read it back: the store takes writes.
+
+    With ``log_path``, a line is written there once Django is set up, just before the
+    first use of the store.
+    """
+    with reporting(result_path) as result:
+        setup(path)
+        from django_memopt.backends.lmdb import SessionStore
+
+        if log_path is not None:
+            with open(log_path, "w") as file:
+                file.write(f"{os.getpid()}\n")
+        session = SessionStore()
+        session["probe"] = 1
+        session.save()
+        session = SessionStore(session.session_key)
+        session["probe"] = 2
+        session.save()
+        if SessionStore(session.session_key).get("probe") != 2:
+            raise RuntimeError("the probe did not read back")
+        result["session_key"] = session.session_key
+
+
+# -- fork ------------------------------------------------------------------------------------
+
+
+def _fork_child(body: Callable[[], dict[str, Any]], result_path: str) -> int:
+    """Fork; the child runs ``body`` and reports to ``result_path``. Returns the child's pid."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running the parent's exit code
+        code = 1
+        try:
+            with reporting(result_path) as result:
+                result.update(body())
+            code = 0
+        finally:
+            os._exit(code)
+    if caught:
+        raise RuntimeError(f"os.fork() warned: {[str(w.message) for w in caught]}")
+    return pid
+
+
+def _wait_child(pid: int) -> int:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.005)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise RuntimeError("the forked child did not finish in time")
+
+
+def fork_and_use(path: str, result_path: str, child_result_path: str) -> None:
+    """Save, fork, use the store in the child; then the parent reads the child's writes."""
+    with reporting(result_path) as result:
+        setup(path)
+        from django_memopt.backends.lmdb import SessionStore, environment
+
+        result["threads_at_fork"] = threading.active_count()
+        parent_session = SessionStore()
+        parent_session["by"] = "parent"
+        parent_session.save()
+        parent_key = parent_session.session_key
+        inherited = environment()
+
+        def child() -> dict[str, Any]:
+            session = SessionStore(parent_key)
+            seen = session.get("by")
+            session["child"] = os.getpid()
+            session.save()
+            created = SessionStore()
+            created["by"] = "child"
+            created.save()
+            opened = environment()
+            return {
+                "seen": seen,
+                "created": created.session_key,
+                "reopened": opened is not inherited and opened.pid == os.getpid(),
+            }
+
+        child_pid = _fork_child(child, child_result_path)
+        result["child_pid"] = child_pid
+        result["child_exit"] = _wait_child(child_pid)
+        result["same_environment"] = environment() is inherited
+        result["parent_sees"] = SessionStore(parent_key).get("child")
+        with open(child_result_path) as file:
+            created = json.load(file).get("created")
+        result["parent_sees_created"] = created and SessionStore(created).get("by")
+        after = SessionStore()
+        after["by"] = "parent after fork"
+        after.save()
+        result["parent_key"] = parent_key
+        result["after_key"] = after.session_key
+
+
+def fork_during_transaction(
+    path: str, result_path: str, child_result_path: str, release_after: float
+) -> None:
+    """Fork while another thread is inside a read transaction of the store.
+
+    The thread leaves its transaction ``release_after`` seconds after it began (or only
+    once the fork is over, if negative). The child then tries to use the store.
+    """
+    with reporting(result_path) as result:
+        setup(path)
+        from django_memopt.backends import lmdb as lmdb_backend
+        from django_memopt.backends.lmdb import SessionStore, environment
+
+        lmdb_backend.FORK_WAIT_SECONDS = 0.5  # type: ignore[misc]
+        session = SessionStore()
+        session["by"] = "parent"
+        session.save()
+        opened = environment()
+        inside, release = threading.Event(), threading.Event()
+
+        def hold(txn: Any) -> bytes:
+            inside.set()
+            release.wait(10)
+            return bytes(txn.get(session.session_key.encode(), db=opened.sessions))
+
+        holder_result: list[bytes] = []
+        holder = threading.Thread(
+            target=lambda: holder_result.append(
+                lmdb_backend._transaction(opened, hold, write=False)
+            )
+        )
+        holder.start()
+        inside.wait(10)
+        if release_after >= 0:
+            threading.Timer(release_after, release.set).start()
+
+        def pids() -> list[int]:
+            lines = opened.env.readers().splitlines()[1:]
+            return [int(line.split()[0]) for line in lines if line.split()]
+
+        def child() -> dict[str, Any]:
+            try:
+                created = SessionStore()
+                created["by"] = "child"
+                created.save()
+            except Exception as exc:  # noqa: BLE001 - reported to the parent
+                return {"error": f"{type(exc).__name__}: {exc}"}
+            return {"created": created.session_key}
+
+        result["before"] = pids()
+        started = time.monotonic()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about fork() in a threaded process: that is the scenario.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                with reporting(child_result_path) as child_result:
+                    child_result.update(child())
+                code = 0
+            finally:
+                os._exit(code)
+        result["fork_waited"] = time.monotonic() - started
+        result["child_exit"] = _wait_child(pid)
+        result["after"] = pids()
+        release.set()
+        holder.join(10)
+        result["holder_read"] = bool(holder_result) and holder_result[0][:1] == b"\x01"
+        result["pid"] = os.getpid()
+        result["parent_still_works"] = SessionStore(session.session_key).get("by") == "parent"

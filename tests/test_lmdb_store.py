@@ -1,0 +1,813 @@
+"""The LMDB store under stress and failure, on real LMDB files.
+
+Several processes and threads writing one session, a logout racing updates, writers killed
+with ``SIGKILL``, ``fork()``, the expiry index, a full map, corrupt records, unusable paths
+and the durability flags. Child processes are started with the "spawn" context and run
+the entry points in ``tests/lmdb_workers.py``; each test has its own store directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import random
+import signal
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.sessions.backends.base import CreateError, UpdateError
+from django.core.management import call_command
+from django.test import override_settings
+
+from django_memopt.backends import lmdb as lmdb_backend
+from django_memopt.backends.base import SessionStoreError, SessionStoreFull
+from django_memopt.backends.lmdb import SessionStore, close_environments, environment
+from django_memopt.checks import check_settings
+from django_memopt.conf import conf
+from tests import lmdb_workers
+
+SPAWN = multiprocessing.get_context("spawn")
+# Generous bounds for a loaded 2-core machine; a healthy run needs a fraction of each.
+JOIN_TIMEOUT = 45.0
+HEADER = struct.Struct(">BQ")  # record layout: format byte, deadline in epoch ms
+# Seconds ahead at which sessions given 30 seconds have expired and are due in the expiry
+# index (whatever its granularity), while sessions of the default age are still live.
+LATER = 600
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[str]:
+    """A fresh LMDB store directory, made the current ``MEMOPT_LMDB_PATH``."""
+    path = str(tmp_path / "store")
+    with override_settings(MEMOPT_LMDB_PATH=path):
+        yield path
+
+
+@contextmanager
+def children() -> Iterator[Callable[..., Any]]:
+    """Start spawned child processes; whatever happens, none outlives the block."""
+    started: list[Any] = []
+
+    def start(target: Callable[..., None], *args: Any) -> Any:
+        process = SPAWN.Process(target=target, args=args, daemon=True)
+        process.start()
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            if process.is_alive():
+                process.kill()
+        for process in started:
+            process.join(10)
+            if process.exitcode is not None:
+                process.close()
+
+
+def finish(processes: list[Any], timeout: float = JOIN_TIMEOUT) -> list[int]:
+    """Wait for ``processes`` (all within ``timeout``); their exit codes."""
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    hung = [process.pid for process in processes if process.is_alive()]
+    assert not hung, f"child processes {hung} did not finish within {timeout} s"
+    return [process.exitcode for process in processes]
+
+
+def result_of(path: Path) -> dict[str, Any]:
+    assert path.exists(), f"the child wrote no {path.name}"
+    result: dict[str, Any] = json.loads(path.read_text())
+    assert result["errors"] == [], "\n".join(result["errors"])
+    return result
+
+
+def new_session(**fields: Any) -> str:
+    session = SessionStore()
+    session.update(fields)
+    session.save()
+    assert session.session_key is not None
+    return session.session_key
+
+
+def raw_records() -> dict[str, bytes]:
+    """Every record in the ``sessions`` database, as stored."""
+    opened = environment()
+    with opened.env.begin(db=opened.sessions) as txn:
+        return {bytes(key).decode(): bytes(value) for key, value in txn.cursor()}
+
+
+def index_entries() -> list[tuple[int, str]]:
+    """Every entry of the ``expiry`` index: (due time in epoch ms, session key), in order."""
+    opened = environment()
+    with opened.env.begin(db=opened.expiry) as txn:
+        return [
+            (int.from_bytes(key[:8], "big"), bytes(key[8:]).decode()) for key, _ in txn.cursor()
+        ]
+
+
+def put_raw(session_key: str, record: bytes) -> None:
+    opened = environment()
+    with opened.env.begin(write=True, db=opened.sessions) as txn:
+        txn.put(session_key.encode(), record)
+
+
+def deadline_ms(record: bytes) -> int:
+    record_format, deadline = HEADER.unpack_from(record)
+    assert record_format == lmdb_backend.RECORD_FORMAT
+    return int(deadline)
+
+
+def assert_indexed(session_key: str, deadline: int, entries: list[tuple[int, str]]) -> None:
+    """The session has one index entry, due no earlier than its deadline (else the sweep
+    would pass it by while it is live) and not long after it."""
+    due = [at for at, key in entries if key == session_key]
+    assert len(due) == 1, f"{session_key}: index entries at {due}"
+    assert deadline <= due[0] <= deadline + 3_600_000, (session_key, deadline, due)
+
+
+def assert_index_matches_records() -> None:
+    """One index entry per record, due at the record's deadline, and no other entry."""
+    records = {key: deadline_ms(record) for key, record in raw_records().items()}
+    entries = index_entries()
+    assert sorted(key for _, key in entries) == sorted(records)
+    for key, deadline in records.items():
+        assert_indexed(key, deadline, entries)
+
+
+def reader_pids(env: Any) -> list[int]:
+    """The pids holding reader slots, from ``env.readers()``."""
+    lines = env.readers().splitlines()[1:]  # after the "pid thread txnid" heading
+    return [int(line.split()[0]) for line in lines if line.split()]
+
+
+# -- 1. many writers, one session: no lost updates ------------------------------------------
+
+
+def test_processes_and_threads_writing_one_session_lose_no_update(
+    store: str, tmp_path: Path
+) -> None:
+    processes, threads, rounds = 4, 8, 25
+    key = new_session(base="kept")
+    names = [[f"p{p}t{t}" for t in range(threads)] for p in range(processes)]
+    results = [tmp_path / f"result-{p}.json" for p in range(processes)]
+    barrier = SPAWN.Barrier(processes)
+    with children() as start:
+        workers = [
+            start(
+                lmdb_workers.update_own_fields,
+                store,
+                key,
+                names[p],
+                rounds,
+                barrier,
+                str(results[p]),
+            )
+            for p in range(processes)
+        ]
+        exit_codes = finish(workers)
+    saves = [result_of(path)["saves"] for path in results]
+    assert exit_codes == [0] * processes
+    assert saves == [threads * rounds] * processes
+    expected = {"base": "kept"} | {name: rounds for group in names for name in group}
+    assert dict(SessionStore(key).items()) == expected
+    assert list(SessionStore.iter_session_keys()) == [key]
+    assert_index_matches_records()
+
+
+def test_threads_writing_one_session_lose_no_update(store: str) -> None:
+    threads, rounds = 12, 25
+    key = new_session(base="kept")
+    names = [f"t{t}" for t in range(threads)]
+    saves, errors = lmdb_workers.hammer(key, names, rounds)
+    assert errors == []
+    assert saves == threads * rounds
+    assert dict(SessionStore(key).items()) == {"base": "kept"} | dict.fromkeys(names, rounds)
+
+
+# -- 2. a logout racing updates: no resurrection --------------------------------------------
+
+
+def test_logout_racing_updates_stays_logged_out(store: str, tmp_path: Path) -> None:
+    key = new_session(user="someone")
+    names = [[f"p{p}t{t}" for t in range(4)] for p in range(2)]
+    results = [tmp_path / f"writer-{p}.json" for p in range(2)]
+    deleter_result = tmp_path / "deleter.json"
+    barrier = SPAWN.Barrier(3)
+    with children() as start:
+        workers = [
+            start(
+                lmdb_workers.update_until_deleted,
+                store,
+                key,
+                names[p],
+                2000,
+                barrier,
+                str(results[p]),
+            )
+            for p in range(2)
+        ]
+        all_names = [name for group in names for name in group]
+        deleter = start(
+            lmdb_workers.delete_when_busy, store, key, all_names, barrier, str(deleter_result)
+        )
+        exit_codes = finish([*workers, deleter])
+    outcomes: dict[str, str] = {}
+    for path in results:
+        outcomes |= result_of(path)["outcomes"]
+    assert result_of(deleter_result)["deleted"] is True
+    assert exit_codes == [0, 0, 0]
+    assert sorted(outcomes) == sorted(all_names)
+    # Every writer stopped because of the logout: its save was refused, or its load found
+    # nothing (a request would then start a new session under a new key).
+    assert set(outcomes.values()) <= {"UpdateError", "gone at load"}, outcomes
+    assert "UpdateError" in outcomes.values(), outcomes
+    assert not SessionStore().exists(key)
+    assert SessionStore._read(key) is None
+    assert raw_records() == {}
+    assert index_entries() == []
+
+
+# -- 3. a writer killed mid-write ------------------------------------------------------------
+
+
+def _wait_for_lines(log: Path, count: int, process: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not log.exists() or log.read_bytes().count(b"\n") < count:
+        assert process.is_alive(), f"the writer died on its own (exit code {process.exitcode})"
+        assert time.monotonic() < deadline, (
+            f"fewer than {count} commits in {timeout} s: is the write lock still held?"
+        )
+        time.sleep(0.002)
+
+
+def _committed(log: Path) -> list[tuple[str, int]]:
+    *lines, _partial = log.read_bytes().split(b"\n")  # a line cut by the kill is dropped
+    return [(key, int(value)) for key, value in (line.decode().split() for line in lines)]
+
+
+def _check_sessions(expected: dict[str, int], in_flight: int) -> list[str]:
+    """Every committed session holds its last committed value (or, for at most one of them,
+    the value of the write that was in flight when the writer died); all records are whole.
+    Returns the keys whose in-flight write turned out to have committed."""
+    moved_on = []
+    for key, value in expected.items():
+        session = SessionStore(key)
+        stored = session.get("v")
+        assert stored is not None, f"committed session {key} (v={value}) is lost"
+        if stored != value:
+            assert stored == in_flight, f"session {key}: committed {value}, stored {stored}"
+            moved_on.append(key)
+    assert len(moved_on) <= 1
+    live = list(SessionStore.iter_session_keys())
+    # At most one session per kill is not in the logs: created by the write in flight.
+    assert set(expected) <= set(live)
+    for key in live:
+        session = SessionStore(key)
+        stored = session["v"]
+        assert session["blob"] == lmdb_workers.blob(stored), f"torn record {key}"
+        assert isinstance(session["n"], int)
+    assert_index_matches_records()
+    return moved_on
+
+
+def test_writer_killed_mid_write_loses_no_commit_and_leaves_no_lock(
+    store: str, tmp_path: Path
+) -> None:
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    expected: dict[str, int] = {}
+    unlogged_allowed = 0
+    with children() as start:
+        for round_ in range(3):
+            log = tmp_path / f"commits-{round_}.log"
+            first = (round_ + 1) * 1_000_000
+            writer = start(lmdb_workers.write_until_killed, store, str(log), first, seed + round_)
+            # The next writer committing at all shows the dead one left no write lock held.
+            threshold = rng.randint(200, 600)
+            _wait_for_lines(log, threshold, writer)
+            time.sleep(rng.uniform(0, 0.004))
+            os.kill(writer.pid, signal.SIGKILL)
+            finish([writer], 10)
+            assert writer.exitcode == -signal.SIGKILL
+            committed = _committed(log)
+            assert len(committed) >= threshold, f"seed {seed}"
+            expected |= dict(committed)
+            unlogged_allowed += 1
+            close_environments()  # this process reopens, as a restarted worker would
+            moved_on = _check_sessions(expected, in_flight=committed[-1][1] + 1)
+            for key in moved_on:
+                expected[key] = committed[-1][1] + 1
+            assert len(list(SessionStore.iter_session_keys())) <= len(expected) + unlogged_allowed
+        probe_result = tmp_path / "probe.json"
+        probe = start(lmdb_workers.write_probe, store, str(probe_result))
+        assert finish([probe], 30) == [0], "a new process could not write after the kills"
+    probe_key = result_of(probe_result)["session_key"]
+    assert SessionStore(probe_key)["probe"] == 2
+    key = new_session(after="kills")
+    assert SessionStore(key)["after"] == "kills"
+
+
+def test_writer_killed_holding_the_write_lock_frees_it(store: str, tmp_path: Path) -> None:
+    key = new_session(a=1)
+    holder_log, probe_log = tmp_path / "holder.log", tmp_path / "probe.log"
+    probe_result = tmp_path / "probe.json"
+    with children() as start:
+        holder = start(lmdb_workers.hold_write_transaction, store, str(holder_log), key)
+        _wait_for_lines(holder_log, 1, holder)
+        probe = start(lmdb_workers.write_probe, store, str(probe_result), str(probe_log))
+        _wait_for_lines(probe_log, 1, probe)
+        time.sleep(0.3)
+        assert probe.is_alive() and not probe_result.exists(), "the write lock was not held"
+        assert SessionStore(key)["a"] == 1  # readers never wait for the writer
+
+        os.kill(holder.pid, signal.SIGKILL)
+        finish([holder], 10)
+        # The waiting writer takes over the dead holder's lock.
+        assert finish([probe], 30) == [0], "a writer still waits for the killed one's lock"
+    probe_key = result_of(probe_result)["session_key"]
+    assert sorted(raw_records()) == sorted([key, probe_key])  # nothing uncommitted shows
+    assert SessionStore(key)["a"] == 1
+    assert SessionStore(probe_key)["probe"] == 2
+    assert SessionStore(new_session(b=2))["b"] == 2
+    assert_index_matches_records()
+
+
+def test_killed_reader_slot_is_cleared(store: str, tmp_path: Path) -> None:
+    key = new_session(a=1)
+    env = environment().env  # this process has the store open before the readers die
+    logs = [tmp_path / "reader-a.log", tmp_path / "reader-b.log"]
+    with children() as start:
+        readers = [start(lmdb_workers.hold_read_transaction, store, str(log), key) for log in logs]
+        for log, reader in zip(logs, readers, strict=True):
+            _wait_for_lines(log, 1, reader)
+        pid_a, pid_b = (reader.pid for reader in readers)
+        assert {pid_a, pid_b} <= set(reader_pids(env))
+
+        # Reopening clears a dead reader's slot. Reader A still has the store open, so this
+        # is not the first opener (LMDB resets the whole table only for that one).
+        os.kill(pid_b, signal.SIGKILL)
+        finish([readers[1]], 10)
+        assert pid_b in reader_pids(env), "a killed reader's slot stays until checked"
+        close_environments()
+        env = environment().env
+        assert pid_b not in reader_pids(env)
+        assert pid_a in reader_pids(env), "a live reader's slot must be kept"
+
+        os.kill(pid_a, signal.SIGKILL)
+        finish([readers[0]], 10)
+        assert pid_a in reader_pids(env)
+        assert env.reader_check() == 1
+        assert pid_a not in reader_pids(env)
+    assert SessionStore(key)["a"] == 1
+    assert SessionStore(new_session(b=2))["b"] == 2
+
+
+# -- 4. fork ---------------------------------------------------------------------------------
+
+
+def test_fork_after_use_child_and_parent_both_work(store: str, tmp_path: Path) -> None:
+    # Forked from a fresh spawned process: no other thread, so no fork warning on 3.12+.
+    parent_result, child_result = tmp_path / "parent.json", tmp_path / "child.json"
+    with children() as start:
+        process = start(lmdb_workers.fork_and_use, store, str(parent_result), str(child_result))
+        exit_codes = finish([process])
+    parent, child = result_of(parent_result), result_of(child_result)
+    assert exit_codes == [0]
+    assert parent["threads_at_fork"] == 1
+    assert parent["child_exit"] == 0
+    assert child["seen"] == "parent"
+    assert child["reopened"] is True
+    assert parent["same_environment"] is True
+    assert parent["parent_sees"] == parent["child_pid"]
+    assert parent["parent_sees_created"] == "child"
+    # And a third process (this one) sees all of it.
+    assert SessionStore(parent["parent_key"])["child"] == parent["child_pid"]
+    assert SessionStore(child["created"])["by"] == "child"
+    assert SessionStore(parent["after_key"])["by"] == "parent after fork"
+    assert_index_matches_records()
+
+
+def test_fork_waits_for_a_transaction_in_flight(store: str, tmp_path: Path) -> None:
+    # Another thread is inside a read transaction when the process forks. Closing the
+    # inherited environment in the child would abort it and free the parent's reader slot
+    # (writers could then reuse pages the parent is reading), so the fork waits for it.
+    parent_result, child_result = tmp_path / "parent.json", tmp_path / "child.json"
+    with children() as start:
+        process = start(
+            lmdb_workers.fork_during_transaction,
+            store,
+            str(parent_result),
+            str(child_result),
+            0.2,
+        )
+        exit_codes = finish([process])
+    parent, child = result_of(parent_result), result_of(child_result)
+    assert exit_codes == [0]
+    assert parent["pid"] in parent["before"]
+    assert 0.15 <= parent["fork_waited"] < 0.5
+    assert parent["child_exit"] == 0
+    assert "created" in child, child
+    assert parent["holder_read"] and parent["parent_still_works"]
+
+
+def test_fork_during_a_long_transaction_leaves_the_parent_alone(
+    store: str, tmp_path: Path
+) -> None:
+    # The transaction outlives the fork's wait: the child must not touch the inherited
+    # environment, so it cannot use the store, and says so; the parent is unharmed.
+    parent_result, child_result = tmp_path / "parent.json", tmp_path / "child.json"
+    with children() as start:
+        process = start(
+            lmdb_workers.fork_during_transaction,
+            store,
+            str(parent_result),
+            str(child_result),
+            -1,
+        )
+        exit_codes = finish([process])
+    parent, child = result_of(parent_result), result_of(child_result)
+    assert exit_codes == [0]
+    assert parent["fork_waited"] >= 0.45
+    assert parent["child_exit"] == 0
+    assert "SessionStoreError" in child["error"] and "forked" in child["error"]
+    assert parent["pid"] in parent["after"], "the child released the parent's reader slot"
+    assert parent["holder_read"] and parent["parent_still_works"]
+
+
+# -- 5. the expiry index and clear_expired ---------------------------------------------------
+
+
+def test_clear_expired_removes_expired_only_without_reading_live_records(store: str) -> None:
+    live = [new_session(n=n) for n in range(1000)]
+    expired = []
+    for n in range(10):
+        session = SessionStore()
+        session["n"] = n
+        session.set_expiry(30)
+        session.save()
+        expired.append(session.session_key)
+    live_before = {key: record for key, record in raw_records().items() if key in live}
+    assert len(live_before) == len(live)
+    assert {key for _, key in index_entries()} == set(live) | set(expired)
+
+    counting = mock.Mock(wraps=lmdb_backend._deadline)
+    with (
+        mock.patch.object(lmdb_backend, "_deadline", counting),
+        mock.patch("time.time", return_value=time.time() + LATER),
+    ):
+        SessionStore.clear_expired()
+    # The sweep looks at what has expired, not at every session.
+    assert len(expired) <= counting.call_count <= 2 * len(expired)
+
+    records = raw_records()
+    assert not set(expired) & set(records)
+    assert {key: record for key, record in records.items() if key in live} == live_before
+    assert set(records) == set(live)
+    assert {key for _, key in index_entries()} == set(live)
+    assert_index_matches_records()
+    assert all(SessionStore(key)["n"] == n for n, key in enumerate(live[:20]))
+
+
+def test_clear_expired_removes_more_than_one_batch(store: str) -> None:
+    count = 2 * lmdb_backend.SWEEP_BATCH + 7
+    for n in range(count):
+        session = SessionStore()
+        session["n"] = n
+        session.set_expiry(30)
+        session.save()
+    keep = new_session(keep=True)
+    assert len(raw_records()) == count + 1
+    with mock.patch("time.time", return_value=time.time() + LATER):
+        SessionStore.clear_expired()
+    assert list(raw_records()) == [keep]
+    assert [key for _, key in index_entries()] == [keep]
+
+
+def test_clearsessions_command(store: str) -> None:
+    short = SessionStore()
+    short["a"] = 1
+    short.set_expiry(30)
+    short.save()
+    long = new_session(b=2)
+    with mock.patch("time.time", return_value=time.time() + LATER):
+        call_command("clearsessions")
+    assert list(raw_records()) == [long]
+    assert [key for _, key in index_entries()] == [long]
+
+
+def test_extended_session_is_not_swept_at_its_old_deadline(store: str) -> None:
+    now = time.time()
+    age = django_settings.SESSION_COOKIE_AGE
+
+    def created_expiring_in(seconds: int) -> str:
+        with mock.patch("time.time", return_value=now - age + seconds):
+            return new_session(a=1)
+
+    touched = created_expiring_in(10)  # extended by an unmodified save: a touch
+    old_deadline = deadline_ms(raw_records()[touched])
+    session = SessionStore(touched)
+    assert session["a"] == 1
+    session.save()
+    assert deadline_ms(raw_records()[touched]) > old_deadline + 3_600_000
+
+    rewritten = created_expiring_in(10)  # extended by a save that changes a field
+    session = SessionStore(rewritten)
+    session["b"] = 2
+    session.save()
+
+    # A stale index entry left behind at the old deadline (as a crash between two
+    # writes of an older version could leave) must not take the session with it.
+    stale = created_expiring_in(10)
+    (old_entry,) = [at for at, key in index_entries() if key == stale]
+    session = SessionStore(stale)
+    session["b"] = 2
+    session.save()
+    assert old_entry not in [at for at, key in index_entries() if key == stale]
+    opened = environment()
+    with opened.env.begin(write=True, db=opened.expiry) as txn:
+        txn.put(old_entry.to_bytes(8, "big") + stale.encode(), b"")
+
+    doomed = created_expiring_in(10)
+    with mock.patch("time.time", return_value=now + LATER):
+        SessionStore.clear_expired()
+    records = raw_records()
+    assert sorted(records) == sorted([touched, rewritten, stale])
+    assert SessionStore(touched)["a"] == 1
+    assert SessionStore(rewritten)["b"] == 2
+    assert SessionStore(stale)["b"] == 2
+    assert doomed not in records
+    assert_index_matches_records()  # the stale entry went, the current ones stayed
+
+
+# -- 6. a full map ---------------------------------------------------------------------------
+
+
+def test_full_map_raises_session_store_full_and_recovers(tmp_path: Path) -> None:
+    with override_settings(MEMOPT_LMDB_PATH=str(tmp_path), MEMOPT_LMDB_MAP_SIZE=1024**2):
+        saved: dict[str, bytes] = {}
+        short_lived: list[str] = []
+        error = None
+        for n in range(200):
+            session = SessionStore()
+            session["blob"] = payload = os.urandom(40_000)
+            if n % 2:
+                session.set_expiry(30)
+            try:
+                session.save()
+            except SessionStoreFull as exc:
+                error = exc
+                break
+            saved[session.session_key] = payload
+            if n % 2:
+                short_lived.append(session.session_key)
+        assert error is not None, "1 MiB never filled up"
+        assert isinstance(error, SessionStoreError)
+        assert "MEMOPT_LMDB_MAP_SIZE" in str(error)
+        assert str(tmp_path) in str(error)
+        assert len(saved) >= 10
+        assert session.session_key is None or not session.exists(session.session_key)
+
+        # An update that does not fit fails as a whole: the stored fields stay as they were.
+        some_key = next(key for key in saved if key not in short_lived)
+        update = SessionStore(some_key)
+        update["blob"] = os.urandom(40_000)
+        update["other"] = os.urandom(40_000)
+        with pytest.raises(SessionStoreFull):
+            update.save()
+        for key, payload in saved.items():
+            assert SessionStore(key)["blob"] == payload
+        assert "other" not in SessionStore(some_key)
+
+        long_lived = [key for key in saved if key not in short_lived]
+        for key in long_lived[:3]:
+            SessionStore(key).delete()
+        with mock.patch("time.time", return_value=time.time() + LATER):
+            SessionStore.clear_expired()
+        remaining = long_lived[3:]
+        assert sorted(SessionStore.iter_session_keys()) == sorted(remaining)
+
+        for _ in range(5):
+            payload = os.urandom(40_000)
+            key = new_session(blob=payload)
+            assert SessionStore(key)["blob"] == payload
+        for key in remaining:
+            assert SessionStore(key)["blob"] == saved[key]
+        assert_index_matches_records()
+
+
+# -- 7. corrupt records ----------------------------------------------------------------------
+
+CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
+    "garbage body": lambda record: record[: lmdb_backend.HEADER_SIZE] + b"\xc1 not msgpack",
+    "body not a map": lambda record: record[: lmdb_backend.HEADER_SIZE] + b"\x93\x01\x02\x03",
+    "truncated body": lambda record: record[:-3],
+    "garbage header": lambda record: (
+        b"\xde" * lmdb_backend.HEADER_SIZE + record[lmdb_backend.HEADER_SIZE :]
+    ),
+    "truncated header": lambda record: record[:5],
+}
+
+
+def corrupted(kind: str, **fields: Any) -> tuple[str, SessionStore]:
+    """A session stored with ``fields`` and loaded; then its record is corrupted."""
+    key = new_session(**fields)
+    loaded = SessionStore(key)
+    assert dict(loaded.items()) == fields
+    put_raw(key, CORRUPTIONS[kind](raw_records()[key]))
+    return key, loaded
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_corrupt_record_loads_as_a_fresh_session_and_is_logged(
+    store: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, _ = corrupted(kind, a=1, b="two")
+    with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
+        session = SessionStore(key)
+        assert dict(session.items()) == {}
+    assert session.session_key is None  # a save creates a new session, under a new key
+    messages = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "django.security.SuspiciousSession"
+    ]
+    assert any("Session data corrupted" in message for message in messages), (
+        f"a {kind} record loaded silently"
+    )
+    session["c"] = 3
+    session.save()
+    assert session.session_key != key
+    assert dict(SessionStore(session.session_key).items()) == {"c": 3}
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_damaged_record_is_not_listed_as_a_live_session(store: str, kind: str) -> None:
+    key, _ = corrupted(kind, a=1)
+    other = new_session(b=2)
+    assert SessionStore().exists(key) is False
+    assert list(SessionStore.iter_session_keys()) == [other]
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_update_over_corrupt_record_never_makes_it_readable(store: str, kind: str) -> None:
+    # A save appends its layer after checking only the container's first bytes (reading
+    # the whole record would cost what the layer saves), so damage further in may go
+    # unnoticed by the save; what must hold is that the session stays absent.
+    key, loaded = corrupted(kind, a=1)
+    record = raw_records()[key]
+    loaded["b"] = 2
+    try:
+        loaded.save()
+    except UpdateError:
+        assert raw_records()[key] == record  # refused, not half-applied
+    assert SessionStore._read(key) is None
+    assert SessionStore(key).load() == {}
+    assert not SessionStore().exists(key)
+    if kind != "truncated body":
+        # Damage in the container's first bytes is caught by the save itself.
+        with pytest.raises(UpdateError):
+            loaded.save()
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_create_over_corrupt_record_works(store: str, kind: str) -> None:
+    key, _ = corrupted(kind, a=1)
+    session = SessionStore(key)
+    try:
+        session.save(must_create=True)  # a create under that very key
+    except CreateError:
+        pytest.fail(f"a create over a damaged record ({kind}) was refused as if it were live")
+    assert session.session_key == key
+    assert SessionStore._read(key) is not None
+    session = SessionStore(key)
+    session["new"] = "fields"
+    session.save()
+    assert dict(SessionStore(key).items()) == {"new": "fields"}
+    assert_indexed(key, deadline_ms(raw_records()[key]), index_entries())
+
+
+# -- 8. an unusable path ---------------------------------------------------------------------
+
+
+def test_path_under_a_regular_file_fails_clearly(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-regular-file"
+    blocker.write_text("not a directory")
+    path = str(blocker / "sessions")
+    with override_settings(MEMOPT_LMDB_PATH=path):
+        with pytest.raises(SessionStoreError) as load_error:
+            SessionStore("a" * 32).load()
+        assert path in str(load_error.value)
+        assert "MEMOPT_LMDB_PATH" in str(load_error.value)
+        session = SessionStore()
+        session["a"] = 1
+        with pytest.raises(SessionStoreError, match="MEMOPT_LMDB_PATH"):
+            session.save()  # still failing: no half-opened environment was kept
+        errors = [message for message in check_settings() if message.id == "django_memopt.E002"]
+        assert len(errors) == 1
+        assert path in errors[0].msg
+    with override_settings(MEMOPT_LMDB_PATH=str(tmp_path / "fine")):
+        assert "django_memopt.E002" not in [message.id for message in check_settings()]
+        assert SessionStore(new_session(a=1))["a"] == 1
+
+
+def test_damaged_data_file_fails_clearly(tmp_path: Path) -> None:
+    (tmp_path / "data.mdb").write_bytes(b"\xab" * 16384)
+    with (
+        override_settings(MEMOPT_LMDB_PATH=str(tmp_path)),
+        pytest.raises(SessionStoreError) as error,
+    ):
+        SessionStore().exists("a" * 32)
+    assert str(tmp_path) in str(error.value)
+    assert "MEMOPT_LMDB_PATH" in str(error.value)
+
+
+# -- 9. durability ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("durability", "synced"), [(None, False), ("process", False), ("system", True)]
+)
+def test_durability_setting_sets_the_sync_flags(
+    tmp_path: Path, durability: str | None, synced: bool
+) -> None:
+    overrides: dict[str, Any] = {"MEMOPT_LMDB_PATH": str(tmp_path)}
+    if durability is not None:
+        overrides["MEMOPT_LMDB_DURABILITY"] = durability
+    with override_settings(**overrides):
+        if durability is None:
+            del django_settings.MEMOPT_LMDB_DURABILITY
+        flags = environment().env.flags()
+        assert flags["sync"] is synced
+        assert flags["metasync"] is synced
+        key = new_session(a=[1, 2])
+        session = SessionStore(key)
+        session["b"] = "x"
+        session.save()
+        close_environments()
+        assert dict(SessionStore(key).items()) == {"a": [1, 2], "b": "x"}
+
+
+# -- 10. iter_session_keys -------------------------------------------------------------------
+
+
+def test_iter_session_keys_lists_exactly_the_live_sessions(store: str) -> None:
+    assert list(SessionStore.iter_session_keys()) == []
+    live = [new_session(n=n) for n in range(5)]
+    with mock.patch(
+        "time.time", return_value=time.time() - 2 * django_settings.SESSION_COOKIE_AGE
+    ):
+        expired = new_session(n="expired")
+    deleted = new_session(n="deleted")
+    SessionStore(deleted).delete()
+    short = SessionStore()
+    short["n"] = "short"
+    short.set_expiry(30)
+    short.save()
+    assert expired in raw_records()
+    assert list(SessionStore.iter_session_keys()) == sorted([*live, short.session_key])
+    with mock.patch("time.time", return_value=time.time() + LATER):
+        assert list(SessionStore.iter_session_keys()) == sorted(live)
+
+
+# -- 11. the default path --------------------------------------------------------------------
+
+
+def test_default_path_is_under_the_temp_dir_and_works(
+    settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    del settings.MEMOPT_LMDB_PATH
+    system_tmp = tempfile.gettempdir()
+    default = conf.MEMOPT_LMDB_PATH
+    assert os.path.commonpath([default, system_tmp]) == system_tmp
+    assert default != system_tmp
+
+    # The same default, with the temp dir (TMPDIR) pointing somewhere private to this test:
+    # the store is really created there, and no other test run shares it.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
+    path = conf.MEMOPT_LMDB_PATH
+    assert os.path.relpath(path, private_tmp) == os.path.relpath(default, system_tmp)
+    try:
+        key = new_session(a=1)
+        assert environment().path == path
+        assert os.path.isfile(os.path.join(path, "data.mdb"))
+        close_environments()
+        assert SessionStore(key)["a"] == 1
+    finally:
+        close_environments()
