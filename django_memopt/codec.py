@@ -96,8 +96,15 @@ def _default(obj: object) -> object:
         return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
     if isinstance(obj, UUID):
         return msgpack.ExtType(_EXT_UUID, obj.bytes)
-    if isinstance(obj, int):  # beyond msgpack's 64 bits
-        return msgpack.ExtType(_EXT_BIGINT, str(obj).encode())
+    if isinstance(obj, int):
+        if type(obj) is int:  # beyond msgpack's 64 bits
+            return msgpack.ExtType(_EXT_BIGINT, str(obj).encode())
+        return int(obj)
+    # Subclasses of the types msgpack knows (packing is strict about types, see _pack),
+    # stored as their base type as Django's JSON serializer does.
+    for base in (str, float, bytes, dict, list):
+        if isinstance(obj, base):
+            return base(obj)
     raise TypeError(f"values of type {type(obj).__name__!r} cannot be stored in a session")
 
 
@@ -127,6 +134,28 @@ def _ext_hook(code: int, data: bytes) -> object:
     if code == _EXT_BIGINT:
         return int(data.decode())
     raise ValueError(f"unknown extension type {code}")
+
+
+def _pack(value: Any) -> bytes:
+    """The msgpack payload of ``value``; raises ``TypeError`` or ``ValueError``.
+
+    Packing is strict about types so that tuples reach the ``default`` hook: a tuple used
+    as a dict key packs but cannot be read back, so only a payload that held a tuple is
+    read back to check it. Everything else costs one ``packb``.
+    """
+    saw_tuple = False
+
+    def default(obj: object) -> object:
+        nonlocal saw_tuple
+        if isinstance(obj, tuple):
+            saw_tuple = True
+            return list(obj)
+        return _default(obj)
+
+    payload: bytes = msgpack.packb(value, default=default, strict_types=True)
+    if saw_tuple:
+        _unpack(payload)
+    return payload
 
 
 def _unpack(payload: bytes | memoryview) -> Any:
@@ -178,10 +207,7 @@ class FieldCodec:
         lets a save tell a value mutated in place from an untouched one.
         """
         try:
-            payload = msgpack.packb(value, default=_default)
-            if isinstance(value, dict | list | tuple):
-                # A dict key that is itself a container packs but cannot be read back.
-                _unpack(payload)
+            payload = _pack(value)
         except TypeError as exc:
             raise TypeError(f"session key {field!r}: {exc}") from exc
         except ValueError as exc:
@@ -210,7 +236,7 @@ class FieldCodec:
         if not isinstance(value, list | dict):
             return True
         try:
-            return msgpack.packb(value, default=_default) == stored[HEADER_SIZE:]
+            return _pack(value) == stored[HEADER_SIZE:]
         except (TypeError, ValueError):
             return False  # now holds something unsupported: pack() will say what
 
