@@ -102,9 +102,16 @@ def _default(obj: object) -> object:
         return int(obj)
     # Subclasses of the types msgpack knows (packing is strict about types, see _pack),
     # stored as their base type as Django's JSON serializer does.
-    for base in (str, float, bytes, dict, list):
-        if isinstance(obj, base):
-            return base(obj)
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, bytes):
+        return bytes(obj)
+    if isinstance(obj, dict):
+        return dict(obj)
+    if isinstance(obj, list):
+        return list(obj)
     raise TypeError(f"values of type {type(obj).__name__!r} cannot be stored in a session")
 
 

@@ -116,40 +116,30 @@ class SessionBase(DjangoSessionBase):
     def _get_session(self, no_load: bool = False) -> SessionFields:
         self.accessed = True
         try:
-            fields: SessionFields = self._session_cache
+            return self._session_cache
         except AttributeError:
             fields = self._new_fields() if self.session_key is None or no_load else self.load()
             self._session_cache = fields
-        return self._adopt(fields)
+            return fields
 
     async def _aget_session(self, no_load: bool = False) -> SessionFields:
         self.accessed = True
         try:
-            fields = self._session_cache
+            return self._session_cache
         except AttributeError:
             if self.session_key is None or no_load:
                 fields = self._new_fields()
             else:
                 fields = await self.aload()
             self._session_cache = fields
-        return self._adopt(fields)
+            return fields
 
     _session = property(_get_session)
-
-    def _adopt(self, fields: Any) -> SessionFields:
-        if isinstance(fields, SessionFields):
-            return fields
-        # A plain dict placed by other code: it is the whole session from now on.
-        adopted = self._new_fields(sealed_for=self.session_key)
-        adopted.clear()
-        adopted.update(fields)
-        self._session_cache = adopted
-        return adopted
 
     def clear(self) -> None:
         # As Django's, without loading: the next save replaces whatever is stored.
         try:
-            fields = self._adopt(self._session_cache)
+            fields = self._session_cache
         except AttributeError:
             fields = self._session_cache = self._new_fields(sealed_for=self.session_key)
         fields.clear()
