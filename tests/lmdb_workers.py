@@ -293,10 +293,17 @@ def write_probe(path: str, result_path: str, log_path: str | None = None) -> Non
 # -- fork ------------------------------------------------------------------------------------
 
 
-def _fork_child(body: Callable[[], dict[str, Any]], result_path: str) -> int:
-    """Fork; the child runs ``body`` and reports to ``result_path``. Returns the child's pid."""
+def _fork_child(
+    body: Callable[[], dict[str, Any]], result_path: str, *, threaded: bool = False
+) -> int:
+    """Fork; the child runs ``body`` and reports to ``result_path``. Returns the child's pid.
+
+    Unless ``threaded``, any warning from ``os.fork()`` (Python 3.12+ warns when other
+    threads exist) fails the test: the fork tests must not fork a threaded process by
+    accident.
+    """
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("ignore" if threaded else "always")
         pid = os.fork()
     if pid == 0:  # the child: report, then leave without running the parent's exit code
         code = 1
@@ -417,18 +424,7 @@ def fork_during_transaction(
 
         result["before"] = pids()
         started = time.monotonic()
-        with warnings.catch_warnings():
-            # Python 3.12+ warns about fork() in a threaded process: that is the scenario.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                with reporting(child_result_path) as child_result:
-                    child_result.update(child())
-                code = 0
-            finally:
-                os._exit(code)
+        pid = _fork_child(child, child_result_path, threaded=True)  # threads: the scenario
         result["fork_waited"] = time.monotonic() - started
         result["child_exit"] = _wait_child(pid)
         result["after"] = pids()

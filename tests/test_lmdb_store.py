@@ -402,10 +402,9 @@ def test_fork_after_use_child_and_parent_both_work(store: str, tmp_path: Path) -
     assert_index_matches_records()
 
 
-def test_fork_waits_for_a_transaction_in_flight(store: str, tmp_path: Path) -> None:
-    # Another thread is inside a read transaction when the process forks. Closing the
-    # inherited environment in the child would abort it and free the parent's reader slot
-    # (writers could then reuse pages the parent is reading), so the fork waits for it.
+def fork_during_transaction(
+    store: str, tmp_path: Path, release_after: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
     parent_result, child_result = tmp_path / "parent.json", tmp_path / "child.json"
     with children() as start:
         process = start(
@@ -413,11 +412,17 @@ def test_fork_waits_for_a_transaction_in_flight(store: str, tmp_path: Path) -> N
             store,
             str(parent_result),
             str(child_result),
-            0.2,
+            release_after,
         )
-        exit_codes = finish([process])
-    parent, child = result_of(parent_result), result_of(child_result)
-    assert exit_codes == [0]
+        assert finish([process]) == [0]
+    return result_of(parent_result), result_of(child_result)
+
+
+def test_fork_waits_for_a_transaction_in_flight(store: str, tmp_path: Path) -> None:
+    # Another thread is inside a read transaction when the process forks. Closing the
+    # inherited environment in the child would abort it and free the parent's reader slot
+    # (writers could then reuse pages the parent is reading), so the fork waits for it.
+    parent, child = fork_during_transaction(store, tmp_path, release_after=0.2)
     assert parent["pid"] in parent["before"]
     assert 0.15 <= parent["fork_waited"] < 0.5
     assert parent["child_exit"] == 0
@@ -430,18 +435,7 @@ def test_fork_during_a_long_transaction_leaves_the_parent_alone(
 ) -> None:
     # The transaction outlives the fork's wait: the child must not touch the inherited
     # environment, so it cannot use the store, and says so; the parent is unharmed.
-    parent_result, child_result = tmp_path / "parent.json", tmp_path / "child.json"
-    with children() as start:
-        process = start(
-            lmdb_workers.fork_during_transaction,
-            store,
-            str(parent_result),
-            str(child_result),
-            -1,
-        )
-        exit_codes = finish([process])
-    parent, child = result_of(parent_result), result_of(child_result)
-    assert exit_codes == [0]
+    parent, child = fork_during_transaction(store, tmp_path, release_after=-1)
     assert parent["fork_waited"] >= 0.45
     assert parent["child_exit"] == 0
     assert "SessionStoreError" in child["error"] and "forked" in child["error"]
