@@ -805,3 +805,18 @@ def test_default_path_is_under_the_temp_dir_and_works(
         assert SessionStore(key)["a"] == 1
     finally:
         close_environments()
+
+
+def test_reader_table_full_names_the_setting(store: str, settings: Any) -> None:
+    settings.MEMOPT_LMDB_MAX_READERS = 2
+    key = new_session(a=1)
+    env = lmdb_backend.environment().env
+    held = [env.begin(), env.begin()]  # every slot taken by open read transactions
+    try:
+        with pytest.raises(SessionStoreError, match="MEMOPT_LMDB_MAX_READERS"):
+            SessionStore(key).load()
+    finally:
+        for txn in held:
+            txn.abort()
+        held.clear()  # py-lmdb frees a reader slot with the transaction object
+    assert SessionStore(key)["a"] == 1

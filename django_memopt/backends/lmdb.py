@@ -194,6 +194,12 @@ def _transaction(opened: Environment, body: Callable[[Any], T], *, write: bool) 
                 f"({opened.env.info()['map_size']} bytes). Raise MEMOPT_LMDB_MAP_SIZE and "
                 "restart; run clearsessions to drop expired sessions."
             ) from exc
+        except lmdb.ReadersFullError as exc:
+            raise SessionStoreError(
+                f"The LMDB session store at {opened.path!r} has no free reader slot: more "
+                "threads read at once than MEMOPT_LMDB_MAX_READERS "
+                f"({opened.env.info()['max_readers']}) allows. Raise it and restart."
+            ) from exc
         except lmdb.Error as exc:
             raise SessionStoreError(f"LMDB session store at {opened.path!r}: {exc}") from exc
         finally:
