@@ -66,8 +66,9 @@ class SessionFields(MutableMapping[str, Any]):
     __slots__ = (
         "_assigned",
         "_codec",
-        "_decoded",
+        "_decode_count",
         "_deleted",
+        "_held",
         "_on_corrupt",
         "_replace",
         "_sealed_for",
@@ -87,8 +88,11 @@ class SessionFields(MutableMapping[str, Any]):
         self._stored: dict[str, bytes] = dict(stored) if stored else {}
         self._values: dict[str, Any] = dict.fromkeys(self._stored, _UNREAD)
         self._assigned: set[str] = set()
-        self._decoded: set[str] = set()
         self._deleted: set[str] = set()
+        # Names whose value is in memory and whose stored bytes are known: decoded, or
+        # written by a save. Only these can have been changed in place.
+        self._held: set[str] = set()
+        self._decode_count = 0
         self._replace = False
         self._on_corrupt = on_corrupt
 
@@ -104,7 +108,8 @@ class SessionFields(MutableMapping[str, Any]):
                 self._on_corrupt(name, error)
                 raise KeyError(name) from None
             self._values[name] = value
-            self._decoded.add(name)
+            self._held.add(name)
+            self._decode_count += 1
         return value
 
     def __setitem__(self, name: str, value: Any) -> None:
@@ -117,7 +122,7 @@ class SessionFields(MutableMapping[str, Any]):
     def __delitem__(self, name: str) -> None:
         del self._values[name]
         self._assigned.discard(name)
-        self._decoded.discard(name)
+        self._held.discard(name)
         self._deleted.add(name)
 
     def get(self, name: str, default: Any = None) -> Any:
@@ -168,7 +173,7 @@ class SessionFields(MutableMapping[str, Any]):
         # Without decoding anything: the next save replaces whatever is stored.
         self._values.clear()
         self._assigned.clear()
-        self._decoded.clear()
+        self._held.clear()
         self._deleted.clear()
         self._replace = True
 
@@ -186,7 +191,7 @@ class SessionFields(MutableMapping[str, Any]):
     @property
     def decoded_count(self) -> int:
         """How many stored fields have been decoded so far."""
-        return len(self._decoded)
+        return self._decode_count
 
     @property
     def loaded_count(self) -> int:
@@ -212,10 +217,10 @@ class SessionFields(MutableMapping[str, Any]):
                 if carried is not None:
                     sets[name] = carried
             return Delta(sets, replace=True)
-        # Only fields assigned, or decoded and changed in place, differ from what is stored.
+        # Only fields assigned, or held and changed in place, differ from what is stored.
         for name in self._assigned:
             sets[name] = codec.seal(session_key, name, codec.pack(name, self._values[name]))
-        for name in self._decoded - self._assigned:
+        for name in self._held - self._assigned:
             if not codec.unchanged(self._values[name], self._stored[name]):
                 payload = codec.pack(name, self._values[name])
                 sets[name] = codec.seal(session_key, name, payload)
@@ -235,12 +240,15 @@ class SessionFields(MutableMapping[str, Any]):
 
     def saved(self, session_key: str, delta: Delta) -> None:
         """Record that ``delta`` was applied: it is the new baseline for changes."""
+        written = [name for name in delta.sets if self._values[name] is not _UNREAD]
         if delta.replace:
             self._stored = dict(delta.sets)
+            self._held = set(written)
         else:
             self._stored.update(delta.sets)
             for name in delta.deletes:
                 self._stored.pop(name, None)
+            self._held.update(written)
         self._sealed_for = session_key
         self._assigned.clear()
         self._deleted.clear()

@@ -360,6 +360,19 @@ class SessionContract:
         session.save()
         assert self.backend(session.session_key)["cart"] == ["apple", "pear"]
 
+    def test_in_place_change_after_an_earlier_save_is_saved(self) -> None:
+        # As when a view fills a cart, logs in (cycle_key saves), then adds to the cart.
+        self.session["cart"] = ["apple"]
+        self.session["other"] = {"n": 1}
+        self.session.save()
+        self.session.cycle_key()
+        self.session["cart"].append("pear")
+        self.session["other"]["n"] = 2
+        self.session.modified = True
+        self.session.save()
+        stored = self.backend(self.session.session_key)
+        assert dict(stored.items()) == {"cart": ["apple", "pear"], "other": {"n": 2}}
+
     def test_nothing_changed_writes_no_field(self) -> None:
         session = self.saved(a=1, b=[1, 2])
         before = self.stored(session.session_key)
