@@ -8,12 +8,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
+from django.utils.module_loading import import_string
 
 from .conf import DURABILITY_CHOICES, conf
 
 __all__ = ["check_settings"]
 
 LMDB_ENGINE = "django_memopt.backends.lmdb"
+REDIS_ENGINE = "django_memopt.backends.redis"
 DEFAULT_SERIALIZER = "django.contrib.sessions.serializers.JSONSerializer"
 
 
@@ -30,6 +32,38 @@ def _writable_dir(path: str) -> bool:
             return False
         path = parent
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def _check_redis_cache() -> list[CheckMessage]:
+    """The Redis engine's connection comes from a django-redis cache: is there one?"""
+    try:
+        from django_redis.cache import RedisCache
+    except ImportError:
+        return [
+            Error(
+                "The Redis session engine needs django-redis.",
+                hint='pip install "django-memopt[redis]"',
+                id="django_memopt.E009",
+            )
+        ]
+    alias = settings.SESSION_CACHE_ALIAS
+    cache: dict[str, Any] = settings.CACHES.get(alias) or {}  # type: ignore[assignment]
+    backend = cache.get("BACKEND", "")
+    try:
+        is_django_redis = issubclass(import_string(backend), RedisCache)
+    except ImportError:
+        is_django_redis = False
+    if is_django_redis:
+        return []
+    return [
+        Error(
+            f"SESSION_CACHE_ALIAS names the cache {alias!r}, which is not a django-redis "
+            f"cache (BACKEND {backend!r}).",
+            hint="Add a cache with BACKEND 'django_redis.cache.RedisCache' to CACHES and "
+            "name it in SESSION_CACHE_ALIAS: the Redis session engine uses its connection.",
+            id="django_memopt.E008",
+        )
+    ]
 
 
 def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
@@ -77,6 +111,13 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 id="django_memopt.E006",
             )
         )
+    prefix: object = conf.MEMOPT_REDIS_KEY_PREFIX
+    if not (isinstance(prefix, str) and prefix):
+        errors.append(
+            Error("MEMOPT_REDIS_KEY_PREFIX must be a non-empty str.", id="django_memopt.E007")
+        )
+    if settings.SESSION_ENGINE == REDIS_ENGINE:
+        errors += _check_redis_cache()
     if (
         settings.SESSION_ENGINE.startswith("django_memopt.")
         and settings.SESSION_SERIALIZER != DEFAULT_SERIALIZER

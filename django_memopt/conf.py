@@ -54,6 +54,11 @@ class Settings:
         return _setting("MEMOPT_LMDB_DURABILITY", "process")  # type: ignore[no-any-return]
 
     @property
+    def MEMOPT_REDIS_KEY_PREFIX(self) -> str:
+        """Prefix of the Redis keys of the session hashes."""
+        return _setting("MEMOPT_REDIS_KEY_PREFIX", "memopt:session:")  # type: ignore[no-any-return]
+
+    @property
     def MEMOPT_TOUCH_INTERVAL(self) -> int:
         """Seconds: an unmodified session's expiry is refreshed at most this often."""
         return _setting("MEMOPT_TOUCH_INTERVAL", 0)  # type: ignore[no-any-return]

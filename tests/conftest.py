@@ -6,6 +6,16 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server() -> Iterator[RedisServer]:
+    """The suite's redis-server, on the port ``tests/settings.py`` configured."""
+    server = RedisServer(settings.REDIS_TEST_PORT).start()
+    yield server
+    server.cleanup()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _remove_the_test_store() -> Iterator[None]:

@@ -4,6 +4,7 @@ import sys
 import tempfile
 
 from tests.django_suite import session_tests_root
+from tests.redis_server import free_port
 
 sys.path.append(str(session_tests_root()))
 
@@ -34,5 +35,15 @@ TEMPLATES = [
     }
 ]
 USE_TZ = True
+# The suite's own redis-server listens here (started by conftest.py).
+REDIS_TEST_PORT = free_port()
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "sessions": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{REDIS_TEST_PORT}/0",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+    },
+}
 SESSION_ENGINE = "django_memopt.backends.lmdb"
 MEMOPT_LMDB_PATH = tempfile.mkdtemp(prefix="django-memopt-tests-")

@@ -84,3 +84,31 @@ def test_checks_are_registered_and_fail_the_check_command() -> None:
             call_command("check")
     with tempfile.TemporaryDirectory() as path, override_settings(MEMOPT_LMDB_PATH=path):
         call_command("check")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"MEMOPT_REDIS_KEY_PREFIX": ""}, ["django_memopt.E007"]),
+        ({"MEMOPT_REDIS_KEY_PREFIX": b"bytes:"}, ["django_memopt.E007"]),
+        ({"SESSION_ENGINE": "django_memopt.backends.redis"}, ["django_memopt.E008"]),
+        (
+            {"SESSION_ENGINE": "django_memopt.backends.redis", "SESSION_CACHE_ALIAS": "nope"},
+            ["django_memopt.E008"],
+        ),
+        (
+            {"SESSION_ENGINE": "django_memopt.backends.redis", "SESSION_CACHE_ALIAS": "sessions"},
+            [],
+        ),
+    ],
+)
+def test_redis_configuration(overrides: dict[str, Any], expected: list[str]) -> None:
+    assert ids(**overrides) == expected
+
+
+def test_redis_engine_without_django_redis() -> None:
+    import sys
+    from unittest import mock
+
+    with mock.patch.dict(sys.modules, {"django_redis": None, "django_redis.cache": None}):
+        assert ids(SESSION_ENGINE="django_memopt.backends.redis") == ["django_memopt.E009"]

@@ -1,0 +1,177 @@
+"""``SESSION_ENGINE = "django_memopt.backends.redis"``: sessions in Redis, for many hosts.
+
+The connection is django-redis's, for the cache named by ``SESSION_CACHE_ALIAS``, so
+Redis is configured once, in ``CACHES`` (pooling, password, TLS, Sentinel), and is always
+the primary, never a replica. Layout: one hash per session under
+``MEMOPT_REDIS_KEY_PREFIX``; field = the session key's name (UTF-8), value = the sealed
+field; the session's deadline is the key's expiry. A load is one round trip (``HGETALL``
+and ``PTTL``, pipelined). A save is one ``EVALSHA`` of a script that checks the session
+exists (or does not, for a create), applies the delta and sets the expiry, atomically: a
+``MULTI`` block could not make the write conditional.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
+
+from django.conf import settings
+
+from django_memopt.backends.base import (
+    CreateError,
+    Delta,
+    SessionStoreError,
+    StoredSession,
+    UpdateError,
+)
+from django_memopt.backends.base import SessionBase as _SessionBase
+from django_memopt.conf import conf
+
+__all__ = ["SessionStore", "SessionStoreUnavailable", "connection"]
+
+T = TypeVar("T")
+
+# Present in every session hash, so an emptied session still exists. No session key name
+# encodes to it: the byte 0xFF never occurs in UTF-8.
+MARKER: Final = b"\xff"
+
+# KEYS[1]: the session hash. ARGV: "c" (create) or "u" (update); "1" to drop every stored
+# field first; the deadline in epoch ms; the number of fields to set; their names and
+# values; then the names to delete. Returns 1, or 0 (create: the key is taken) or -1
+# (update: the session is gone). A deadline in the past deletes the session.
+WRITE_SCRIPT: Final = """
+local live = redis.call('EXISTS', KEYS[1]) == 1
+if ARGV[1] == 'c' then
+  if live then return 0 end
+elseif not live then
+  return -1
+end
+if live and ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
+local last_set = 4 + 2 * tonumber(ARGV[4])
+for first = 5, last_set, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(first + 999, last_set)))
+end
+for first = last_set + 1, #ARGV, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+end
+redis.call('HSET', KEYS[1], '\\255', '')
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class SessionStoreUnavailable(SessionStoreError):
+    """Redis could not be reached, or did not answer in time."""
+
+
+def connection() -> Any:
+    """The redis-py client of the primary of the cache ``SESSION_CACHE_ALIAS``."""
+    from django_redis import get_redis_connection
+
+    return get_redis_connection(settings.SESSION_CACHE_ALIAS, write=True)
+
+
+WRITE_SHA: Final = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()
+
+
+def _run_write_script(client: Any, key: bytes, args: list[Any]) -> Any:
+    from redis.exceptions import NoScriptError
+
+    try:
+        return client.evalsha(WRITE_SHA, 1, key, *args)
+    except NoScriptError:  # after SCRIPT FLUSH or a Redis restart: load it once more
+        client.script_load(WRITE_SCRIPT)
+        return client.evalsha(WRITE_SHA, 1, key, *args)
+
+
+def _call(action: Callable[[Any], T]) -> T:
+    """Run ``action`` with the client; Redis's own failures become ``SessionStoreError``."""
+    from redis.exceptions import ConnectionError, RedisError, TimeoutError
+
+    try:
+        return action(connection())
+    except (ConnectionError, TimeoutError) as exc:
+        raise SessionStoreUnavailable(
+            f"The Redis session store (cache {settings.SESSION_CACHE_ALIAS!r}) is "
+            f"unavailable: {exc}"
+        ) from exc
+    except RedisError as exc:
+        raise SessionStoreError(
+            f"The Redis session store (cache {settings.SESSION_CACHE_ALIAS!r}): {exc}"
+        ) from exc
+
+
+def _key(session_key: str) -> bytes:
+    return (conf.MEMOPT_REDIS_KEY_PREFIX + session_key).encode()
+
+
+class SessionStore(_SessionBase):
+    """Sessions in the Redis of the cache ``SESSION_CACHE_ALIAS``."""
+
+    @classmethod
+    def _read(cls, session_key: str) -> StoredSession | None:
+        def read(client: Any) -> tuple[dict[bytes, bytes], int]:
+            pipe = client.pipeline(transaction=False)
+            pipe.hgetall(_key(session_key))
+            pipe.pttl(_key(session_key))
+            stored, ttl_ms = pipe.execute()
+            return stored, ttl_ms
+
+        stored, ttl_ms = _call(read)
+        if MARKER not in stored or ttl_ms < 0:
+            return None
+        fields = {
+            name.decode("utf-8", "surrogatepass"): value
+            for name, value in stored.items()
+            if name != MARKER
+        }
+        return StoredSession(fields, time.time() + ttl_ms / 1000)
+
+    @classmethod
+    def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
+        args: list[bytes | str | int] = [
+            "c" if create else "u",
+            "1" if delta.replace else "0",
+            int(expires_at * 1000),
+            len(delta.sets),
+        ]
+        for name, sealed in delta.sets.items():
+            args += (name.encode("utf-8", "surrogatepass"), sealed)
+        args += (name.encode("utf-8", "surrogatepass") for name in delta.deletes)
+        outcome = _call(lambda client: _run_write_script(client, _key(session_key), args))
+        if outcome == 0:
+            raise CreateError
+        if outcome == -1:
+            raise UpdateError
+
+    @classmethod
+    def _touch(cls, session_key: str, expires_at: float) -> None:
+        # PEXPIREAT answers 0 for a key that does not exist: atomic, and never creates it.
+        if not _call(lambda client: client.pexpireat(_key(session_key), int(expires_at * 1000))):
+            raise UpdateError
+
+    @classmethod
+    def _remove(cls, session_key: str) -> None:
+        _call(lambda client: client.delete(_key(session_key)))
+
+    @classmethod
+    def _contains(cls, session_key: str) -> bool:
+        return bool(_call(lambda client: client.exists(_key(session_key))))
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Nothing to do: Redis expires sessions itself."""
+
+    @classmethod
+    def iter_session_keys(cls) -> Iterator[str]:
+        """Keys of the live sessions, in no particular order (``SCAN``: never blocks Redis)."""
+        prefix = conf.MEMOPT_REDIS_KEY_PREFIX
+        client = _call(lambda client: client)
+        for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
+            yield key.decode()[len(prefix) :]
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
