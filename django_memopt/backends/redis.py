@@ -4,20 +4,21 @@ The connection is django-redis's, for the cache named by ``SESSION_CACHE_ALIAS``
 Redis is configured once, in ``CACHES`` (pooling, password, TLS, Sentinel), and is always
 the primary, never a replica. Layout: one hash per session under
 ``MEMOPT_REDIS_KEY_PREFIX``; field = the session key's name (UTF-8), value = the sealed
-field; the session's deadline is the key's expiry. A load is one round trip (``HGETALL``
-and ``PTTL``, pipelined). A save is one ``EVALSHA`` of a script that checks the session
-exists (or does not, for a create), applies the delta and sets the expiry, atomically: a
-``MULTI`` block could not make the write conditional.
+field; the session's deadline is the key's expiry, and is also kept in the hash (field
+``MARKER``) so that a load is one ``HGETALL``. A save is one ``EVALSHA`` of a script that
+checks the session exists (or does not, for a create), applies the delta and sets the
+expiry, atomically: a ``MULTI`` block could not make the write conditional.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from django_memopt.backends.base import (
     CreateError,
@@ -33,7 +34,8 @@ __all__ = ["SessionStore", "SessionStoreUnavailable", "connection"]
 
 T = TypeVar("T")
 
-# Present in every session hash, so an emptied session still exists. No session key name
+# Present in every session hash, holding the deadline (epoch ms): an emptied session still
+# exists, and a load learns the deadline without a second command. No session key name
 # encodes to it: the byte 0xFF never occurs in UTF-8.
 MARKER: Final = b"\xff"
 
@@ -56,8 +58,16 @@ end
 for first = last_set + 1, #ARGV, 1000 do
   redis.call('HDEL', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
 end
-redis.call('HSET', KEYS[1], '\\255', '')
+redis.call('HSET', KEYS[1], '\\255', ARGV[3])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS[1]: the session hash; ARGV[1]: the new deadline in epoch ms. 1, or 0 if it is gone.
+TOUCH_SCRIPT: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], '\\255', ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 """
 
@@ -66,24 +76,43 @@ class SessionStoreUnavailable(SessionStoreError):
     """Redis could not be reached, or did not answer in time."""
 
 
+_client: Any = None
+
+
 def connection() -> Any:
-    """The redis-py client of the primary of the cache ``SESSION_CACHE_ALIAS``."""
-    from django_redis import get_redis_connection
+    """The redis-py client of the primary of the cache ``SESSION_CACHE_ALIAS``.
 
-    return get_redis_connection(settings.SESSION_CACHE_ALIAS, write=True)
+    Looked up once per process: redis-py clients are thread-safe and their connection
+    pools reset themselves after a fork.
+    """
+    global _client
+    if _client is None:
+        from django_redis import get_redis_connection
+
+        _client = get_redis_connection(settings.SESSION_CACHE_ALIAS, write=True)
+    return _client
 
 
-WRITE_SHA: Final = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()
+@receiver(setting_changed)
+def _forget_client(*, setting: str, **kwargs: Any) -> None:
+    global _client
+    if setting in ("CACHES", "SESSION_CACHE_ALIAS"):
+        _client = None
 
 
-def _run_write_script(client: Any, key: bytes, args: list[Any]) -> Any:
+_SHAS: Final = {
+    script: hashlib.sha1(script.encode()).hexdigest() for script in (WRITE_SCRIPT, TOUCH_SCRIPT)
+}
+
+
+def _run_script(client: Any, script: str, key: bytes, *args: Any) -> Any:
     from redis.exceptions import NoScriptError
 
     try:
-        return client.evalsha(WRITE_SHA, 1, key, *args)
+        return client.evalsha(_SHAS[script], 1, key, *args)
     except NoScriptError:  # after SCRIPT FLUSH or a Redis restart: load it once more
-        client.script_load(WRITE_SCRIPT)
-        return client.evalsha(WRITE_SHA, 1, key, *args)
+        client.script_load(script)
+        return client.evalsha(_SHAS[script], 1, key, *args)
 
 
 def _call(action: Callable[[Any], T]) -> T:
@@ -112,22 +141,12 @@ class SessionStore(_SessionBase):
 
     @classmethod
     def _read(cls, session_key: str) -> StoredSession | None:
-        def read(client: Any) -> tuple[dict[bytes, bytes], int]:
-            pipe = client.pipeline(transaction=False)
-            pipe.hgetall(_key(session_key))
-            pipe.pttl(_key(session_key))
-            stored, ttl_ms = pipe.execute()
-            return stored, ttl_ms
-
-        stored, ttl_ms = _call(read)
-        if MARKER not in stored or ttl_ms < 0:
+        stored: dict[bytes, bytes] = _call(lambda client: client.hgetall(_key(session_key)))
+        deadline = stored.pop(MARKER, None)
+        if deadline is None:
             return None
-        fields = {
-            name.decode("utf-8", "surrogatepass"): value
-            for name, value in stored.items()
-            if name != MARKER
-        }
-        return StoredSession(fields, time.time() + ttl_ms / 1000)
+        fields = {name.decode("utf-8", "surrogatepass"): value for name, value in stored.items()}
+        return StoredSession(fields, int(deadline) / 1000)
 
     @classmethod
     def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
@@ -140,7 +159,7 @@ class SessionStore(_SessionBase):
         for name, sealed in delta.sets.items():
             args += (name.encode("utf-8", "surrogatepass"), sealed)
         args += (name.encode("utf-8", "surrogatepass") for name in delta.deletes)
-        outcome = _call(lambda client: _run_write_script(client, _key(session_key), args))
+        outcome = _call(lambda client: _run_script(client, WRITE_SCRIPT, _key(session_key), *args))
         if outcome == 0:
             raise CreateError
         if outcome == -1:
@@ -148,8 +167,9 @@ class SessionStore(_SessionBase):
 
     @classmethod
     def _touch(cls, session_key: str, expires_at: float) -> None:
-        # PEXPIREAT answers 0 for a key that does not exist: atomic, and never creates it.
-        if not _call(lambda client: client.pexpireat(_key(session_key), int(expires_at * 1000))):
+        deadline_ms = int(expires_at * 1000)
+        key = _key(session_key)
+        if not _call(lambda client: _run_script(client, TOUCH_SCRIPT, key, deadline_ms)):
             raise UpdateError
 
     @classmethod
