@@ -21,9 +21,11 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from django_memopt.backends.base import (
+    SESSION_KEY_RE,
     CreateError,
     Delta,
     SessionStoreError,
+    SessionStoreFull,
     StoredSession,
     UpdateError,
 )
@@ -117,7 +119,7 @@ def _run_script(client: Any, script: str, key: bytes, *args: Any) -> Any:
 
 def _call(action: Callable[[Any], T]) -> T:
     """Run ``action`` with the client; Redis's own failures become ``SessionStoreError``."""
-    from redis.exceptions import ConnectionError, RedisError, TimeoutError
+    from redis.exceptions import ConnectionError, OutOfMemoryError, RedisError, TimeoutError
 
     try:
         return action(connection())
@@ -125,6 +127,11 @@ def _call(action: Callable[[Any], T]) -> T:
         raise SessionStoreUnavailable(
             f"The Redis session store (cache {settings.SESSION_CACHE_ALIAS!r}) is "
             f"unavailable: {exc}"
+        ) from exc
+    except OutOfMemoryError as exc:
+        raise SessionStoreFull(
+            f"The Redis session store (cache {settings.SESSION_CACHE_ALIAS!r}) is full: "
+            f"{exc}. Raise Redis's maxmemory, or let it evict (volatile-ttl suits sessions)."
         ) from exc
     except RedisError as exc:
         raise SessionStoreError(
@@ -186,11 +193,26 @@ class SessionStore(_SessionBase):
 
     @classmethod
     def iter_session_keys(cls) -> Iterator[str]:
-        """Keys of the live sessions, in no particular order (``SCAN``: never blocks Redis)."""
-        prefix = conf.MEMOPT_REDIS_KEY_PREFIX
-        client = _call(lambda client: client)
-        for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
-            yield key.decode()[len(prefix) :]
+        """Keys of the live sessions, in no particular order (``SCAN``: never blocks Redis).
+
+        Keys under the prefix that are not session keys (another site's longer prefix)
+        are skipped.
+        """
+        pattern = _glob_escape(conf.MEMOPT_REDIS_KEY_PREFIX) + "*"
+        skip = len(conf.MEMOPT_REDIS_KEY_PREFIX.encode())
+
+        def page(at: int) -> Callable[[Any], tuple[int, list[bytes]]]:
+            return lambda client: client.scan(at, match=pattern, count=1000)
+
+        cursor = 0
+        while True:
+            cursor, keys = _call(page(cursor))
+            for key in keys:
+                session_key = key[skip:].decode("ascii", "replace")
+                if SESSION_KEY_RE.match(session_key):
+                    yield session_key
+            if not cursor:
+                return
 
 
 def _glob_escape(text: str) -> str:

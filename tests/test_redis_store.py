@@ -1,0 +1,974 @@
+"""The Redis store under stress and failure, on real redis-servers.
+
+The layout of a session in Redis, what a load and a save actually send (as Redis itself
+reports it: ``MONITOR``, which also shows the commands a Lua script runs, and the read
+events of ``INFO stats``), ``cycle_key`` without ``RENAME``, ``SCRIPT FLUSH``, Redis
+stopped, restarted, hung and full, several processes and threads writing one session, a
+logout racing updates, Sentinel, and expiry.
+
+Tests that stop, restart, flush or reconfigure Redis run on a redis-server of their own
+(``dedicated_redis``), on its own free port, with a cache alias of its own: the suite's
+shared server is never disturbed. Child processes are started with the "spawn" context and
+run the entry points in ``tests/redis_workers.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.contrib.sessions.backends.base import UpdateError
+from django.test import Client, override_settings
+from django_redis.pool import ConnectionFactory
+
+from django_memopt.backends.base import SessionStoreError
+from django_memopt.backends.redis import SessionStore, SessionStoreUnavailable, connection
+from django_memopt.codec import HEADER_SIZE
+from tests import redis_workers
+from tests.redis_server import RedisServer, free_port, redis_server_binary
+
+SPAWN = multiprocessing.get_context("spawn")
+# Generous bounds for a loaded 2-core machine; a healthy run needs a fraction of each.
+JOIN_TIMEOUT = 45.0
+ENGINE = "django_memopt.backends.redis"
+DEFAULT_PREFIX = "memopt:session:"  # docs/settings.md: MEMOPT_REDIS_KEY_PREFIX
+MARKER = b"\xff"  # docs/redis.md: the field that keeps a session in existence
+DEDICATED = "dedicated"  # the cache alias of a test's own redis-server
+# An operation on an unreachable or hung Redis fails within the cache's socket timeouts
+# (1 s here), never after redis-py's retries and backoffs.
+FAIL_FAST = 3.0
+
+
+# -- what a redis-server received ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """One line of ``MONITOR``: who sent it (``"lua"`` for a script) and its arguments."""
+
+    client: str
+    args: list[bytes]
+
+    @property
+    def name(self) -> str:
+        return self.args[0].decode().upper()
+
+    @property
+    def by_script(self) -> bool:
+        return self.client == "lua"
+
+
+_ESCAPES = {ord(k): v for k, v in {"n": b"\n", "r": b"\r", "t": b"\t", "a": b"\a"}.items()}
+_ESCAPES |= {ord("b"): b"\b", ord("\\"): b"\\", ord('"'): b'"'}
+
+
+def parse_monitor_line(line: bytes) -> Command:
+    """``+<time> [<db> <client>] "arg" ...``, arguments escaped as by ``sdscatrepr``."""
+    header, _, text = line.partition(b"] ")
+    client = header.rsplit(b" ", 1)[1].decode()
+    args: list[bytes] = []
+    at = 0
+    while at < len(text):
+        assert text[at : at + 1] == b'"', line
+        at += 1
+        arg = bytearray()
+        while text[at : at + 1] != b'"':
+            if text[at : at + 1] == b"\\":
+                escape = text[at + 1]
+                if escape == ord("x"):
+                    arg.append(int(text[at + 2 : at + 4], 16))
+                    at += 4
+                else:
+                    arg += _ESCAPES[escape]
+                    at += 2
+            else:
+                arg.append(text[at])
+                at += 1
+        args.append(bytes(arg))
+        at += 2  # the closing quote and the space
+    return Command(client, args)
+
+
+@dataclass
+class Recording:
+    """What Redis received while a ``CommandLog.record()`` block ran."""
+
+    commands: list[Command] = field(default_factory=list)
+    round_trips: int = -1  # read events Redis processed for the block's clients
+
+    @property
+    def sent(self) -> list[Command]:
+        """The commands the clients sent (not those a script ran)."""
+        return [command for command in self.commands if not command.by_script]
+
+    @property
+    def scripted(self) -> list[Command]:
+        return [command for command in self.commands if command.by_script]
+
+    def names(self) -> list[str]:
+        return [command.name for command in self.commands]
+
+
+class CommandLog:
+    """``MONITOR`` on a raw connection to a redis-server, read in fenced windows.
+
+    ``raw`` is a client of its own (one connection), whose commands are left out of every
+    recording: an ``ECHO`` of a fresh token marks the end of a window, and since Redis
+    feeds monitors in execution order, every command before it has been read once the
+    token shows up.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.raw = redis.Redis(port=port, single_connection_client=True)
+        self.own = self.raw.client_info()["addr"]
+        self.monitor = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.pending = b""
+        self.fences = 0
+        self.monitor.sendall(b"MONITOR\r\n")
+        assert self._line() == b"+OK"
+
+    def close(self) -> None:
+        self.monitor.close()
+        self.raw.close()
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.pending:
+            chunk = self.monitor.recv(1 << 16)  # bounded by the socket's timeout
+            if not chunk:
+                raise RuntimeError("the MONITOR connection was closed")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\r\n", 1)
+        return line
+
+    def _until_fence(self) -> list[Command]:
+        self.fences += 1
+        token = f"memopt-fence-{self.fences}".encode()
+        self.raw.echo(token)
+        commands = []
+        while True:
+            command = parse_monitor_line(self._line())
+            if command.client != self.own:
+                commands.append(command)
+            elif command.args == [b"ECHO", token]:
+                return commands
+
+    def _reads(self) -> int:
+        return int(self.raw.info("stats")["total_reads_processed"])
+
+    @contextmanager
+    def record(self) -> Iterator[Recording]:
+        self._until_fence()  # whatever came before is not part of this recording
+        recording = Recording()
+        before = self._reads()
+        yield recording
+        # Each INFO is one read event too: the second one is counted, the first not.
+        recording.round_trips = self._reads() - before - 1
+        recording.commands = self._until_fence()
+
+
+# -- servers and settings --------------------------------------------------------------------
+
+
+@dataclass
+class Dedicated:
+    """A test's own redis-server, the current ``SESSION_CACHE_ALIAS``."""
+
+    server: RedisServer
+    raw: redis.Redis
+    log: CommandLog | None
+
+    def restart(self) -> None:
+        self.server.stop()
+        self.server.start()
+
+
+def caches_with(alias: str, cache: dict[str, Any]) -> dict[str, Any]:
+    """The suite's ``CACHES``, plus ``alias``."""
+    return {**django_settings.CACHES, alias: cache}
+
+
+def redis_cache(url: str) -> dict[str, Any]:
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": url,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+    }
+
+
+def tcp_port() -> int:
+    """The port of the redis-server the engine's client talks to, as that server says."""
+    return int(connection().info("server")["tcp_port"])
+
+
+@contextmanager
+def dedicated_redis(*options: str, monitor: bool = True) -> Iterator[Dedicated]:
+    """A redis-server of this test's own, with the engine pointed at it (default prefix)."""
+    server = RedisServer(free_port(), *options)
+    raw = log = None
+    try:
+        server.start()
+        with override_settings(
+            CACHES=caches_with(DEDICATED, redis_cache(server.url)),
+            SESSION_ENGINE=ENGINE,
+            SESSION_CACHE_ALIAS=DEDICATED,
+        ):
+            assert tcp_port() == server.port, "the dedicated alias talks to another server"
+            raw = redis.Redis(port=server.port, single_connection_client=True)
+            if monitor:
+                log = CommandLog(server.port)
+            yield Dedicated(server, raw, log)
+    finally:
+        if log is not None:
+            log.close()
+        if raw is not None:
+            raw.close()
+        server.cleanup()
+
+
+@pytest.fixture
+def dedicated() -> Iterator[Dedicated]:
+    with dedicated_redis() as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _forget_new_connection_pools() -> Iterator[None]:
+    """django-redis keeps one pool per URL for the life of the process: the pools this test
+    made (for servers that are about to stop) are disconnected and forgotten."""
+    pools: dict[str, Any] = ConnectionFactory._pools
+    known = set(pools)
+    yield
+    for url in set(pools) - known:
+        pools.pop(url).disconnect()
+
+
+@pytest.fixture
+def shared() -> Iterator[tuple[redis.Redis, str]]:
+    """The suite's redis-server with a key prefix of this test's own; removed afterwards."""
+    prefix = f"memopt-test:{uuid.uuid4().hex}:"
+    raw = redis.Redis(port=django_settings.REDIS_TEST_PORT, single_connection_client=True)
+    try:
+        with override_settings(
+            SESSION_ENGINE=ENGINE, SESSION_CACHE_ALIAS="sessions", MEMOPT_REDIS_KEY_PREFIX=prefix
+        ):
+            assert tcp_port() == django_settings.REDIS_TEST_PORT
+            yield raw, prefix
+    finally:
+        for key in list(raw.scan_iter(match=f"{prefix}*")):
+            raw.delete(key)
+        raw.close()
+
+
+def new_session(**fields: Any) -> str:
+    session = SessionStore()
+    session.update(fields)
+    session.save()
+    assert session.session_key is not None
+    return session.session_key
+
+
+def hash_name(session_key: str, prefix: str = DEFAULT_PREFIX) -> bytes:
+    return (prefix + session_key).encode()
+
+
+def elapsed(action: Callable[[], Any]) -> tuple[BaseException | None, float]:
+    """Run ``action``; what it raised (or ``None``) and how long it took."""
+    started = time.monotonic()
+    try:
+        action()
+    except Exception as exc:
+        return exc, time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+def assert_ttl_is(raw: redis.Redis, name: bytes, seconds: float) -> None:
+    """The key's expiry is ``seconds`` away (give or take the test's own pace), and the
+    deadline in the marker field is that same expiry."""
+    ttl_ms = raw.pttl(name)
+    assert seconds * 1000 - 5000 <= ttl_ms <= seconds * 1000, (name, ttl_ms, seconds)
+    deadline_ms = int(raw.hget(name, MARKER))
+    assert abs(deadline_ms - (time.time() * 1000 + ttl_ms)) < 2000, (deadline_ms, ttl_ms)
+
+
+# -- 1. layout -------------------------------------------------------------------------------
+
+
+def test_a_session_is_one_hash_of_its_fields_with_the_expiry_as_ttl(dedicated: Dedicated) -> None:
+    raw = dedicated.raw
+    fields = {"user": 42, "café": "crème", "ключ": [1, 2], "empty": ""}
+    key = new_session(**fields)
+    name = hash_name(key)
+    assert raw.keys("*") == [name]
+    assert raw.type(name) == b"hash"
+    stored = raw.hgetall(name)
+    assert set(stored) == {field.encode() for field in fields} | {MARKER}
+    assert b"caf\xc3\xa9" in stored  # the name in UTF-8
+    assert_ttl_is(raw, name, django_settings.SESSION_COOKIE_AGE)
+    assert dict(SessionStore(key).items()) == fields
+
+    # A session's own expiry age is the key's TTL.
+    session = SessionStore(key)
+    session.set_expiry(300)
+    session.save()
+    assert_ttl_is(raw, name, 300)
+    assert SessionStore(key).get_expiry_age() == 300
+
+
+def test_an_emptied_session_still_exists(dedicated: Dedicated) -> None:
+    raw = dedicated.raw
+    for empty in ("delete every field", "clear"):
+        key = new_session(a=1, b=2)
+        session = SessionStore(key)
+        if empty == "clear":
+            session.clear()
+        else:
+            del session["a"], session["b"]
+        session.save()
+        assert session.session_key == key
+        assert raw.hkeys(hash_name(key)) == [MARKER], empty
+        assert_ttl_is(raw, hash_name(key), django_settings.SESSION_COOKIE_AGE)
+        assert SessionStore().exists(key), empty
+        loaded = SessionStore(key)
+        assert dict(loaded.items()) == {}
+        assert loaded.session_key == key, f"{empty}: the empty session was not found"
+        # It can be filled again: an update, not a refusal.
+        loaded["c"] = 3
+        loaded.save()
+        assert dict(SessionStore(key).items()) == {"c": 3}
+
+
+def test_key_prefix_setting_is_honoured(dedicated: Dedicated) -> None:
+    raw = dedicated.raw
+    default_key = new_session(where="default")
+    prefix = "site-b|sessions:"
+    with override_settings(MEMOPT_REDIS_KEY_PREFIX=prefix):
+        key = new_session(where="site b")
+        assert SessionStore(key)["where"] == "site b"
+        assert SessionStore().exists(key)
+        assert not SessionStore().exists(default_key)
+        assert SessionStore(default_key).get("where") is None
+    assert sorted(raw.keys("*")) == sorted([hash_name(default_key), hash_name(key, prefix)])
+    assert set(raw.hkeys(hash_name(key, prefix))) == {b"where", MARKER}
+    assert not SessionStore().exists(key)
+    with override_settings(MEMOPT_REDIS_KEY_PREFIX=prefix):
+        SessionStore(key).delete()
+    assert raw.keys("*") == [hash_name(default_key)]
+
+
+def test_iter_session_keys_lists_exactly_the_live_sessions_of_the_prefix(
+    dedicated: Dedicated,
+) -> None:
+    raw = dedicated.raw
+    # Glob characters in the prefix are matched literally: unescaped, "glob[...]*?\:*"
+    # would also match the other prefix's keys.
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"glob[{tag}]*?\\:"
+    lookalike = f"glob{tag[0]}zz:"
+    with override_settings(MEMOPT_REDIS_KEY_PREFIX=lookalike):
+        others = [new_session(n=n) for n in range(3)]
+    default_key = new_session(n="default prefix")
+    raw.set(f":1:{prefix}cached", b"a django-redis cache entry")
+    raw.set("unrelated", b"x")
+    with override_settings(MEMOPT_REDIS_KEY_PREFIX=prefix):
+        assert list(SessionStore.iter_session_keys()) == []
+        live = [new_session(n=n) for n in range(1500)]  # more than one SCAN batch
+        deleted = new_session(n="deleted")
+        SessionStore(deleted).delete()
+        expired = new_session(n="expired")
+        raw.pexpire(hash_name(expired, prefix), 1)
+        time.sleep(0.01)
+        listed = list(SessionStore.iter_session_keys())
+    assert len(listed) == len(set(listed))
+    assert sorted(listed) == sorted(live)
+    assert sorted(SessionStore.iter_session_keys()) == [default_key]
+    with override_settings(MEMOPT_REDIS_KEY_PREFIX=lookalike):
+        assert sorted(SessionStore.iter_session_keys()) == sorted(others)
+
+
+def test_iter_session_keys_does_not_list_the_sessions_of_a_longer_prefix(
+    dedicated: Dedicated,
+) -> None:
+    # Two sites on one Redis database: "memopt:session:" and "memopt:session:b:". The
+    # first must not list the second's sessions as its own ("b:<key>" is no session key).
+    with override_settings(MEMOPT_REDIS_KEY_PREFIX=DEFAULT_PREFIX + "b:"):
+        other = new_session(site="b")
+    mine = new_session(site="a")
+    listed = list(SessionStore.iter_session_keys())
+    assert listed == [mine], f"listed {listed}; {other} belongs to the other prefix"
+
+
+# -- 2. only the delta is sent ---------------------------------------------------------------
+
+
+def test_a_load_is_one_round_trip_and_a_save_sends_only_the_delta(dedicated: Dedicated) -> None:
+    assert dedicated.log is not None
+    log, raw = dedicated.log, dedicated.raw
+    names = [f"f{n:02}" for n in range(20)]
+    values = {name: [n, "x" * (10 + n)] for n, name in enumerate(names)}
+    key = new_session(**values)
+    name = hash_name(key)
+    before = raw.hgetall(name)
+
+    session = SessionStore(key)
+    with log.record() as load:
+        first, second = session["f00"], session["f01"]
+    assert (first, second) == (values["f00"], values["f01"])
+    assert load.round_trips == 1, f"a load took {load.round_trips} round trips"
+    assert load.names() in (["HGETALL"], ["HGETALL", "PTTL"]), load.names()
+    assert all(command.args[1:] == [name] for command in load.commands)
+
+    session["f00"] = "changed"
+    del session["f05"]
+    with log.record() as save:
+        session.save()
+    assert save.round_trips == 1, f"a save took {save.round_trips} round trips"
+    assert [command.name for command in save.sent] == ["EVALSHA"], save.names()
+    (evalsha,) = save.sent
+    field_names = {n.encode() for n in names}
+    untouched = [n.encode() for n in names if n not in ("f00", "f05")]
+    # The script got the name of the changed field and of the deleted one, and no other
+    # field: neither the name nor the stored bytes of an untouched field were sent.
+    assert set(evalsha.args) & field_names == {b"f00", b"f05"}
+    assert not set(evalsha.args) & {before[n] for n in untouched}
+    scripted = save.scripted
+    written = {f for command in scripted if command.name == "HSET" for f in command.args[2::2]}
+    removed = {f for command in scripted if command.name == "HDEL" for f in command.args[2:]}
+    assert written - {MARKER} == {b"f00"}
+    assert removed == {b"f05"}
+    assert not {"DEL", "UNLINK", "RENAME", "HGETALL"} & {c.name for c in scripted}
+    assert all(command.args[1] == name for command in scripted)
+    assert session._session.decoded_count == 2  # the untouched fields were never decoded
+
+    after = raw.hgetall(name)
+    assert set(after) == set(before) - {b"f05"}
+    assert after[b"f00"] != before[b"f00"]
+    for untouched_name in untouched:
+        assert after[untouched_name] == before[untouched_name], untouched_name
+    expected = {n: v for n, v in values.items() if n != "f05"} | {"f00": "changed"}
+    assert dict(SessionStore(key).items()) == expected
+
+
+# -- 3. cycle_key ----------------------------------------------------------------------------
+
+
+def test_cycle_key_copies_sealed_fields_without_decoding_or_rename(dedicated: Dedicated) -> None:
+    assert dedicated.log is not None
+    log, raw = dedicated.log, dedicated.raw
+    values = {"user": 7, "cart": [1, 2, 3], "naïve": {"a": None}, "blob": b"\x00" * 300}
+    # The default expiry: a custom one is a field too, which a save must decode.
+    old_key = new_session(**values)
+    old = raw.hgetall(hash_name(old_key))
+
+    session = SessionStore(old_key)
+    with log.record() as cycle:
+        session.cycle_key()
+    new_key = session.session_key
+    assert new_key is not None and new_key != old_key
+    assert session._session.decoded_count == 0
+    assert not raw.exists(hash_name(old_key))
+    new = raw.hgetall(hash_name(new_key))
+    assert set(new) == set(old)
+    for field_name in set(old) - {MARKER}:
+        # Re-sealed for the new key (another tag), same payload: moved, never decoded.
+        assert new[field_name][:HEADER_SIZE] != old[field_name][:HEADER_SIZE], field_name
+        assert new[field_name][HEADER_SIZE:] == old[field_name][HEADER_SIZE:], field_name
+    assert_ttl_is(raw, hash_name(new_key), django_settings.SESSION_COOKIE_AGE)
+    names = cycle.names()
+    assert not {"RENAME", "RENAMENX", "COPY", "MOVE"} & set(names), names
+    assert "cmdstat_rename" not in raw.info("commandstats")
+    assert [c.name for c in cycle.sent if c.name == "DEL"] == ["DEL"]
+    assert dict(SessionStore(new_key).items()) == values
+    assert SessionStore(old_key).get("user") is None
+
+
+# -- 4. SCRIPT FLUSH -------------------------------------------------------------------------
+
+
+def test_saves_after_script_flush_reload_the_script(dedicated: Dedicated) -> None:
+    assert dedicated.log is not None
+    log, raw = dedicated.log, dedicated.raw
+    key = new_session(a=1, b=2)
+    assert int(raw.info("memory")["number_of_cached_scripts"]) >= 1
+
+    raw.script_flush()
+    assert int(raw.info("memory")["number_of_cached_scripts"]) == 0
+    session = SessionStore(key)
+    session["a"] = 10
+    del session["b"]
+    with log.record() as update:
+        session.save()
+    assert "SCRIPT" in update.names(), "the script was not loaded again"
+    assert [c.name for c in update.scripted if c.name == "HSET"], update.names()
+    assert int(raw.info("memory")["number_of_cached_scripts"]) >= 1
+    assert dict(SessionStore(key).items()) == {"a": 10}
+    assert set(raw.hkeys(hash_name(key))) == {b"a", MARKER}
+
+    raw.script_flush()
+    created = new_session(c=3)  # a create after a flush: not mistaken for a taken key
+    assert dict(SessionStore(created).items()) == {"c": 3}
+
+    raw.script_flush()
+    raw.pexpire(hash_name(key), 60_000)
+    touched = SessionStore(key)
+    assert touched["a"] == 10
+    touched.save()  # nothing changed: only the expiry moves
+    assert_ttl_is(raw, hash_name(key), django_settings.SESSION_COOKIE_AGE)
+
+
+# -- 5. Redis stopped and restarted ----------------------------------------------------------
+
+
+def _operations(key: str) -> dict[str, Callable[[], Any]]:
+    """Every session operation on ``key``; call while Redis is up (one loads ``key``)."""
+    loaded = SessionStore(key)
+    assert loaded.get("a") == 1  # a request that loaded the session before the failure
+
+    def create() -> None:
+        session = SessionStore()
+        session["a"] = 1
+        session.save()
+
+    def update() -> None:
+        loaded["b"] = 2
+        loaded.save()
+
+    return {
+        "load": lambda: SessionStore(key).load(),
+        "exists": lambda: SessionStore().exists(key),
+        "create": create,
+        "update": update,
+        "delete": lambda: SessionStore(key).delete(),
+        "cycle_key": lambda: SessionStore(key).cycle_key(),
+    }
+
+
+def test_redis_stopped_fails_fast_and_restarted_works_again() -> None:
+    with dedicated_redis("--appendonly", "yes", monitor=False) as running:
+        key = new_session(a=1)
+        operations = _operations(key)
+        running.server.stop()
+        for operation, action in operations.items():
+            error, took = elapsed(action)
+            assert isinstance(error, SessionStoreUnavailable), f"{operation}: {error!r}"
+            assert took < FAIL_FAST, f"{operation} took {took:.2f} s"
+            assert DEDICATED in str(error)
+
+        running.server.start()  # same port, same data directory
+        session = SessionStore(key)
+        assert session["a"] == 1  # saved before the stop, kept by the AOF
+        session["b"] = 2
+        session.save()  # the restarted Redis has no script cached: loaded again
+        assert dict(SessionStore(key).items()) == {"a": 1, "b": 2}
+
+        # Restarted between two requests, with no failed request in between: the pooled
+        # connections are stale, and the next request still works.
+        running.restart()
+        session = SessionStore(key)
+        session["c"] = 3
+        session.save()
+        assert dict(SessionStore(key).items()) == {"a": 1, "b": 2, "c": 3}
+        assert SessionStore(new_session(d=4))["d"] == 4
+
+
+def test_iter_session_keys_while_redis_is_stopped_raises_unavailable(
+    dedicated: Dedicated,
+) -> None:
+    key = new_session(a=1)
+    dedicated.server.stop()
+    error, took = elapsed(lambda: list(SessionStore.iter_session_keys()))
+    assert isinstance(error, SessionStoreUnavailable), repr(error)
+    assert took < FAIL_FAST
+    dedicated.server.start()
+    assert list(SessionStore.iter_session_keys()) == []  # no persistence: the data went
+    assert not SessionStore().exists(key)
+
+
+def test_hung_redis_times_out_as_unavailable(dedicated: Dedicated) -> None:
+    key = new_session(a=1)
+    operations = _operations(key)
+    process = dedicated.server.process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        for operation in ("load", "exists", "update"):
+            error, took = elapsed(operations[operation])
+            assert isinstance(error, SessionStoreUnavailable), f"{operation}: {error!r}"
+            assert took < FAIL_FAST, f"{operation} took {took:.2f} s"
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    session = SessionStore(key)
+    assert session["a"] == 1
+    session["c"] = 3
+    session.save()
+    assert SessionStore(key)["c"] == 3
+
+
+def test_requests_while_redis_is_down_fail_with_500_then_recover(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with dedicated_redis("--appendonly", "yes", monitor=False) as running:
+        client = Client()
+        response = client.get("/store/a/1/")
+        assert response.status_code == 200
+        key = response.cookies[django_settings.SESSION_COOKIE_NAME].value
+        assert SessionStore(key)["a"] == "1"
+
+        running.server.stop()
+        client.raise_request_exception = False
+        for path in ("/store/b/2/", "/read/a/"):
+            with caplog.at_level(logging.ERROR, logger="django.request"):
+                caplog.clear()
+                started = time.monotonic()
+                response = client.get(path)
+                took = time.monotonic() - started
+            assert response.status_code == 500, path
+            assert took < FAIL_FAST, f"{path} took {took:.2f} s"
+            logged = [r for r in caplog.records if r.name == "django.request" and r.exc_info]
+            assert logged, f"{path}: the failure was not logged"
+            assert isinstance(logged[0].exc_info[1], SessionStoreUnavailable)
+
+        running.server.start()
+        client.raise_request_exception = True
+        response = client.get("/store/b/2/")
+        assert response.status_code == 200
+        assert client.get("/read/a/").json() == {"value": "1"}
+        assert dict(SessionStore(key).items()) == {"a": "1", "b": "2"}
+
+
+# -- 6. a full Redis -------------------------------------------------------------------------
+
+
+def test_full_redis_refuses_writes_with_its_message_and_recovers() -> None:
+    options = ("--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+    with dedicated_redis(*options, monitor=False) as running:
+        raw = running.raw
+        saved: dict[str, bytes] = {}
+        error = None
+        for _ in range(200):
+            session = SessionStore()
+            session["blob"] = payload = os.urandom(50_000)
+            try:
+                session.save()
+            except SessionStoreError as exc:
+                error = exc
+                break
+            saved[session.session_key] = payload  # type: ignore[index]
+        assert error is not None, "2 MB never filled up"
+        assert not isinstance(error, SessionStoreUnavailable), repr(error)
+        assert "OOM command not allowed when used memory > 'maxmemory'" in str(error)
+        assert DEDICATED in str(error)
+        assert len(saved) >= 3
+        assert raw.dbsize() == len(saved)  # the refused create left nothing behind
+
+        # An update that does not fit is refused as a whole.
+        some_key = next(iter(saved))
+        stored = raw.hgetall(hash_name(some_key))
+        update = SessionStore(some_key)
+        update["blob"] = b"smaller"
+        update["other"] = os.urandom(50_000)
+        with pytest.raises(SessionStoreError, match="OOM") as refused:
+            update.save()
+        assert not isinstance(refused.value, SessionStoreUnavailable)
+        assert raw.hgetall(hash_name(some_key)) == stored
+
+        for key, payload in saved.items():  # reads still work
+            assert SessionStore(key)["blob"] == payload
+
+        raw.config_set("maxmemory", 0)
+        key = new_session(blob=b"fits now")
+        assert SessionStore(key)["blob"] == b"fits now"
+        update = SessionStore(some_key)
+        update["other"] = b"fits too"
+        update.save()
+        assert dict(SessionStore(some_key).items()) == {
+            "blob": saved[some_key],
+            "other": b"fits too",
+        }
+
+
+# -- 7. concurrency --------------------------------------------------------------------------
+
+
+@contextmanager
+def children() -> Iterator[Callable[..., Any]]:
+    """Start spawned child processes; whatever happens, none outlives the block."""
+    started: list[Any] = []
+
+    def start(target: Callable[..., None], *args: Any) -> Any:
+        process = SPAWN.Process(target=target, args=args, daemon=True)
+        process.start()
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            if process.is_alive():
+                process.kill()
+        for process in started:
+            process.join(10)
+            if process.exitcode is not None:
+                process.close()
+
+
+def finish(processes: list[Any], timeout: float = JOIN_TIMEOUT) -> list[int]:
+    """Wait for ``processes`` (all within ``timeout``); their exit codes."""
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    hung = [process.pid for process in processes if process.is_alive()]
+    assert not hung, f"child processes {hung} did not finish within {timeout} s"
+    return [process.exitcode for process in processes]
+
+
+def result_of(path: Path) -> dict[str, Any]:
+    assert path.exists(), f"the child wrote no {path.name}"
+    result: dict[str, Any] = json.loads(path.read_text())
+    assert result["errors"] == [], "\n".join(result["errors"])
+    return result
+
+
+def test_processes_and_threads_writing_one_session_lose_no_update(
+    shared: tuple[redis.Redis, str], tmp_path: Path
+) -> None:
+    raw, prefix = shared
+    processes, threads, rounds = 4, 8, 25
+    port = django_settings.REDIS_TEST_PORT
+    key = new_session(base="kept")
+    names = [[f"p{p}t{t}" for t in range(threads)] for p in range(processes)]
+    results = [tmp_path / f"result-{p}.json" for p in range(processes)]
+    barrier = SPAWN.Barrier(processes)
+    with children() as start:
+        workers = [
+            start(
+                redis_workers.update_own_fields,
+                port,
+                prefix,
+                key,
+                names[p],
+                rounds,
+                barrier,
+                str(results[p]),
+            )
+            for p in range(processes)
+        ]
+        exit_codes = finish(workers)
+    saves = [result_of(path)["saves"] for path in results]
+    assert exit_codes == [0] * processes
+    assert saves == [threads * rounds] * processes
+    expected = {"base": "kept"} | {name: rounds for group in names for name in group}
+    assert dict(SessionStore(key).items()) == expected
+    assert list(SessionStore.iter_session_keys()) == [key]
+    assert raw.keys(f"{prefix}*") == [hash_name(key, prefix)]
+
+
+def test_logout_racing_updates_stays_logged_out(
+    shared: tuple[redis.Redis, str], tmp_path: Path
+) -> None:
+    raw, prefix = shared
+    port = django_settings.REDIS_TEST_PORT
+    key = new_session(user="someone")
+    late = SessionStore(key)
+    assert late["user"] == "someone"  # a request that loaded the session before the logout
+    names = [[f"p{p}t{t}" for t in range(4)] for p in range(2)]
+    all_names = [name for group in names for name in group]
+    results = [tmp_path / f"writer-{p}.json" for p in range(2)]
+    deleter_result = tmp_path / "deleter.json"
+    barrier = SPAWN.Barrier(3)
+    with children() as start:
+        workers = [
+            start(
+                redis_workers.update_until_deleted,
+                port,
+                prefix,
+                key,
+                names[p],
+                2000,
+                barrier,
+                str(results[p]),
+            )
+            for p in range(2)
+        ]
+        deleter = start(
+            redis_workers.delete_when_busy,
+            port,
+            prefix,
+            key,
+            all_names,
+            barrier,
+            str(deleter_result),
+        )
+        exit_codes = finish([*workers, deleter])
+    outcomes: dict[str, str] = {}
+    for path in results:
+        outcomes |= result_of(path)["outcomes"]
+    assert result_of(deleter_result)["deleted"] is True
+    assert exit_codes == [0, 0, 0]
+    assert sorted(outcomes) == sorted(all_names)
+    # Every writer stopped because of the logout: its save was refused, or its load found
+    # nothing (a request would then start a new session under a new key).
+    assert set(outcomes.values()) <= {"UpdateError", "gone at load"}, outcomes
+    assert "UpdateError" in outcomes.values(), outcomes
+    assert not SessionStore().exists(key)
+    assert SessionStore._read(key) is None
+    assert raw.keys(f"{prefix}*") == []
+    # And a save from a request that loaded the session before the logout is refused too.
+    late["after"] = "logout"
+    with pytest.raises(UpdateError):
+        late.save()
+    assert raw.keys(f"{prefix}*") == []
+
+
+# -- 8. Sentinel -----------------------------------------------------------------------------
+
+
+@contextmanager
+def sentinel_for(primary: RedisServer) -> Iterator[int]:
+    """A Redis Sentinel monitoring ``primary`` as "mymaster"; yields its port."""
+    port = free_port()
+    sentinel = RedisServer(port)  # for its directory, ping() and stop-by-pid
+    config = Path(sentinel.directory) / "sentinel.conf"
+    config.write_text(
+        f"port {port}\n"
+        "bind 127.0.0.1\n"
+        f"dir {sentinel.directory}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {primary.port} 1\n"
+    )
+    try:
+        sentinel.process = subprocess.Popen(
+            [redis_server_binary(), str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with redis.Redis(port=port, single_connection_client=True) as client:
+            deadline = time.monotonic() + 10
+            while True:
+                assert sentinel.process.poll() is None, "the sentinel exited"
+                assert time.monotonic() < deadline, "the sentinel never reported the primary"
+                if sentinel.ping():
+                    address = client.sentinel_get_master_addr_by_name("mymaster")
+                    if address and int(address[1]) == primary.port:
+                        break
+                time.sleep(0.02)
+        yield port
+    finally:
+        sentinel.cleanup()
+
+
+@pytest.mark.parametrize("factory_in", ["OPTIONS", "setting"])
+def test_sessions_through_sentinel(factory_in: str) -> None:
+    primary = RedisServer(free_port())
+    try:
+        primary.start()
+        with (
+            sentinel_for(primary) as sentinel_port,
+            redis.Redis(port=primary.port, single_connection_client=True) as raw,
+        ):
+            options: dict[str, Any] = {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "SENTINELS": [("127.0.0.1", sentinel_port)],
+                "SOCKET_CONNECT_TIMEOUT": 1,
+                "SOCKET_TIMEOUT": 1,
+            }
+            factory = "django_redis.pool.SentinelConnectionFactory"
+            overrides: dict[str, Any] = {}
+            if factory_in == "OPTIONS":
+                options["CONNECTION_FACTORY"] = factory
+            else:
+                overrides["DJANGO_REDIS_CONNECTION_FACTORY"] = factory
+            cache = {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": "redis://mymaster/0",
+                "OPTIONS": options,
+            }
+            with override_settings(
+                CACHES=caches_with("sentinel", cache),
+                SESSION_ENGINE=ENGINE,
+                SESSION_CACHE_ALIAS="sentinel",
+                **overrides,
+            ):
+                assert type(connection().connection_pool).__name__ == "SentinelConnectionPool"
+                assert tcp_port() == primary.port
+                key = new_session(a=1)  # created
+                assert set(raw.hkeys(hash_name(key))) == {b"a", MARKER}  # in the primary
+                session = SessionStore(key)
+                assert session["a"] == 1  # loaded
+                session["b"] = [2]
+                del session["a"]
+                session.save()  # saved
+                assert set(raw.hkeys(hash_name(key))) == {b"b", MARKER}
+                assert dict(SessionStore(key).items()) == {"b": [2]}
+                assert SessionStore().exists(key)
+                SessionStore(key).delete()  # deleted
+                assert not raw.exists(hash_name(key))
+                assert not SessionStore().exists(key)
+    finally:
+        primary.cleanup()
+
+
+# -- 9. expiry -------------------------------------------------------------------------------
+
+
+def test_session_expires_with_its_ttl(dedicated: Dedicated) -> None:
+    raw = dedicated.raw
+    session = SessionStore()
+    session["a"] = 1
+    session.set_expiry(1)
+    session.save()
+    saved_at = time.monotonic()
+    key = session.session_key
+    assert key is not None
+    assert 0 < raw.pttl(hash_name(key)) <= 1000
+    assert SessionStore(key)["a"] == 1
+    time.sleep(max(0.0, saved_at + 1.2 - time.monotonic()))
+    assert not SessionStore().exists(key)
+    gone = SessionStore(key)
+    assert dict(gone.items()) == {}
+    assert gone.session_key is None
+    assert raw.dbsize() == 0
+
+
+def test_touch_extends_the_ttl_without_rewriting_fields(dedicated: Dedicated) -> None:
+    assert dedicated.log is not None
+    log, raw = dedicated.log, dedicated.raw
+    with override_settings(SESSION_SAVE_EVERY_REQUEST=True):
+        client = Client()
+        client.get("/store/a/1/")
+        client.get("/store/b/2/")
+        key = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+        name = hash_name(key)
+        raw.pexpire(name, 60_000)  # as if the session had been idle for two weeks
+        before = raw.hgetall(name)
+        with log.record() as touch:
+            response = client.get("/read/a/")  # reads, changes nothing
+        assert response.json() == {"value": "1"}
+    assert_ttl_is(raw, name, django_settings.SESSION_COOKIE_AGE)
+    after = raw.hgetall(name)
+    assert set(after) == set(before)
+    for field_name in set(before) - {MARKER}:
+        assert after[field_name] == before[field_name], field_name
+    names = touch.names()
+    assert "HDEL" not in names and "DEL" not in names, names
+    written = {
+        f for command in touch.commands if command.name == "HSET" for f in command.args[2::2]
+    }
+    assert written <= {MARKER}, f"a touch rewrote {written}"
+    stored_values = {before[f] for f in set(before) - {MARKER}}
+    assert not any(set(command.args) & stored_values for command in touch.sent)
+    assert dict(SessionStore(key).items()) == {"a": "1", "b": "2"}
