@@ -568,13 +568,15 @@ def measure_bytes(engine: Engine, samples: int, rng: random.Random) -> BytesRow:
     )
 
 
-def size_table_rows(engines: list[Engine], payloads: dict[str, list[dict]]) -> list[list[str]]:
+def size_table_rows(
+    engines: list[Engine], payloads: dict[str, list[dict]], memopt_name: str = MEMOPT
+) -> list[list[str]]:
     """What one session of each size takes: JSON, memopt fields, Django's encodings."""
     from django.contrib.sessions.backends.db import SessionStore as DbStore
 
     from django_memopt.backends.base import field_codec
 
-    memopt = engine_named(engines, MEMOPT)
+    memopt = engine_named(engines, memopt_name)
     memopt.activate()
     rows = []
     for size in SIZES:
@@ -709,14 +711,16 @@ def run_processes(
     payloads: dict[str, list[dict[str, Any]]],
     writers: int,
     profile: Profile,
+    target: Callable[..., None] = _process_writer,
 ) -> ConcurrencyRow:
+    """``writers`` processes running ``target`` (with ``_process_writer``'s arguments)."""
     ctx = multiprocessing.get_context("spawn")
     session_key = _new_shared_session(engine, payloads)
     barrier = ctx.Barrier(writers)
     results_queue = ctx.Queue()
     processes = [
         ctx.Process(
-            target=_process_writer,
+            target=target,
             args=(
                 config,
                 engine.name,
@@ -857,14 +861,14 @@ def _load() -> str:
         return "unknown"
 
 
-def _command(argv: list[str]) -> str:
+def _command(argv: list[str], script: str = "benchmarks/bench_engines.py") -> str:
     args = []
     for arg in argv:
         if os.path.isabs(arg):
             relative = os.path.relpath(arg)
             arg = relative if not relative.startswith("..") else os.path.basename(arg)
         args.append(shlex.quote(arg))
-    return " ".join(["python", "benchmarks/bench_engines.py", *args])
+    return " ".join(["python", script, *args])
 
 
 def render(
