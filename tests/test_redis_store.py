@@ -972,3 +972,44 @@ def test_touch_extends_the_ttl_without_rewriting_fields(dedicated: Dedicated) ->
     stored_values = {before[f] for f in set(before) - {MARKER}}
     assert not any(set(command.args) & stored_values for command in touch.sent)
     assert dict(SessionStore(key).items()) == {"a": "1", "b": "2"}
+
+
+def test_sessions_go_to_the_primary_never_a_replica() -> None:
+    # django-redis's DefaultClient reads from a replica when LOCATION lists several
+    # servers; a session read from a lagging replica right after a save would be stale.
+    primary = RedisServer(free_port()).start()
+    replica = RedisServer(free_port(), "--replicaof", "127.0.0.1", str(primary.port)).start()
+    try:
+        replica_raw = redis.Redis(port=replica.port, single_connection_client=True)
+        deadline = time.monotonic() + 10
+        while replica_raw.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica never caught up"
+            time.sleep(0.05)
+        cache = redis_cache(primary.url)
+        cache["LOCATION"] = [primary.url, replica.url]
+        with override_settings(
+            CACHES=caches_with(DEDICATED, cache),
+            SESSION_ENGINE=ENGINE,
+            SESSION_CACHE_ALIAS=DEDICATED,
+        ):
+            assert tcp_port() == primary.port
+            before = replica_raw.info("commandstats")
+            for n in range(20):
+                session = SessionStore()
+                session["n"] = n
+                session.save()
+                loaded = SessionStore(session.session_key)
+                assert loaded["n"] == n
+                loaded["n"] = n + 1
+                loaded.save()
+                assert SessionStore(session.session_key)["n"] == n + 1
+            after = replica_raw.info("commandstats")
+        # The replica only ever ran what replication sent it: no session read reached it.
+        for command in ("cmdstat_hgetall", "cmdstat_exists", "cmdstat_evalsha"):
+            assert after.get(command, {}).get("calls", 0) == before.get(command, {}).get(
+                "calls", 0
+            ), command
+        replica_raw.close()
+    finally:
+        replica.cleanup()
+        primary.cleanup()
