@@ -18,11 +18,12 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
+from tests.processes import WAIT, reporting, run_threads
+
 # Bounds for everything a child waits on: a child never outlives a broken test for long.
-WAIT = 60.0
 
 
 def setup(path: str) -> None:
@@ -41,39 +42,9 @@ def setup(path: str) -> None:
             os.rmdir(unused)
 
 
-def report(result_path: str, **data: Any) -> None:
-    partial = f"{result_path}.partial"
-    with open(partial, "w") as file:
-        json.dump(data, file)
-    os.replace(partial, result_path)
-
-
-@contextlib.contextmanager
-def reporting(result_path: str) -> Iterator[dict[str, Any]]:
-    """Collect the child's results and errors; write them out however the body ends."""
-    result: dict[str, Any] = {"errors": []}
-    try:
-        yield result
-    except BaseException:
-        result["errors"].append(traceback.format_exc())
-        raise
-    finally:
-        report(result_path, **result)
-
-
 def blob(value: int) -> bytes:
     """Bytes derived from ``value``, 32 to 6,400 of them: a torn write cannot match."""
     return hashlib.sha256(str(value).encode()).digest() * (value % 200 + 1)
-
-
-def _run_threads(count: int, body: Callable[[int], None]) -> None:
-    threads = [threading.Thread(target=body, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT)
-    if any(thread.is_alive() for thread in threads):
-        raise RuntimeError("a worker thread did not finish in time")
 
 
 # -- no lost updates -------------------------------------------------------------------------
@@ -109,7 +80,7 @@ def hammer(session_key: str, names: list[str], rounds: int) -> tuple[int, list[s
         except Exception:
             errors.append(traceback.format_exc())
 
-    _run_threads(len(names), work)
+    run_threads(len(names), work)
     return sum(saves), errors
 
 
@@ -179,7 +150,7 @@ def update_until_deleted(
             except Exception:
                 errors.append(traceback.format_exc())
 
-        _run_threads(len(names), work)
+        run_threads(len(names), work)
         result["outcomes"] = outcomes
 
 

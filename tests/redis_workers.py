@@ -12,17 +12,16 @@ unexpected happened.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
 from typing import Any
 
+from tests.processes import WAIT, reporting, run_threads
+
 # Bounds for everything a child waits on: a child never outlives a broken test for long.
-WAIT = 60.0
 ENGINE = "django_memopt.backends.redis"
 
 
@@ -65,36 +64,6 @@ def setup(port: int, prefix: str) -> None:
     actual = int(connection().info("server")["tcp_port"])
     if actual != port:
         raise RuntimeError(f"the child talks to the redis-server on port {actual}, not {port}")
-
-
-def report(result_path: str, **data: Any) -> None:
-    partial = f"{result_path}.partial"
-    with open(partial, "w") as file:
-        json.dump(data, file)
-    os.replace(partial, result_path)
-
-
-@contextlib.contextmanager
-def reporting(result_path: str) -> Iterator[dict[str, Any]]:
-    """Collect the child's results and errors; write them out however the body ends."""
-    result: dict[str, Any] = {"errors": []}
-    try:
-        yield result
-    except BaseException:
-        result["errors"].append(traceback.format_exc())
-        raise
-    finally:
-        report(result_path, **result)
-
-
-def run_threads(count: int, body: Callable[[int], None]) -> None:
-    threads = [threading.Thread(target=body, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT)
-    if any(thread.is_alive() for thread in threads):
-        raise RuntimeError("a worker thread did not finish in time")
 
 
 # -- no lost updates -------------------------------------------------------------------------

@@ -8,9 +8,7 @@ the entry points in ``tests/lmdb_workers.py``; each test has its own store direc
 
 from __future__ import annotations
 
-import json
 import logging
-import multiprocessing
 import os
 import random
 import signal
@@ -18,7 +16,6 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -35,10 +32,9 @@ from django_memopt.backends.lmdb import SessionStore, close_environments, enviro
 from django_memopt.checks import check_settings
 from django_memopt.conf import conf
 from tests import lmdb_workers
+from tests.processes import SPAWN, children, finish, result_of
 
-SPAWN = multiprocessing.get_context("spawn")
 # Generous bounds for a loaded 2-core machine; a healthy run needs a fraction of each.
-JOIN_TIMEOUT = 45.0
 HEADER = struct.Struct(">BQ")  # record layout: format byte, deadline in epoch ms
 # Seconds ahead at which sessions given 30 seconds have expired and are due in the expiry
 # index (whatever its granularity), while sessions of the default age are still live.
@@ -54,46 +50,6 @@ def store(tmp_path: Path) -> Iterator[str]:
     path = str(tmp_path / "store")
     with override_settings(MEMOPT_LMDB_PATH=path):
         yield path
-
-
-@contextmanager
-def children() -> Iterator[Callable[..., Any]]:
-    """Start spawned child processes; whatever happens, none outlives the block."""
-    started: list[Any] = []
-
-    def start(target: Callable[..., None], *args: Any) -> Any:
-        process = SPAWN.Process(target=target, args=args, daemon=True)
-        process.start()
-        started.append(process)
-        return process
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            if process.is_alive():
-                process.kill()
-        for process in started:
-            process.join(10)
-            if process.exitcode is not None:
-                process.close()
-
-
-def finish(processes: list[Any], timeout: float = JOIN_TIMEOUT) -> list[int]:
-    """Wait for ``processes`` (all within ``timeout``); their exit codes."""
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    hung = [process.pid for process in processes if process.is_alive()]
-    assert not hung, f"child processes {hung} did not finish within {timeout} s"
-    return [process.exitcode for process in processes]
-
-
-def result_of(path: Path) -> dict[str, Any]:
-    assert path.exists(), f"the child wrote no {path.name}"
-    result: dict[str, Any] = json.loads(path.read_text())
-    assert result["errors"] == [], "\n".join(result["errors"])
-    return result
 
 
 def new_session(**fields: Any) -> str:

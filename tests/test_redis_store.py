@@ -14,9 +14,7 @@ run the entry points in ``tests/redis_workers.py``.
 
 from __future__ import annotations
 
-import json
 import logging
-import multiprocessing
 import os
 import signal
 import socket
@@ -40,11 +38,10 @@ from django_memopt.backends.base import SessionStoreError
 from django_memopt.backends.redis import SessionStore, SessionStoreUnavailable, connection
 from django_memopt.codec import HEADER_SIZE
 from tests import redis_workers
+from tests.processes import SPAWN, children, finish, result_of
 from tests.redis_server import RedisServer, free_port, redis_server_binary
 
-SPAWN = multiprocessing.get_context("spawn")
 # Generous bounds for a loaded 2-core machine; a healthy run needs a fraction of each.
-JOIN_TIMEOUT = 45.0
 ENGINE = "django_memopt.backends.redis"
 DEFAULT_PREFIX = "memopt:session:"  # docs/settings.md: MEMOPT_REDIS_KEY_PREFIX
 MARKER = b"\xff"  # docs/redis.md: the field that keeps a session in existence
@@ -702,46 +699,6 @@ def test_full_redis_refuses_writes_with_its_message_and_recovers() -> None:
 
 
 # -- 7. concurrency --------------------------------------------------------------------------
-
-
-@contextmanager
-def children() -> Iterator[Callable[..., Any]]:
-    """Start spawned child processes; whatever happens, none outlives the block."""
-    started: list[Any] = []
-
-    def start(target: Callable[..., None], *args: Any) -> Any:
-        process = SPAWN.Process(target=target, args=args, daemon=True)
-        process.start()
-        started.append(process)
-        return process
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            if process.is_alive():
-                process.kill()
-        for process in started:
-            process.join(10)
-            if process.exitcode is not None:
-                process.close()
-
-
-def finish(processes: list[Any], timeout: float = JOIN_TIMEOUT) -> list[int]:
-    """Wait for ``processes`` (all within ``timeout``); their exit codes."""
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    hung = [process.pid for process in processes if process.is_alive()]
-    assert not hung, f"child processes {hung} did not finish within {timeout} s"
-    return [process.exitcode for process in processes]
-
-
-def result_of(path: Path) -> dict[str, Any]:
-    assert path.exists(), f"the child wrote no {path.name}"
-    result: dict[str, Any] = json.loads(path.read_text())
-    assert result["errors"] == [], "\n".join(result["errors"])
-    return result
 
 
 def test_processes_and_threads_writing_one_session_lose_no_update(
