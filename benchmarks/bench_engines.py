@@ -871,6 +871,89 @@ def _command(argv: list[str], script: str = "benchmarks/bench_engines.py") -> st
     return " ".join(["python", script, *args])
 
 
+def report_notices(add: Callable[[str], None], *, changed: bool, quick: bool) -> None:
+    """The warnings a report opens with, when they apply, and what a timed request is."""
+    if changed:
+        add(
+            "> **Warning: django_memopt's source changed during this run**, so the numbers "
+            "do not all come from one version. Re-run it.\n"
+        )
+    if quick:
+        add("> **Quick smoke run** (`--quick`): too few samples to quote; use a full run.\n")
+    add("## What is measured\n")
+    add(
+        "Each timed request is exactly the session calls one request makes through Django's "
+        "`SessionMiddleware`: `SessionStore(cookie)` (`process_request`), the view's reads "
+        "and writes, then `accessed`, `modified`, `is_empty()` and, when the session was "
+        "modified, `get_expire_at_browser_close()`, `get_expiry_age()`, `save()` and "
+        "`session_key` (`process_response`). The HTTP and cookie work around them is left "
+        "out, as it is the same for every engine.\n"
+    )
+
+
+PAYLOAD_TEXT = (
+    "Values are strings, ints, booleans, lists and small dicts, with the "
+    "`_auth_user_id` / `_auth_user_backend` / `_auth_user_hash` trio that "
+    f"`django.contrib.auth.login()` leaves. The requests read `{READ_KEYS[0]}` and "
+    f"`{READ_KEYS[1]}` and change `{WRITE_KEY}` (an int).\n"
+)
+
+
+def concurrency_section(
+    add: Callable[[str], None],
+    profile: Profile,
+    concurrency: list[ConcurrencyRow],
+    errors_text: str,
+) -> None:
+    """The lost-update section; ``errors_text`` says what the error columns count."""
+    add("## Concurrent writers on one session (lost updates)\n")
+    add(
+        f"One medium session; each writer repeats {profile.iterations} times: load the "
+        "session (`SessionStore(key)` and a read), "
+        f"{profile.think_ms:g} ms of simulated view work, set its own key `writer-{{i}}` to "
+        "the iteration number, save (through the middleware's calls). Processes start "
+        "together at a barrier (`multiprocessing`, spawn context, each configuring Django "
+        "itself); threads share one process. At the end the session is reloaded: a writer "
+        "whose last successfully saved value is not what is stored has lost an update. "
+        + errors_text
+        + "\n"
+    )
+    rows = []
+    for row in concurrency:
+        other = {k: v for k, v in row.errors.items() if k not in ("update_error", "db_locked")}
+        rows.append(
+            [
+                f"`{row.engine}`",
+                f"{row.writers} {row.mode} × {row.iterations}",
+                f"{row.lost} of {row.writers}",
+                str(row.errors.get("update_error", 0)),
+                str(row.errors.get("db_locked", 0)),
+                ", ".join(f"{k}: {v}" for k, v in sorted(other.items())) or "0",
+            ]
+        )
+    header = [
+        "engine",
+        "writers",
+        "final values lost",
+        "SessionInterrupted",
+        "DB locked (retried)",
+        "other errors",
+    ]
+    add(_table(header, rows) + "\n")
+
+
+def sanity_text(anomalies: Counter[str]) -> str:
+    """The verdict line on the checks made after every timed request."""
+    if anomalies:
+        return "- **Sanity checks failed** during timing (results above are suspect): " + (
+            ", ".join(f"{k}: {v}" for k, v in sorted(anomalies.items()))
+        )
+    return (
+        "- Every timed request was checked afterwards (outside the timing): each load "
+        "found its session, each miss found nothing, each create got a key."
+    )
+
+
 def render(
     *,
     argv: list[str],
@@ -901,22 +984,7 @@ def render(
         "described here. Re-run the command on your own hardware: absolute times depend on "
         "the machine, the ratios much less.\n"
     )
-    if changed:
-        add(
-            "> **Warning: django_memopt's source changed during this run**, so the numbers "
-            "do not all come from one version. Re-run it.\n"
-        )
-    if quick:
-        add("> **Quick smoke run** (`--quick`): too few samples to quote; use a full run.\n")
-    add("## What is measured\n")
-    add(
-        "Each timed request is exactly the session calls one request makes through Django's "
-        "`SessionMiddleware`: `SessionStore(cookie)` (`process_request`), the view's reads "
-        "and writes, then `accessed`, `modified`, `is_empty()` and, when the session was "
-        "modified, `get_expire_at_browser_close()`, `get_expiry_age()`, `save()` and "
-        "`session_key` (`process_response`). The HTTP and cookie work around them is left "
-        "out, as it is the same for every engine.\n"
-    )
+    report_notices(add, changed=changed, quick=quick)
     add("Engines, each used through its module's `SessionStore` class:\n")
     add(
         f"- `{MEMOPT}`: `django_memopt.backends.lmdb`, `MEMOPT_LMDB_DURABILITY = "
@@ -961,12 +1029,7 @@ def render(
         )
         + "\n"
     )
-    add(
-        "Values are strings, ints, booleans, lists and small dicts, with the "
-        "`_auth_user_id` / `_auth_user_backend` / `_auth_user_hash` trio that "
-        f"`django.contrib.auth.login()` leaves. The requests read `{READ_KEYS[0]}` and "
-        f"`{READ_KEYS[1]}` and change `{WRITE_KEY}` (an int).\n"
-    )
+    add(PAYLOAD_TEXT)
     add("## Machine and run\n")
     add(f"- Platform: `{platform.platform()}`, {os.cpu_count()} CPUs ({_cpu_model()})")
     add(
@@ -1067,45 +1130,13 @@ def render(
         + "\n"
     )
 
-    add("## Concurrent writers on one session (lost updates)\n")
-    add(
-        f"One medium session; each writer repeats {profile.iterations} times: load the "
-        "session (`SessionStore(key)` and a read), "
-        f"{profile.think_ms:g} ms of simulated view work, set its own key `writer-{{i}}` to "
-        "the iteration number, save (through the middleware's calls). Processes start "
-        "together at a barrier (`multiprocessing`, spawn context, each configuring Django "
-        "itself); threads share one process. At the end the session is reloaded: a writer "
-        "whose last successfully saved value is not what is stored has lost an update. "
+    concurrency_section(
+        add,
+        profile,
+        concurrency,
         "`SessionInterrupted` counts saves that raised `UpdateError` (the middleware turns "
         "it into `SessionInterrupted`, the request fails); *DB locked* counts SQLite "
-        '"database is locked" errors, each retried.\n'
-    )
-    rows = []
-    for row in concurrency:
-        other = {k: v for k, v in row.errors.items() if k not in ("update_error", "db_locked")}
-        rows.append(
-            [
-                f"`{row.engine}`",
-                f"{row.writers} {row.mode} × {row.iterations}",
-                f"{row.lost} of {row.writers}",
-                str(row.errors.get("update_error", 0)),
-                str(row.errors.get("db_locked", 0)),
-                ", ".join(f"{k}: {v}" for k, v in sorted(other.items())) or "0",
-            ]
-        )
-    add(
-        _table(
-            [
-                "engine",
-                "writers",
-                "final values lost",
-                "SessionInterrupted",
-                "DB locked (retried)",
-                "other errors",
-            ],
-            rows,
-        )
-        + "\n"
+        '"database is locked" errors, each retried.',
     )
 
     add("## Reading the numbers\n")
@@ -1182,16 +1213,7 @@ def _verdicts(
         "than in a quiet moment (the load averages above say how busy the machine was). "
         "`memopt-lmdb` and `cache` never wait for the disk."
     )
-    if anomalies:
-        parts.append(
-            "- **Sanity checks failed** during timing (results above are suspect): "
-            + ", ".join(f"{k}: {v}" for k, v in sorted(anomalies.items()))
-        )
-    else:
-        parts.append(
-            "- Every timed request was checked afterwards (outside the timing): each load "
-            "found its session, each miss found nothing, each create got a key."
-        )
+    parts.append(sanity_text(anomalies))
     return "\n".join(parts)
 
 

@@ -510,22 +510,7 @@ def render(
         "the machine and the network to Redis, the ratios less. The LMDB engine has its own "
         "page, [benchmarks.md](benchmarks.md), measured the same way.\n"
     )
-    if changed:
-        add(
-            "> **Warning: django_memopt's source changed during this run**, so the numbers "
-            "do not all come from one version. Re-run it.\n"
-        )
-    if quick:
-        add("> **Quick smoke run** (`--quick`): too few samples to quote; use a full run.\n")
-    add("## What is measured\n")
-    add(
-        "Each timed request is exactly the session calls one request makes through Django's "
-        "`SessionMiddleware`: `SessionStore(cookie)` (`process_request`), the view's reads "
-        "and writes, then `accessed`, `modified`, `is_empty()` and, when the session was "
-        "modified, `get_expire_at_browser_close()`, `get_expiry_age()`, `save()` and "
-        "`session_key` (`process_response`). The HTTP and cookie work around them is left "
-        "out, as it is the same for every engine.\n"
-    )
+    be.report_notices(add, changed=changed, quick=quick)
     add(
         "Every engine talks to the same `redis-server`, which the script starts on a free "
         'loopback port (TCP, `--save ""`, `--appendonly no`) and stops at the end. Engines, '
@@ -610,12 +595,7 @@ def render(
         )
         + "\n"
     )
-    add(
-        "Values are strings, ints, booleans, lists and small dicts, with the "
-        "`_auth_user_id` / `_auth_user_backend` / `_auth_user_hash` trio that "
-        f"`django.contrib.auth.login()` leaves. The requests read `{be.READ_KEYS[0]}` and "
-        f"`{be.READ_KEYS[1]}` and change `{be.WRITE_KEY}` (an int).\n"
-    )
+    add(be.PAYLOAD_TEXT)
     add("## Machine and run\n")
     add(f"- Platform: `{platform.platform()}`, {os.cpu_count()} CPUs ({be._cpu_model()})")
     add(
@@ -770,44 +750,12 @@ def render(
         rows.append(row)
     add(table(header, rows) + "\n")
 
-    add("## Concurrent writers on one session (lost updates)\n")
-    add(
-        f"One medium session; each writer repeats {profile.iterations} times: load the "
-        "session (`SessionStore(key)` and a read), "
-        f"{profile.think_ms:g} ms of simulated view work, set its own key `writer-{{i}}` to "
-        "the iteration number, save (through the middleware's calls). Processes start "
-        "together at a barrier (`multiprocessing`, spawn context, each configuring Django "
-        "itself); threads share one process. At the end the session is reloaded: a writer "
-        "whose last successfully saved value is not what is stored has lost an update. "
+    be.concurrency_section(
+        add,
+        profile,
+        concurrency,
         "`SessionInterrupted` counts saves that raised `UpdateError`; *DB locked* counts "
-        'SQLite "database is locked" errors (`cached_db`), each retried.\n'
-    )
-    rows = []
-    for crow in concurrency:
-        other = {k: v for k, v in crow.errors.items() if k not in ("update_error", "db_locked")}
-        rows.append(
-            [
-                f"`{crow.engine}`",
-                f"{crow.writers} {crow.mode} × {crow.iterations}",
-                f"{crow.lost} of {crow.writers}",
-                str(crow.errors.get("update_error", 0)),
-                str(crow.errors.get("db_locked", 0)),
-                ", ".join(f"{k}: {v}" for k, v in sorted(other.items())) or "0",
-            ]
-        )
-    add(
-        table(
-            [
-                "engine",
-                "writers",
-                "final values lost",
-                "SessionInterrupted",
-                "DB locked (retried)",
-                "other errors",
-            ],
-            rows,
-        )
-        + "\n"
+        'SQLite "database is locked" errors (`cached_db`), each retried.',
     )
 
     add("## Reading the numbers\n")
@@ -922,16 +870,7 @@ def _verdicts(
     )
     if skipped is not None:
         parts.append(f"- `{REDIS_SESSIONS}` could not be measured: {skipped}.")
-    if anomalies:
-        parts.append(
-            "- **Sanity checks failed** during timing (results above are suspect): "
-            + ", ".join(f"{k}: {v}" for k, v in sorted(anomalies.items()))
-        )
-    else:
-        parts.append(
-            "- Every timed request was checked afterwards (outside the timing): each load "
-            "found its session, each miss found nothing, each create got a key."
-        )
+    parts.append(be.sanity_text(anomalies))
     return "\n".join(parts)
 
 
