@@ -4,7 +4,9 @@ The tests start these with the ``multiprocessing`` "spawn" context: each child i
 interpreter that configures Django itself (``tests.settings``, then the store path it is
 given) and reports back through files, never through a queue (no feeder threads, so a
 child that forks has no other thread). Every entry point writes its outcome as JSON to
-``result_path`` and exits non-zero if anything unexpected happened.
+``result_path`` and exits non-zero if anything unexpected happened. The workers both
+stores share (concurrent writers, a logout racing them) are in ``tests/session_workers.py``,
+configured by ``setup()`` here.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ import os
 import random
 import threading
 import time
-import traceback
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-from tests.processes import WAIT, reporting, run_threads
+from tests.processes import WAIT, reporting
 
 # Bounds for everything a child waits on: a child never outlives a broken test for long.
 
@@ -45,135 +46,6 @@ def setup(path: str) -> None:
 def blob(value: int) -> bytes:
     """Bytes derived from ``value``, 32 to 6,400 of them: a torn write cannot match."""
     return hashlib.sha256(str(value).encode()).digest() * (value % 200 + 1)
-
-
-# -- no lost updates -------------------------------------------------------------------------
-
-
-def hammer(session_key: str, names: list[str], rounds: int) -> tuple[int, list[str]]:
-    """One thread per name, each ``rounds`` times: load the session, check that its own
-    field holds its last value, set the next value, save. Returns (saves, errors)."""
-    from django_memopt.backends.lmdb import SessionStore
-
-    errors: list[str] = []
-    saves = [0] * len(names)
-    start = threading.Barrier(len(names), timeout=WAIT)
-
-    def work(n: int) -> None:
-        name = names[n]
-        rng = random.Random(f"{name}-{os.getpid()}")
-        try:
-            start.wait()
-            for value in range(1, rounds + 1):
-                session = SessionStore(session_key)
-                previous = session.get(name)
-                if session.session_key != session_key:
-                    errors.append(f"{name}: the session vanished in round {value}")
-                    return
-                if previous != (value - 1 if value > 1 else None):
-                    errors.append(f"{name}: round {value} loaded {previous!r}")
-                # Stay between load and save a little, so other writers commit meanwhile.
-                time.sleep(rng.random() / 1000)
-                session[name] = value
-                session.save()
-                saves[n] += 1
-        except Exception:
-            errors.append(traceback.format_exc())
-
-    run_threads(len(names), work)
-    return sum(saves), errors
-
-
-def update_own_fields(
-    path: str,
-    session_key: str,
-    names: list[str],
-    rounds: int,
-    barrier: Any,
-    result_path: str,
-) -> None:
-    """:func:`hammer` in this process, started together with the other processes."""
-    with reporting(result_path) as result:
-        setup(path)
-        from django_memopt.backends.lmdb import environment
-
-        environment()  # opened before the start line, so every process starts writing at once
-        barrier.wait(WAIT)
-        result["saves"], errors = hammer(session_key, names, rounds)
-        result["errors"].extend(errors)
-
-
-# -- no resurrection -------------------------------------------------------------------------
-
-
-def update_until_deleted(
-    path: str,
-    session_key: str,
-    names: list[str],
-    max_rounds: int,
-    barrier: Any,
-    result_path: str,
-) -> None:
-    """Update own fields until the session is gone; record how each thread noticed."""
-    with reporting(result_path) as result:
-        setup(path)
-        from django.contrib.sessions.backends.base import UpdateError
-
-        from django_memopt.backends.lmdb import SessionStore, environment
-
-        environment()
-        errors: list[str] = result["errors"]
-        outcomes: dict[str, str] = {}
-        start = threading.Barrier(len(names), timeout=WAIT)
-        barrier.wait(WAIT)
-
-        def work(n: int) -> None:
-            name = names[n]
-            try:
-                start.wait()
-                for value in range(1, max_rounds + 1):
-                    session = SessionStore(session_key)
-                    session.get(name)
-                    if session.session_key is None:
-                        outcomes[name] = "gone at load"
-                        return
-                    time.sleep(0.002)  # the window a logout elsewhere falls into
-                    session[name] = value
-                    try:
-                        session.save()
-                    except UpdateError:
-                        outcomes[name] = "UpdateError"
-                        if session.exists(session_key):
-                            errors.append(f"{name}: UpdateError, but the session exists")
-                        return
-                outcomes[name] = "never saw the logout"
-            except Exception:
-                errors.append(traceback.format_exc())
-
-        run_threads(len(names), work)
-        result["outcomes"] = outcomes
-
-
-def delete_when_busy(
-    path: str, session_key: str, names: list[str], barrier: Any, result_path: str
-) -> None:
-    """Delete (log out) the session once every writer has saved a few times."""
-    with reporting(result_path) as result:
-        setup(path)
-        from django_memopt.backends.lmdb import SessionStore, environment
-
-        environment()
-        barrier.wait(WAIT)
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            session = SessionStore(session_key)
-            if all(session.get(name, 0) >= 3 for name in names):
-                break
-            time.sleep(0.001)
-        else:
-            raise RuntimeError("the writers never got going")
-        SessionStore(session_key).delete()
-        result["deleted"] = True
 
 
 # -- a writer killed mid-write ---------------------------------------------------------------

@@ -31,7 +31,7 @@ from django_memopt.backends.base import SessionStoreError, SessionStoreFull
 from django_memopt.backends.lmdb import SessionStore, close_environments, environment
 from django_memopt.checks import check_settings
 from django_memopt.conf import conf
-from tests import lmdb_workers
+from tests import lmdb_workers, session_workers
 from tests.processes import SPAWN, children, finish, result_of
 
 # Generous bounds for a loaded 2-core machine; a healthy run needs a fraction of each.
@@ -125,8 +125,9 @@ def test_processes_and_threads_writing_one_session_lose_no_update(
     with children() as start:
         workers = [
             start(
-                lmdb_workers.update_own_fields,
-                store,
+                session_workers.update_own_fields,
+                "lmdb",
+                (store,),
                 key,
                 names[p],
                 rounds,
@@ -149,7 +150,7 @@ def test_threads_writing_one_session_lose_no_update(store: str) -> None:
     threads, rounds = 12, 25
     key = new_session(base="kept")
     names = [f"t{t}" for t in range(threads)]
-    saves, errors = lmdb_workers.hammer(key, names, rounds)
+    saves, errors = session_workers.hammer(SessionStore, key, names, rounds)
     assert errors == []
     assert saves == threads * rounds
     assert dict(SessionStore(key).items()) == {"base": "kept"} | dict.fromkeys(names, rounds)
@@ -167,8 +168,9 @@ def test_logout_racing_updates_stays_logged_out(store: str, tmp_path: Path) -> N
     with children() as start:
         workers = [
             start(
-                lmdb_workers.update_until_deleted,
-                store,
+                session_workers.update_until_deleted,
+                "lmdb",
+                (store,),
                 key,
                 names[p],
                 2000,
@@ -179,7 +181,13 @@ def test_logout_racing_updates_stays_logged_out(store: str, tmp_path: Path) -> N
         ]
         all_names = [name for group in names for name in group]
         deleter = start(
-            lmdb_workers.delete_when_busy, store, key, all_names, barrier, str(deleter_result)
+            session_workers.delete_when_busy,
+            "lmdb",
+            (store,),
+            key,
+            all_names,
+            barrier,
+            str(deleter_result),
         )
         exit_codes = finish([*workers, deleter])
     outcomes: dict[str, str] = {}

@@ -9,7 +9,8 @@ logout racing updates, Sentinel, and expiry.
 Tests that stop, restart, flush or reconfigure Redis run on a redis-server of their own
 (``dedicated_redis``), on its own free port, with a cache alias of its own: the suite's
 shared server is never disturbed. Child processes are started with the "spawn" context and
-run the entry points in ``tests/redis_workers.py``.
+run the entry points in ``tests/session_workers.py``, configured by
+``tests/redis_workers.setup``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from django_redis.pool import ConnectionFactory
 from django_memopt.backends.base import SessionStoreError
 from django_memopt.backends.redis import SessionStore, SessionStoreUnavailable, connection
 from django_memopt.codec import HEADER_SIZE
-from tests import redis_workers
+from tests import session_workers
 from tests.processes import SPAWN, children, finish, result_of
 from tests.redis_server import RedisServer, free_port, redis_server_binary
 
@@ -714,9 +715,9 @@ def test_processes_and_threads_writing_one_session_lose_no_update(
     with children() as start:
         workers = [
             start(
-                redis_workers.update_own_fields,
-                port,
-                prefix,
+                session_workers.update_own_fields,
+                "redis",
+                (port, prefix),
                 key,
                 names[p],
                 rounds,
@@ -751,9 +752,9 @@ def test_logout_racing_updates_stays_logged_out(
     with children() as start:
         workers = [
             start(
-                redis_workers.update_until_deleted,
-                port,
-                prefix,
+                session_workers.update_until_deleted,
+                "redis",
+                (port, prefix),
                 key,
                 names[p],
                 2000,
@@ -763,9 +764,9 @@ def test_logout_racing_updates_stays_logged_out(
             for p in range(2)
         ]
         deleter = start(
-            redis_workers.delete_when_busy,
-            port,
-            prefix,
+            session_workers.delete_when_busy,
+            "redis",
+            (port, prefix),
             key,
             all_names,
             barrier,
