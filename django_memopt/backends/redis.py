@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from redis import exceptions as redis_errors
 
 from django_memopt.backends.base import (
     SESSION_KEY_RE,
@@ -108,32 +109,28 @@ _SHAS: Final = {
 
 
 def _run_script(client: Any, script: str, key: bytes, *args: Any) -> Any:
-    from redis.exceptions import NoScriptError
-
     try:
         return client.evalsha(_SHAS[script], 1, key, *args)
-    except NoScriptError:  # after SCRIPT FLUSH or a Redis restart: load it once more
+    except redis_errors.NoScriptError:  # after SCRIPT FLUSH or a Redis restart: load it once more
         client.script_load(script)
         return client.evalsha(_SHAS[script], 1, key, *args)
 
 
 def _call(action: Callable[[Any], T]) -> T:
     """Run ``action`` with the client; Redis's own failures become ``SessionStoreError``."""
-    from redis.exceptions import ConnectionError, OutOfMemoryError, RedisError, TimeoutError
-
     try:
         return action(connection())
-    except (ConnectionError, TimeoutError) as exc:
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
         raise SessionStoreUnavailable(
             f"The Redis session store (cache {settings.SESSION_CACHE_ALIAS!r}) is "
             f"unavailable: {exc}"
         ) from exc
-    except OutOfMemoryError as exc:
+    except redis_errors.OutOfMemoryError as exc:
         raise SessionStoreFull(
             f"The Redis session store (cache {settings.SESSION_CACHE_ALIAS!r}) is full: "
             f"{exc}. Raise Redis's maxmemory, or let it evict (volatile-ttl suits sessions)."
         ) from exc
-    except RedisError as exc:
+    except redis_errors.RedisError as exc:
         raise SessionStoreError(
             f"The Redis session store (cache {settings.SESSION_CACHE_ALIAS!r}): {exc}"
         ) from exc
