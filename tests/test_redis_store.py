@@ -971,3 +971,24 @@ def test_sessions_go_to_the_primary_never_a_replica() -> None:
     finally:
         replica.cleanup()
         primary.cleanup()
+
+
+def test_sessions_work_over_resp3(dedicated: Dedicated) -> None:
+    # With django-redis's CONNECTION_POOL_KWARGS = {"protocol": 3}, Redis answers a hash
+    # as a map, not a flat list. (Database 1: django-redis keeps a pool per URL, and the
+    # one for database 0 speaks RESP2.)
+    cache = redis_cache(dedicated.server.url.replace("/0", "/1"))
+    cache["OPTIONS"]["CONNECTION_POOL_KWARGS"] = {"protocol": 3}
+    with override_settings(CACHES=caches_with(DEDICATED, cache)):
+        assert connection().connection_pool.connection_kwargs["protocol"] == 3
+        key = new_session(a=1, b=[2, 3])
+        loaded = SessionStore(key)
+        assert dict(loaded.items()) == {"a": 1, "b": [2, 3]}
+        loaded["a"] = 4
+        loaded.save()
+        assert SessionStore(key)["a"] == 4
+        assert list(SessionStore.iter_session_keys()) == [key]
+        moved = SessionStore(key)
+        moved.cycle_key()
+        assert not SessionStore().exists(key)
+        assert SessionStore(moved.session_key)["b"] == [2, 3]

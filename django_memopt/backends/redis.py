@@ -108,18 +108,42 @@ _SHAS: Final = {
 }
 
 
-def _run_script(client: Any, script: str, key: bytes, *args: Any) -> Any:
+def _execute(*command: Any) -> Any:
+    """Send ``command`` on a pooled connection to the primary; Redis's reply, unconverted.
+
+    The pool, the connection (password, TLS, Sentinel) and the retry policy are the
+    client's, as configured in ``CACHES``. redis-py's per-command layer (reply callbacks,
+    metrics) is skipped: it costs more than the rest of a load's Python work. So a hash
+    arrives as a flat list of names and values (a dict under RESP3), ``SCAN`` as
+    ``[cursor, keys]``.
+    """
+    pool = connection().connection_pool
+    conn = pool.get_connection()
     try:
-        return client.evalsha(_SHAS[script], 1, key, *args)
+        return conn.retry.call_with_retry(
+            lambda: _send(conn, command), lambda _error: conn.disconnect()
+        )
+    finally:
+        pool.release(conn)
+
+
+def _send(conn: Any, command: tuple[Any, ...]) -> Any:
+    conn.send_command(*command)
+    return conn.read_response()
+
+
+def _run_script(script: str, key: bytes, *args: Any) -> Any:
+    try:
+        return _execute("EVALSHA", _SHAS[script], 1, key, *args)
     except redis_errors.NoScriptError:  # after SCRIPT FLUSH or a Redis restart: load it once more
-        client.script_load(script)
-        return client.evalsha(_SHAS[script], 1, key, *args)
+        _execute("SCRIPT", "LOAD", script)
+        return _execute("EVALSHA", _SHAS[script], 1, key, *args)
 
 
-def _call(action: Callable[[Any], T]) -> T:
-    """Run ``action`` with the client; Redis's own failures become ``SessionStoreError``."""
+def _call(action: Callable[[], T]) -> T:
+    """Run ``action``; Redis's own failures become ``SessionStoreError``."""
     try:
-        return action(connection())
+        return action()
     except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
         raise SessionStoreUnavailable(
             f"The Redis session store (cache {settings.SESSION_CACHE_ALIAS!r}) is "
@@ -145,7 +169,10 @@ class SessionStore(_SessionBase):
 
     @classmethod
     def _read(cls, session_key: str) -> StoredSession | None:
-        stored: dict[bytes, bytes] = _call(lambda client: client.hgetall(_key(session_key)))
+        reply = _call(lambda: _execute("HGETALL", _key(session_key)))
+        if not isinstance(reply, dict):  # RESP2: a flat list of names and values
+            reply = dict(zip(reply[::2], reply[1::2], strict=True))
+        stored: dict[bytes, bytes] = reply
         deadline = stored.pop(MARKER, None)
         if deadline is None:
             return None
@@ -163,7 +190,7 @@ class SessionStore(_SessionBase):
         for name, sealed in delta.sets.items():
             args += (name.encode("utf-8", "surrogatepass"), sealed)
         args += (name.encode("utf-8", "surrogatepass") for name in delta.deletes)
-        outcome = _call(lambda client: _run_script(client, WRITE_SCRIPT, _key(session_key), *args))
+        outcome = _call(lambda: _run_script(WRITE_SCRIPT, _key(session_key), *args))
         if outcome == 0:
             raise CreateError
         if outcome == -1:
@@ -173,16 +200,16 @@ class SessionStore(_SessionBase):
     def _touch(cls, session_key: str, expires_at: float) -> None:
         deadline_ms = int(expires_at * 1000)
         key = _key(session_key)
-        if not _call(lambda client: _run_script(client, TOUCH_SCRIPT, key, deadline_ms)):
+        if not _call(lambda: _run_script(TOUCH_SCRIPT, key, deadline_ms)):
             raise UpdateError
 
     @classmethod
     def _remove(cls, session_key: str) -> None:
-        _call(lambda client: client.delete(_key(session_key)))
+        _call(lambda: _execute("DEL", _key(session_key)))
 
     @classmethod
     def _contains(cls, session_key: str) -> bool:
-        return bool(_call(lambda client: client.exists(_key(session_key))))
+        return bool(_call(lambda: _execute("EXISTS", _key(session_key))))
 
     @classmethod
     def clear_expired(cls) -> None:
@@ -198,12 +225,13 @@ class SessionStore(_SessionBase):
         pattern = _glob_escape(conf.MEMOPT_REDIS_KEY_PREFIX) + "*"
         skip = len(conf.MEMOPT_REDIS_KEY_PREFIX.encode())
 
-        def page(at: int) -> Callable[[Any], tuple[int, list[bytes]]]:
-            return lambda client: client.scan(at, match=pattern, count=1000)
+        def page(at: int) -> Callable[[], list[Any]]:
+            return lambda: _execute("SCAN", at, "MATCH", pattern, "COUNT", 1000)
 
         cursor = 0
         while True:
-            cursor, keys = _call(page(cursor))
+            reply = _call(page(cursor))
+            cursor, keys = int(reply[0]), reply[1]
             for key in keys:
                 session_key = key[skip:].decode("ascii", "replace")
                 if SESSION_KEY_RE.match(session_key):
