@@ -10,5 +10,7 @@ class MemoptConfig(AppConfig):
 
     def ready(self) -> None:
         from .checks import check_settings
+        from .gate import forget_disabled_filter
 
         checks.register(check_settings)
+        forget_disabled_filter()

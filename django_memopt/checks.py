@@ -17,6 +17,14 @@ __all__ = ["check_settings"]
 LMDB_ENGINE = "django_memopt.backends.lmdb"
 REDIS_ENGINE = "django_memopt.backends.redis"
 DEFAULT_SERIALIZER = "django.contrib.sessions.serializers.JSONSerializer"
+DJANGO_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+GATE_MIDDLEWARE = "django_memopt.middleware.SessionMiddleware"
+FILTER_SETTINGS = (
+    "MEMOPT_FILTER",
+    "MEMOPT_FILTER_PATH",
+    "MEMOPT_FILTER_CAPACITY",
+    "MEMOPT_FILTER_FP_RATE",
+)
 
 
 def _is_int(value: object, minimum: int) -> bool:
@@ -64,6 +72,88 @@ def _check_redis_cache() -> list[CheckMessage]:
             id="django_memopt.E008",
         )
     ]
+
+
+def _check_gate() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
+    if GATE_MIDDLEWARE in middleware and DJANGO_MIDDLEWARE in middleware:
+        errors.append(
+            Error(
+                "MIDDLEWARE holds both Django's SessionMiddleware and django-memopt's.",
+                hint=f"Keep {GATE_MIDDLEWARE!r} only: it is Django's, with the gate.",
+                id="django_memopt.E010",
+            )
+        )
+    if GATE_MIDDLEWARE in middleware and not settings.SESSION_ENGINE.startswith("django_memopt."):
+        errors.append(
+            Error(
+                f"{GATE_MIDDLEWARE} checks session IDs only for django-memopt's engines, "
+                f"not for SESSION_ENGINE {settings.SESSION_ENGINE!r}.",
+                hint=f"Use {LMDB_ENGINE!r} or {REDIS_ENGINE!r}, or Django's SessionMiddleware.",
+                id="django_memopt.E011",
+            )
+        )
+    configured = [name for name in FILTER_SETTINGS if hasattr(settings, name)]
+    if configured and GATE_MIDDLEWARE not in middleware:
+        errors.append(
+            Warning(
+                f"{', '.join(configured)} set, but nothing asks the session-ID filter: "
+                f"{GATE_MIDDLEWARE} is not in MIDDLEWARE.",
+                hint=f"Replace {DJANGO_MIDDLEWARE!r} with {GATE_MIDDLEWARE!r}.",
+                id="django_memopt.W002",
+            )
+        )
+    enabled: object = getattr(settings, "MEMOPT_FILTER", None)
+    if enabled is not None and not isinstance(enabled, bool):
+        errors.append(Error("MEMOPT_FILTER must be True, False or None.", id="django_memopt.E012"))
+    elif enabled is True and settings.SESSION_ENGINE == REDIS_ENGINE:
+        errors.append(
+            Warning(
+                "MEMOPT_FILTER is on with the Redis engine: the filter is a file of this "
+                "host and knows only the sessions written here. With web servers on "
+                "several hosts it would turn away sessions created on the others, "
+                "logging their users out.",
+                hint="Remove MEMOPT_FILTER (off with Redis) unless one host serves the "
+                "whole site.",
+                id="django_memopt.W003",
+            )
+        )
+    path = getattr(settings, "MEMOPT_FILTER_PATH", None)
+    if path is not None and not (isinstance(path, str | os.PathLike) and os.fspath(path)):
+        errors.append(
+            Error(
+                "MEMOPT_FILTER_PATH must be a non-empty path (str or pathlib.Path).",
+                id="django_memopt.E013",
+            )
+        )
+    elif (
+        path is not None  # by default the filter is in the LMDB directory: E002 covers it
+        and conf.MEMOPT_FILTER is True
+        and not _writable_dir(os.path.dirname(os.path.abspath(conf.MEMOPT_FILTER_PATH)))
+    ):
+        errors.append(
+            Error(
+                f"The session-ID filter's directory for {conf.MEMOPT_FILTER_PATH!r} is not "
+                "writable.",
+                hint="Set MEMOPT_FILTER_PATH to a file in a directory the web server's "
+                "user can write to.",
+                id="django_memopt.E014",
+            )
+        )
+    if not _is_int(conf.MEMOPT_FILTER_CAPACITY, 1):
+        errors.append(
+            Error("MEMOPT_FILTER_CAPACITY must be a positive int.", id="django_memopt.E015")
+        )
+    fp_rate: object = conf.MEMOPT_FILTER_FP_RATE
+    if not (isinstance(fp_rate, float) and 0 < fp_rate <= 0.5):
+        errors.append(
+            Error(
+                "MEMOPT_FILTER_FP_RATE must be a float above 0 and at most 0.5.",
+                id="django_memopt.E016",
+            )
+        )
+    return errors
 
 
 def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
@@ -118,6 +208,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
         )
     if settings.SESSION_ENGINE == REDIS_ENGINE:
         errors += _check_redis_cache()
+    errors += _check_gate()
     if (
         settings.SESSION_ENGINE.startswith("django_memopt.")
         and settings.SESSION_SERIALIZER != DEFAULT_SERIALIZER

@@ -59,6 +59,34 @@ class Settings:
         return _setting("MEMOPT_REDIS_KEY_PREFIX", "memopt:session:")  # type: ignore[no-any-return]
 
     @property
+    def MEMOPT_FILTER(self) -> bool:
+        """Whether the session-ID filter is kept and asked (default: with the LMDB engine)."""
+        enabled: bool | None = _setting("MEMOPT_FILTER", None)
+        if enabled is None:
+            # A host's filter knows only the sessions written on that host: with Redis,
+            # web servers on other hosts write sessions it never sees.
+            return settings.SESSION_ENGINE == "django_memopt.backends.lmdb"
+        return enabled
+
+    @property
+    def MEMOPT_FILTER_PATH(self) -> str:
+        """The filter's file, shared by every process of the host (default: beside LMDB's)."""
+        path: str | os.PathLike[str] | None = _setting("MEMOPT_FILTER_PATH", None)
+        if path is None:
+            return os.path.join(self.MEMOPT_LMDB_PATH, "session-filter")
+        return os.fspath(path)
+
+    @property
+    def MEMOPT_FILTER_CAPACITY(self) -> int:
+        """Live sessions the filter is sized for."""
+        return _setting("MEMOPT_FILTER_CAPACITY", 1_000_000)  # type: ignore[no-any-return]
+
+    @property
+    def MEMOPT_FILTER_FP_RATE(self) -> float:
+        """Target share of unknown IDs the filter lets through to the store, at capacity."""
+        return _setting("MEMOPT_FILTER_FP_RATE", 0.01)  # type: ignore[no-any-return]
+
+    @property
     def MEMOPT_TOUCH_INTERVAL(self) -> int:
         """Seconds: an unmodified session's expiry is refreshed at most this often."""
         return _setting("MEMOPT_TOUCH_INTERVAL", 0)  # type: ignore[no-any-return]

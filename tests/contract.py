@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 from unittest import mock
 from zoneinfo import ZoneInfo
 
@@ -278,6 +278,20 @@ class SessionContract:
         stored_for = self.backend._read(self.session.session_key)
         assert stored_for is not None
         assert 295 <= stored_for.expires_at - time.time() <= 301
+
+    def test_iter_sessions_lists_live_sessions_with_their_deadlines(self) -> None:
+        short, long, gone = self.backend(), self.backend(), self.backend()
+        for session, lifetime in ((short, 600), (long, 30 * 86400), (gone, 600)):
+            session["a"] = 1
+            session.set_expiry(lifetime)
+            session.save()
+        gone.delete()
+        listed = dict(self.backend.iter_sessions())
+        for session in (short, long):
+            expected = time.time() + session.get_expiry_age()
+            assert abs(listed[session.session_key] - expected) < 5, session.get_expiry_age()
+        assert gone.session_key not in listed
+        assert set(self.backend.iter_session_keys()) == set(listed)
 
     def test_expire_at_browser_close(self) -> None:
         for setting in (False, True):
@@ -682,16 +696,25 @@ class SessionContract:
         assert not await session.atest_cookie_worked()
 
 
+DJANGO_MIDDLEWARE: Final = "django.contrib.sessions.middleware.SessionMiddleware"
+GATE_MIDDLEWARE: Final = "django_memopt.middleware.SessionMiddleware"
+
+
 class MiddlewareFlows:
-    """Requests through Django's ``SessionMiddleware`` with the engine ``engine``."""
+    """Requests through a session middleware (Django's, unless ``middleware`` says
+    django-memopt's) with the engine ``engine``."""
 
     engine: ClassVar[str]
+    middleware: ClassVar[str] = DJANGO_MIDDLEWARE
     client: Any
     enterContext: Any
 
     def setUp(self) -> None:
+        from django.conf import settings
+
         super().setUp()  # type: ignore[misc]
-        self.enterContext(override_settings(SESSION_ENGINE=self.engine))
+        stack = [self.middleware if m == DJANGO_MIDDLEWARE else m for m in settings.MIDDLEWARE]
+        self.enterContext(override_settings(SESSION_ENGINE=self.engine, MIDDLEWARE=stack))
 
     @property
     def store(self) -> type[SessionBase]:

@@ -112,3 +112,64 @@ def test_redis_engine_without_django_redis() -> None:
 
     with mock.patch.dict(sys.modules, {"django_redis": None, "django_redis.cache": None}):
         assert ids(SESSION_ENGINE="django_memopt.backends.redis") == ["django_memopt.E009"]
+
+
+DJANGO_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+GATE_MIDDLEWARE = "django_memopt.middleware.SessionMiddleware"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"MEMOPT_FILTER": "yes"}, "django_memopt.E012"),
+        ({"MEMOPT_FILTER_PATH": ""}, "django_memopt.E013"),
+        ({"MEMOPT_FILTER_CAPACITY": 0}, "django_memopt.E015"),
+        ({"MEMOPT_FILTER_CAPACITY": 1e6}, "django_memopt.E015"),
+        ({"MEMOPT_FILTER_FP_RATE": 0.0}, "django_memopt.E016"),
+        ({"MEMOPT_FILTER_FP_RATE": 0.9}, "django_memopt.E016"),
+        ({"MEMOPT_FILTER_FP_RATE": 1}, "django_memopt.E016"),
+    ],
+)
+def test_each_filter_misconfiguration_has_its_id(overrides: dict[str, Any], expected: str) -> None:
+    assert ids(MIDDLEWARE=[GATE_MIDDLEWARE], **overrides) == [expected]
+
+
+def test_both_session_middlewares() -> None:
+    assert ids(MIDDLEWARE=[DJANGO_MIDDLEWARE, GATE_MIDDLEWARE]) == ["django_memopt.E010"]
+    assert ids(MIDDLEWARE=[GATE_MIDDLEWARE]) == []
+
+
+def test_the_gate_in_front_of_another_engine() -> None:
+    for engine in (
+        "django.contrib.sessions.backends.db",
+        "django.contrib.sessions.backends.cache",
+    ):
+        assert ids(MIDDLEWARE=[GATE_MIDDLEWARE], SESSION_ENGINE=engine) == ["django_memopt.E011"]
+    assert (
+        ids(MIDDLEWARE=[DJANGO_MIDDLEWARE], SESSION_ENGINE="django.contrib.sessions.backends.db")
+        == []
+    )
+
+
+def test_filter_settings_without_the_gate() -> None:
+    assert ids(MIDDLEWARE=[DJANGO_MIDDLEWARE], MEMOPT_FILTER_CAPACITY=5000) == [
+        "django_memopt.W002"
+    ]
+    assert ids(MIDDLEWARE=[GATE_MIDDLEWARE], MEMOPT_FILTER_CAPACITY=5000) == []
+    assert ids(MIDDLEWARE=[DJANGO_MIDDLEWARE]) == []
+
+
+def test_filter_forced_on_with_redis() -> None:
+    redis = {"SESSION_ENGINE": "django_memopt.backends.redis", "SESSION_CACHE_ALIAS": "sessions"}
+    assert ids(MIDDLEWARE=[GATE_MIDDLEWARE], MEMOPT_FILTER=True, **redis) == ["django_memopt.W003"]
+    assert ids(MIDDLEWARE=[GATE_MIDDLEWARE], **redis) == []
+    assert ids(MIDDLEWARE=[GATE_MIDDLEWARE], MEMOPT_FILTER=False, **redis) == []
+
+
+def test_unwritable_filter_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    gate = {"MIDDLEWARE": [GATE_MIDDLEWARE]}
+    assert ids(MEMOPT_FILTER_PATH=str(blocker / "filter"), **gate) == ["django_memopt.E014"]
+    assert ids(MEMOPT_FILTER_PATH=str(blocker / "filter"), MEMOPT_FILTER=False, **gate) == []
+    assert ids(MEMOPT_FILTER_PATH=str(tmp_path / "new" / "filter"), **gate) == []

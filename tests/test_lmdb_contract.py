@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import sessions_tests.tests as django_session_tests
-from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory, SimpleTestCase, override_settings
 
 from django_memopt.backends.lmdb import SessionStore
-from tests.contract import MiddlewareFlows, SessionContract
+from django_memopt.middleware import SessionMiddleware as GateSessionMiddleware
+from tests.contract import GATE_MIDDLEWARE, MiddlewareFlows, SessionContract
 
 
 class TestContract(SessionContract, SimpleTestCase):
@@ -38,7 +40,7 @@ class TestDjangoMiddlewareTests(django_session_tests.SessionMiddlewareTests):
             return HttpResponse("Session test")
 
         request = RequestFactory().get("/")
-        middleware = SessionMiddleware(set_session)
+        middleware = django_session_tests.SessionMiddleware(set_session)
         middleware(request)
         del request.session["foo"]
         response = middleware.process_response(request, HttpResponse("Session test"))
@@ -48,6 +50,16 @@ class TestDjangoMiddlewareTests(django_session_tests.SessionMiddlewareTests):
         assert response.headers["Vary"] == "Cookie"
 
 
+class TestDjangoMiddlewareTestsThroughTheGate(TestDjangoMiddlewareTests):
+    """Django's middleware tests, with django-memopt's middleware in place of Django's."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.enterContext(
+            mock.patch.object(django_session_tests, "SessionMiddleware", GateSessionMiddleware)
+        )
+
+
 class TestMiddlewareFlows(MiddlewareFlows, SimpleTestCase):
     engine = "django_memopt.backends.lmdb"
 
@@ -55,3 +67,7 @@ class TestMiddlewareFlows(MiddlewareFlows, SimpleTestCase):
 @override_settings(USE_TZ=False)
 class TestMiddlewareFlowsWithoutTimeZones(TestMiddlewareFlows):
     pass
+
+
+class TestMiddlewareFlowsThroughTheGate(TestMiddlewareFlows):
+    middleware = GATE_MIDDLEWARE

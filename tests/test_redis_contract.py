@@ -6,7 +6,7 @@ import sessions_tests.tests as django_session_tests
 from django.test import SimpleTestCase, override_settings
 
 from django_memopt.backends.redis import SessionStore
-from tests.contract import MiddlewareFlows, SessionContract
+from tests.contract import GATE_MIDDLEWARE, MiddlewareFlows, SessionContract
 
 REDIS = {"SESSION_ENGINE": "django_memopt.backends.redis", "SESSION_CACHE_ALIAS": "sessions"}
 
@@ -39,3 +39,7 @@ class TestMiddlewareFlows(MiddlewareFlows, SimpleTestCase):
 @override_settings(USE_TZ=False)
 class TestMiddlewareFlowsWithoutTimeZones(TestMiddlewareFlows):
     pass
+
+
+class TestMiddlewareFlowsThroughTheGate(TestMiddlewareFlows):
+    middleware = GATE_MIDDLEWARE

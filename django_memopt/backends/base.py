@@ -10,21 +10,21 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, UpdateError
+from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.contrib.sessions.backends.base import SessionBase as DjangoSessionBase
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from django.utils.crypto import get_random_string
 
 from django_memopt.codec import CorruptField, FieldCodec
 from django_memopt.conf import conf
 from django_memopt.fields import Delta, SessionFields
+from django_memopt.gate import confirm_write, record_write, session_ids
 
 __all__ = [
     "CreateError",
@@ -149,8 +149,11 @@ class SessionBase(DjangoSessionBase):
     # -- keys ----------------------------------------------------------------------------
 
     def _mint_session_key(self) -> str:
-        """A fresh session key; :meth:`create` relies on the store to refuse a taken one."""
-        return get_random_string(32, VALID_KEY_CHARS)
+        """A fresh signed session ID (see :mod:`django_memopt.session_ids`).
+
+        :meth:`create` relies on the store to refuse a taken one.
+        """
+        return session_ids().mint()
 
     def _get_new_session_key(self) -> str:
         while True:
@@ -200,11 +203,14 @@ class SessionBase(DjangoSessionBase):
         expires_at = time.time() + self.get_expiry_age()
         delta = fields.delta(session_key, full=must_create)
         if must_create or delta:
+            record_write(session_key, expires_at)
             self._write(session_key, delta, expires_at, create=must_create)
         elif self._touch_due(expires_at):
+            record_write(session_key, expires_at)
             self._touch(session_key, expires_at)
         else:
             return
+        confirm_write(session_key, expires_at)
         fields.saved(session_key, delta)
         self._stored_expires_at = expires_at
 
@@ -289,3 +295,17 @@ class SessionBase(DjangoSessionBase):
     def _contains(cls, session_key: str) -> bool:
         """Whether a live session has that key."""
         raise NotImplementedError("subclasses of SessionBase must provide a _contains() method")
+
+    @classmethod
+    def iter_sessions(cls) -> Iterator[tuple[str, float]]:
+        """Every live session's key and deadline (seconds since the epoch), in no set order.
+
+        For rebuilding the session-ID filter and for statistics: read in batches, never
+        holding the store for the whole walk.
+        """
+        raise NotImplementedError("subclasses of SessionBase must provide iter_sessions()")
+
+    @classmethod
+    def iter_session_keys(cls) -> Iterator[str]:
+        """Every live session's key."""
+        return (session_key for session_key, _ in cls.iter_sessions())

@@ -409,8 +409,8 @@ class SessionStore(_SessionBase):
             pass
 
     @classmethod
-    def iter_session_keys(cls, batch: int = 1000) -> Iterator[str]:
-        """Keys of the live sessions, in key order (for rebuilds and statistics).
+    def iter_sessions(cls, batch: int = 1000) -> Iterator[tuple[str, float]]:
+        """The live sessions' keys and deadlines, in key order.
 
         Read in batches of short transactions: none stays open while the caller works.
         """
@@ -418,12 +418,12 @@ class SessionStore(_SessionBase):
         now_ms = _now_ms()
         after: bytes | None = None
 
-        def page(txn: Any) -> tuple[list[str], bytes | None]:
+        def page(txn: Any) -> tuple[list[tuple[str, float]], bytes | None]:
             cursor = txn.cursor(db=opened.sessions)
             found = cursor.first() if after is None else cursor.set_range(after)
             if found and after is not None and bytes(cursor.key()) == after:
                 found = cursor.next()
-            live: list[str] = []
+            live: list[tuple[str, float]] = []
             last = None
             for _ in range(batch):
                 if not found:
@@ -432,7 +432,7 @@ class SessionStore(_SessionBase):
                 record = cursor.value()
                 expires_ms = _deadline(record)
                 if expires_ms is not None and expires_ms > now_ms and _fields(record) is not None:
-                    live.append(last.decode())
+                    live.append((last.decode(), expires_ms / 1000))
                 found = cursor.next()
             return live, last
 

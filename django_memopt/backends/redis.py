@@ -216,11 +216,11 @@ class SessionStore(_SessionBase):
         """Nothing to do: Redis expires sessions itself."""
 
     @classmethod
-    def iter_session_keys(cls) -> Iterator[str]:
-        """Keys of the live sessions, in no particular order (``SCAN``: never blocks Redis).
+    def iter_sessions(cls) -> Iterator[tuple[str, float]]:
+        """The live sessions' keys and deadlines (``SCAN``: never blocks Redis).
 
         Keys under the prefix that are not session keys (another site's longer prefix)
-        are skipped.
+        are skipped; so is a session that expires between its listing and its reading.
         """
         pattern = _glob_escape(conf.MEMOPT_REDIS_KEY_PREFIX) + "*"
         skip = len(conf.MEMOPT_REDIS_KEY_PREFIX.encode())
@@ -228,14 +228,29 @@ class SessionStore(_SessionBase):
         def page(at: int) -> Callable[[], list[Any]]:
             return lambda: _execute("SCAN", at, "MATCH", pattern, "COUNT", 1000)
 
+        def deadlines(keys: list[bytes]) -> Callable[[], list[Any]]:
+            def read() -> list[Any]:
+                with connection().pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.hget(key, MARKER)
+                    return pipe.execute()  # type: ignore[no-any-return]
+
+            return read
+
         cursor = 0
         while True:
             reply = _call(page(cursor))
-            cursor, keys = int(reply[0]), reply[1]
-            for key in keys:
-                session_key = key[skip:].decode("ascii", "replace")
-                if SESSION_KEY_RE.match(session_key):
-                    yield session_key
+            cursor = int(reply[0])
+            listed = [
+                (key, session_key)
+                for key in reply[1]
+                if SESSION_KEY_RE.match(session_key := key[skip:].decode("ascii", "replace"))
+            ]
+            if listed:
+                found = _call(deadlines([key for key, _ in listed]))
+                for (_, session_key), deadline in zip(listed, found, strict=True):
+                    if deadline is not None:
+                        yield session_key, int(deadline) / 1000
             if not cursor:
                 return
 

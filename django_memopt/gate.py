@@ -1,0 +1,235 @@
+"""The session-ID gate: forged, expired and deleted session IDs turned away before the store.
+
+Two checks, cheapest first. The ID's own tag (:mod:`django_memopt.session_ids`): an ID
+that looks like one of ours but does not verify was never minted here. Then the host's
+filter of live session IDs (:mod:`django_memopt.bloom`): an ID it has never seen saved,
+or whose every possible lifetime is over, names no live session. This module holds the
+per-process objects built from settings, the writers' side (every persisted write is
+recorded in the filter first) and the counters.
+
+Never a false negative: the filter passes everything until it is known to hold every live
+session (a fresh file is filled from the store first), a damaged file is replaced and
+refilled, and every process records its writes in the file the others read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any, Final
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from .bloom import SessionFilter
+from .conf import conf
+from .session_ids import SessionIds
+
+__all__ = [
+    "GENERATIONS",
+    "REJECT_REASONS",
+    "GateCounters",
+    "admits",
+    "confirm_write",
+    "counters",
+    "open_filter",
+    "record_write",
+    "session_filter",
+    "session_ids",
+    "session_store",
+]
+
+logger: Final = logging.getLogger("django_memopt.gate")
+
+#: Why a cookie's session ID was turned away: not a session ID at all, a tag that does not
+#: verify, or an ID the filter knows no live session for.
+REJECT_REASONS: Final = ("malformed", "forged", "unknown")
+
+# A ring of 8 generations, each current for 1/7 of SESSION_COOKIE_AGE: a session saved
+# with the default lifetime has expired before its generation's slot comes round again.
+GENERATIONS: Final = 8
+
+#: A fresh filter is filled from the store by the first process to open it when the store
+#: holds at most this many sessions; past that, ``manage.py memopt_rebuild_filter``.
+AUTOMATIC_REBUILD_LIMIT: Final = 10_000
+
+# How often a process looks for a filter file replaced by another process.
+_REFRESH_SECONDS: Final = 1.0
+
+
+@dataclass
+class GateCounters:
+    """What this process's gate has done since it started."""
+
+    checked: int = 0
+    passed: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+counters: Final = GateCounters()
+
+_ids: SessionIds | None = None
+
+
+def session_ids() -> SessionIds:
+    """Mints and checks session IDs with keys from ``SECRET_KEY`` and its fallbacks."""
+    global _ids
+    if _ids is None:
+        _ids = SessionIds.from_secrets((settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS))
+    return _ids
+
+
+class _FilterState:
+    """This process's handle on the filter file; a forked child opens its own."""
+
+    def __init__(self) -> None:
+        self.filter: SessionFilter | None = None
+        self.pid = 0
+        self.refresh_at = 0.0
+        # After a failure to open the file, checks pass everything until then (monotonic).
+        self.unavailable_until = 0.0
+
+
+_state: Final = _FilterState()
+
+
+def _window() -> float:
+    return max(60.0, settings.SESSION_COOKIE_AGE / (GENERATIONS - 1))
+
+
+def open_filter() -> SessionFilter:
+    """Open (or create) the host's filter file with the parameters the settings give.
+
+    Raises ``SessionStoreError`` naming the setting to fix when the file cannot be opened.
+    """
+    try:
+        return SessionFilter.open(
+            conf.MEMOPT_FILTER_PATH,
+            capacity=conf.MEMOPT_FILTER_CAPACITY,
+            fp_rate=conf.MEMOPT_FILTER_FP_RATE,
+            generations=GENERATIONS,
+            window=_window(),
+        )
+    except OSError as exc:
+        from .backends.base import SessionStoreError
+
+        setting = (
+            "MEMOPT_FILTER_PATH"
+            if hasattr(settings, "MEMOPT_FILTER_PATH")
+            else "MEMOPT_FILTER_PATH (by default in MEMOPT_LMDB_PATH)"
+        )
+        raise SessionStoreError(
+            f"The session-ID filter file {conf.MEMOPT_FILTER_PATH!r} cannot be opened "
+            f"({exc}): check {setting}."
+        ) from exc
+
+
+def session_filter() -> SessionFilter | None:
+    """This process's view of the host's filter, or ``None`` when ``MEMOPT_FILTER`` is off."""
+    state = _state
+    if state.pid != os.getpid():
+        # After a fork the file lock would be shared with the parent: open anew.
+        state.filter = None
+        state.pid = os.getpid()
+    found = state.filter
+    if found is None:
+        if not conf.MEMOPT_FILTER:
+            return None
+        found = state.filter = open_filter()
+        state.refresh_at = time.monotonic() + _REFRESH_SECONDS
+        if not found.complete:
+            _fill_when_small(found)
+    elif time.monotonic() >= state.refresh_at:
+        state.refresh_at = time.monotonic() + _REFRESH_SECONDS
+        found.refresh()
+    return found
+
+
+def _fill_when_small(found: SessionFilter) -> None:
+    """Fill a fresh filter from the store at once if that is cheap."""
+    sessions = list(itertools.islice(session_store().iter_sessions(), AUTOMATIC_REBUILD_LIMIT + 1))
+    if len(sessions) > AUTOMATIC_REBUILD_LIMIT:
+        logger.warning(
+            "The session-ID filter %s is new or was damaged, and lets every session ID "
+            "through until it is rebuilt: run manage.py memopt_rebuild_filter.",
+            found.path,
+        )
+        return
+    found.rebuild(sessions)
+
+
+def session_store() -> Any:
+    """The ``SessionStore`` class of ``SESSION_ENGINE``."""
+    return import_module(settings.SESSION_ENGINE).SessionStore
+
+
+def admits(session_key: str) -> bool:
+    """Whether a cookie's session ID may name a live session (counted either way)."""
+    counters.checked += 1
+    status, _issued_at = session_ids().check(session_key)
+    if status == "malformed" or status == "forged":
+        counters.rejected[status] += 1
+        return False
+    found = None
+    if time.monotonic() >= _state.unavailable_until:
+        try:
+            found = session_filter()
+        except Exception:
+            # Never turn a user away for it; saves fail with the reason meanwhile.
+            _state.unavailable_until = time.monotonic() + 60
+            logger.exception("The session-ID filter is unavailable: IDs pass for a minute")
+    if found is not None and not found.might_contain(session_key):
+        counters.rejected["unknown"] += 1
+        return False
+    counters.passed += 1
+    return True
+
+
+def record_write(session_key: str, expires_at: float) -> None:
+    """Record, before it is written, that session ``session_key`` lives until ``expires_at``."""
+    found = session_filter()
+    if found is not None:
+        found.add(session_key, expires_at)
+
+
+def confirm_write(session_key: str, expires_at: float) -> None:
+    """After the write: record it again if the filter file was replaced meanwhile.
+
+    A process that re-creates the filter lists the store afterwards; a session written
+    after that listing was recorded in the file being replaced. Adding it to the new
+    file before the response leaves means nobody can present its ID in between.
+    """
+    found = _state.filter
+    if found is not None and not found.is_current():
+        found.add(session_key, expires_at)  # remaps to the file now at the path first
+
+
+@receiver(setting_changed)
+def _forget(*, setting: str, **kwargs: Any) -> None:
+    global _ids
+    if setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
+        _ids = None
+    if setting.startswith("MEMOPT_FILTER") or setting in (
+        "MEMOPT_LMDB_PATH",
+        "SESSION_ENGINE",
+        "SESSION_COOKIE_AGE",
+    ):
+        if _state.filter is not None:
+            _state.filter.close()
+        _state.filter = None
+        _state.unavailable_until = 0.0
+
+
+def forget_disabled_filter() -> None:
+    """With ``MEMOPT_FILTER`` off, remove the filter file: while off, writes are not
+    recorded, so a file left behind would miss sessions when the filter is turned on."""
+    if not conf.MEMOPT_FILTER:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(conf.MEMOPT_FILTER_PATH)

@@ -1,0 +1,33 @@
+"""``django_memopt.middleware.SessionMiddleware``: Django's, with the session-ID gate.
+
+Put it in ``MIDDLEWARE`` in place of ``django.contrib.sessions.middleware
+.SessionMiddleware``. A cookie whose session ID the gate turns away (see
+:mod:`django_memopt.gate`) gets a fresh, empty session without the store being asked;
+the response then deletes the stale cookie exactly as Django's middleware does for an
+empty session. Every other request is handled by Django's own code, sync or async.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from django.http import HttpRequest
+
+from .backends.base import SessionBase
+from .gate import admits
+
+__all__ = ["SessionMiddleware"]
+
+
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's ``SessionMiddleware``, asking the gate before the store."""
+
+    def process_request(self, request: HttpRequest) -> None:
+        session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+        if (
+            session_key is not None
+            and issubclass(self.SessionStore, SessionBase)
+            and not admits(session_key)
+        ):
+            session_key = None
+        request.session = self.SessionStore(session_key)

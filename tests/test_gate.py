@@ -1,0 +1,379 @@
+"""The session-ID gate in ``django_memopt.middleware.SessionMiddleware``: what it turns away,
+what it must never turn away, across processes, restarts and damaged filter files."""
+
+from __future__ import annotations
+
+import os
+import random
+import string
+from collections.abc import Iterator
+from io import StringIO
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.core.management import call_command
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.test import AsyncRequestFactory, RequestFactory, override_settings
+
+from django_memopt import gate
+from django_memopt.backends.lmdb import SessionStore
+from django_memopt.backends.redis import SessionStore as RedisSessionStore
+from django_memopt.middleware import SessionMiddleware
+from django_memopt.session_ids import SessionIds
+from tests import gate_workers
+from tests.contract import GATE_MIDDLEWARE, HOSTILE_KEYS
+from tests.processes import children, finish, result_of
+
+LMDB = "django_memopt.backends.lmdb"
+REDIS = "django_memopt.backends.redis"
+PRIMITIVES = ("_read", "_write", "_touch", "_remove", "_contains")
+ALPHABET = string.ascii_lowercase + string.digits
+
+
+def random_ids(count: int, length: int = 32) -> list[str]:
+    return ["".join(random.choices(ALPHABET, k=length)) for _ in range(count)]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Path]:
+    """An LMDB store of this test's own, with its filter beside it, and the gate in front."""
+    path = tmp_path / "store"
+    middleware = [GATE_MIDDLEWARE if "sessions" in m else m for m in settings.MIDDLEWARE]
+    with override_settings(SESSION_ENGINE=LMDB, MEMOPT_LMDB_PATH=str(path), MIDDLEWARE=middleware):
+        yield path
+
+
+def new_session(store: type[Any] = SessionStore, **fields: Any) -> str:
+    session = store()
+    session.update(fields or {"a": 1})
+    session.save()
+    assert session.session_key is not None
+    return str(session.session_key)
+
+
+def filter_now() -> Any:
+    found = gate.session_filter()
+    assert found is not None
+    return found
+
+
+def read_view(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"a": request.session.get("a")})
+
+
+def through_middleware(session_key: str | None) -> tuple[HttpRequest, HttpResponse]:
+    request = RequestFactory().get("/")
+    if session_key is not None:
+        request.COOKIES[settings.SESSION_COOKIE_NAME] = session_key
+    response = SessionMiddleware(read_view)(request)
+    return request, response
+
+
+class StoreCalls:
+    """Counts the engine's storage primitives while active (they still run)."""
+
+    def __init__(self, store: type[Any]) -> None:
+        self.calls: list[str] = []
+        self._patches = [
+            mock.patch.object(store, name, side_effect=self._recorder(store, name))
+            for name in PRIMITIVES
+        ]
+
+    def _recorder(self, store: type[Any], name: str) -> Any:
+        original = getattr(store, name)
+
+        def record(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return original(*args, **kwargs)
+
+        return record
+
+    def __enter__(self) -> StoreCalls:
+        for patch in self._patches:
+            patch.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for patch in self._patches:
+            patch.stop()
+
+
+# -- signed session IDs ----------------------------------------------------------------------
+
+
+def test_engines_mint_signed_ids(store: Path) -> None:
+    session_key = new_session()
+    check = gate.session_ids().check(session_key)
+    assert check.status == "signed"
+    assert len(session_key) == 48
+
+
+def test_hostile_cookies_get_a_fresh_session_without_store_access(store: Path) -> None:
+    signed = new_session()
+    bad_tag = signed[:-1] + ("0" if signed[-1] != "0" else "1")
+    other_key = SessionIds.from_secrets(["another-secret-key" * 3]).mint()
+    for cookie in [*HOSTILE_KEYS, bad_tag, other_key, "", "x" * 100_000]:
+        with StoreCalls(SessionStore) as store_calls:
+            request, response = through_middleware(cookie)
+        assert store_calls.calls == [], cookie[:80]
+        assert request.session.session_key is None
+        assert response.content == b'{"a": null}'
+        # Deleted exactly as Django deletes the cookie of an empty session.
+        morsel = response.cookies[settings.SESSION_COOKIE_NAME]
+        assert morsel.value == "" and morsel["max-age"] == 0
+
+
+def test_a_live_session_passes_and_loads(store: Path) -> None:
+    session_key = new_session(a=7)
+    request, response = through_middleware(session_key)
+    assert request.session.session_key == session_key
+    assert response.content == b'{"a": 7}'
+
+
+def test_a_session_signed_with_a_fallback_key_passes(store: Path) -> None:
+    session_key = new_session(a=3)
+    with override_settings(
+        SECRET_KEY="a-new-secret-key-" * 4, SECRET_KEY_FALLBACKS=[settings.SECRET_KEY]
+    ):
+        assert gate.admits(session_key)
+        _request, response = through_middleware(session_key)
+    assert response.content == b'{"a": 3}'
+
+
+# -- the filter ------------------------------------------------------------------------------
+
+
+def test_unknown_ids_are_turned_away_by_the_filter_without_store_access(store: Path) -> None:
+    new_session()
+    assert filter_now().complete
+    unknown = random_ids(200) + [SessionIds.from_secrets([settings.SECRET_KEY]).mint()]
+    before = gate.counters.rejected["unknown"]
+    with StoreCalls(SessionStore) as store_calls:
+        admitted = [key for key in unknown if gate.admits(key)]
+    # A false positive goes on to the store, which finds nothing: that is all it costs.
+    assert len(admitted) <= 10
+    assert store_calls.calls == []
+    assert gate.counters.rejected["unknown"] - before == len(unknown) - len(admitted)
+
+
+def test_a_filter_not_known_complete_passes_everything(store: Path) -> None:
+    session_keys = [new_session() for _ in range(20)]
+    call_command("memopt_rebuild_filter", stdout=StringIO())
+    path = settings.MEMOPT_FILTER_PATH if hasattr(settings, "MEMOPT_FILTER_PATH") else None
+    path = path or str(store / "session-filter")
+    with override_settings(MEMOPT_FILTER_CAPACITY=1234):  # new parameters: a new, empty file
+        with mock.patch.object(gate, "AUTOMATIC_REBUILD_LIMIT", 5):  # too many to fill at once
+            found = filter_now()
+            assert not found.complete
+            assert all(gate.admits(key) for key in random_ids(100) + session_keys)
+        call_command("memopt_rebuild_filter", stdout=StringIO())
+        gate.session_filter().refresh()  # type: ignore[union-attr]
+        assert filter_now().complete
+        assert all(gate.admits(key) for key in session_keys)
+        assert sum(gate.admits(key) for key in random_ids(200)) <= 10
+    assert os.path.exists(path)
+
+
+def test_a_fresh_filter_is_filled_from_a_small_store_at_once(store: Path) -> None:
+    session_keys = [new_session() for _ in range(30)]
+    os.unlink(filter_now().path)
+    gate._state.filter = None  # a new process
+    found = filter_now()
+    assert found.complete
+    assert all(found.might_contain(key) for key in session_keys)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed", "garbage header"])
+def test_a_damaged_filter_never_turns_away_a_live_session(store: Path, damage: str) -> None:
+    session_keys = [new_session() for _ in range(50)]
+    path = Path(filter_now().path)
+    size = path.stat().st_size
+    if damage == "truncated":
+        os.truncate(path, size // 2)
+    elif damage == "zeroed":
+        path.write_bytes(bytes(size))
+    else:
+        with open(path, "r+b") as file:
+            file.write(os.urandom(64))
+    gate._state.filter = None  # a process starting now, or ...
+    with mock.patch.object(gate, "AUTOMATIC_REBUILD_LIMIT", 5):
+        assert all(gate.admits(key) for key in session_keys)
+        assert not filter_now().complete
+    call_command("memopt_rebuild_filter", stdout=StringIO())
+    filter_now().refresh()
+    assert all(gate.admits(key) for key in session_keys)
+    assert sum(gate.admits(key) for key in random_ids(200)) <= 10
+
+
+def test_a_filter_damaged_under_a_running_process_is_not_trusted(store: Path) -> None:
+    session_keys = [new_session() for _ in range(50)]
+    path = Path(filter_now().path)
+    with open(path, "r+b") as file:
+        file.write(os.urandom(64))
+    # ... or one already running: its next check sees the header is no longer valid.
+    assert all(gate.admits(key) for key in session_keys)
+
+
+def test_a_filter_file_removed_is_recreated_and_refilled(store: Path) -> None:
+    session_keys = [new_session() for _ in range(20)]
+    os.unlink(filter_now().path)
+    gate._state.refresh_at = 0  # the once-a-second look for a replaced file is due
+    assert all(gate.admits(key) for key in session_keys)
+    session_key = new_session()  # a write re-creates the file, and it is filled again
+    assert os.path.exists(filter_now().path)
+    assert all(gate.admits(key) for key in [*session_keys, session_key])
+
+
+def test_rebuild_command_reports_what_it_did(store: Path) -> None:
+    for _ in range(3):
+        new_session()
+    output = []
+    with mock.patch("sys.stdout") as stdout:
+        stdout.write.side_effect = output.append
+        call_command("memopt_rebuild_filter", stdout=stdout)
+    assert "Added 3 live sessions" in "".join(output)
+
+
+def test_rebuild_command_refuses_when_the_filter_is_off(store: Path) -> None:
+    from django.core.management import CommandError
+
+    with override_settings(MEMOPT_FILTER=False), pytest.raises(CommandError, match="off"):
+        call_command("memopt_rebuild_filter")
+
+
+def test_an_expiry_refresh_is_recorded_in_the_filter(store: Path) -> None:
+    session_key = new_session()
+    with (
+        mock.patch("django_memopt.backends.base.record_write", wraps=gate.record_write) as record,
+        override_settings(SESSION_SAVE_EVERY_REQUEST=True),
+    ):
+        through_middleware(session_key)
+    assert [call.args[0] for call in record.call_args_list] == [session_key]
+
+
+# -- processes and restarts ------------------------------------------------------------------
+
+
+def test_processes_creating_and_requesting_sessions_see_no_false_negative(
+    store: Path, tmp_path: Path
+) -> None:
+    assert filter_now().complete  # made and filled (empty) before the children start
+    creators, per_creator = 4, 2_600
+    logs = [str(tmp_path / f"created-{n}.log") for n in range(creators)]
+    results = [tmp_path / f"result-{n}.json" for n in range(creators + 2)]
+    with children() as start:
+        processes = [
+            start(gate_workers.create_sessions, str(store), logs[n], per_creator, str(results[n]))
+            for n in range(creators)
+        ]
+        processes += [
+            start(gate_workers.request_logged_sessions, str(store), logs, str(results[n]))
+            for n in (creators, creators + 1)
+        ]
+        assert finish(processes, timeout=120) == [0] * len(processes)
+    assert sum(result_of(path)["created"] for path in results[:creators]) >= 10_000
+    for path in results[creators:]:
+        checked = result_of(path)
+        assert checked["sent"] == creators * per_creator
+        assert checked["lost"] == 0
+        assert checked["rejected"] == {}
+        assert checked["unknown_passed"] <= 50  # the filter was filtering all along
+
+
+def test_a_restarted_process_admits_every_live_session(store: Path, tmp_path: Path) -> None:
+    session_keys = [new_session() for _ in range(500)]
+    keys_path = tmp_path / "keys.txt"
+    keys_path.write_text("\n".join(session_keys))
+    result = tmp_path / "result.json"
+    with children() as start:
+        process = start(gate_workers.reopen_and_check, str(store), str(keys_path), str(result))
+        assert finish([process]) == [0]
+    outcome = result_of(result)
+    assert outcome["complete"] is True
+    assert outcome["admitted"] == len(session_keys)
+
+
+# -- async, counters, Redis ------------------------------------------------------------------
+
+
+def test_the_gate_works_in_async_middleware(store: Path) -> None:
+    async def view(request: HttpRequest) -> HttpResponse:
+        return JsonResponse({"a": await request.session.aget("a")})
+
+    middleware = SessionMiddleware(view)
+    assert middleware.async_mode
+    live = new_session(a=9)
+    forged = SessionIds.from_secrets(["another-secret-key" * 3]).mint()
+    for cookie, body in ((live, b'{"a": 9}'), (forged, b'{"a": null}')):
+        request = AsyncRequestFactory().get("/")
+        request.COOKIES[settings.SESSION_COOKIE_NAME] = cookie
+        with StoreCalls(SessionStore) as store_calls:
+            response = async_to_sync(middleware)(request)
+        assert response.content == body
+        assert store_calls.calls == (["_read"] if cookie == live else [])
+    assert response.cookies[settings.SESSION_COOKIE_NAME]["max-age"] == 0
+
+
+def test_counters_count_checks_passes_and_rejects_by_reason(store: Path) -> None:
+    live = new_session()
+    forged = SessionIds.from_secrets(["another-secret-key" * 3]).mint()
+    before = (gate.counters.checked, gate.counters.passed, dict(gate.counters.rejected))
+    for cookie in (live, forged, "not a key", live):
+        through_middleware(cookie)
+    assert gate.counters.checked - before[0] == 4
+    assert gate.counters.passed - before[1] == 2
+    rejected = {
+        reason: gate.counters.rejected[reason] - before[2].get(reason, 0)
+        for reason in gate.REJECT_REASONS
+    }
+    assert rejected == {"malformed": 1, "forged": 1, "unknown": 0}
+
+
+def test_with_redis_the_filter_is_off_and_forged_ids_are_still_turned_away() -> None:
+    with override_settings(SESSION_ENGINE=REDIS, SESSION_CACHE_ALIAS="sessions"):
+        assert gate.session_filter() is None
+        session_key = new_session(RedisSessionStore, a=5)
+        assert gate.admits(session_key)
+        forged = SessionIds.from_secrets(["another-secret-key" * 3]).mint()
+        unknown = random_ids(1)[0]
+        with StoreCalls(RedisSessionStore) as store_calls:
+            assert not gate.admits(forged)
+        assert store_calls.calls == []
+        # Without a filter an unknown ID goes to the store, which finds nothing.
+        assert gate.admits(unknown)
+        RedisSessionStore(session_key).delete()
+
+
+def test_turning_the_filter_off_removes_its_file(store: Path) -> None:
+    new_session()
+    path = filter_now().path
+    assert os.path.exists(path)
+    with override_settings(MEMOPT_FILTER=False):
+        gate.forget_disabled_filter()
+        assert not os.path.exists(path)
+        new_session()  # not recorded anywhere
+        assert not os.path.exists(path)
+
+
+def test_an_unopenable_filter_fails_saves_clearly_and_lets_ids_through(
+    store: Path, tmp_path: Path
+) -> None:
+    from django_memopt.backends.base import SessionStoreError
+
+    session_key = new_session(a=2)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with override_settings(MEMOPT_FILTER_PATH=str(blocker / "filter")):
+        session = SessionStore()
+        session["a"] = 1
+        with pytest.raises(SessionStoreError, match="MEMOPT_FILTER_PATH"):
+            session.save()
+        with mock.patch.object(gate.logger, "exception") as logged:
+            _request, response = through_middleware(session_key)
+            assert response.content == b'{"a": 2}'
+            through_middleware(session_key)
+        assert logged.call_count == 1  # once, not once per request
