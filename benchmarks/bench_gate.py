@@ -57,7 +57,8 @@ class Setup:
     label: str
     engine: str
     gate: bool
-    filter: bool
+    filter: bool = False
+    unsigned_ids: bool = True
 
     def overrides(self, base: str) -> dict[str, Any]:
         from django.conf import settings
@@ -70,16 +71,20 @@ class Setup:
             "SESSION_ENGINE": self.engine,
             "MIDDLEWARE": middleware,
             "MEMOPT_FILTER": self.filter,
-            "MEMOPT_FILTER_PATH": os.path.join(base, f"filter-{self.engine.rsplit('.', 1)[1]}"),
+            "MEMOPT_UNSIGNED_IDS": self.unsigned_ids,
+            # A file per setup: turning the filter off removes the file at that path.
+            "MEMOPT_FILTER_PATH": os.path.join(base, f"filter-{SETUPS.index(self)}"),
         }
 
 
 SETUPS = (
-    Setup("LMDB, Django's middleware", LMDB, gate=False, filter=True),
-    Setup("LMDB, gate (signed IDs + filter)", LMDB, gate=True, filter=True),
-    Setup("Redis, Django's middleware", REDIS, gate=False, filter=False),
-    Setup("Redis, gate (signed IDs; filter off, the default)", REDIS, gate=True, filter=False),
-    Setup("Redis, gate (signed IDs + filter, one host)", REDIS, gate=True, filter=True),
+    Setup("LMDB, Django's middleware", LMDB, gate=False),
+    Setup("LMDB, gate (defaults: signed IDs)", LMDB, gate=True),
+    Setup("LMDB, gate + filter", LMDB, gate=True, filter=True),
+    Setup("Redis, Django's middleware", REDIS, gate=False),
+    Setup("Redis, gate (defaults: signed IDs)", REDIS, gate=True),
+    Setup("Redis, gate, unsigned IDs refused", REDIS, gate=True, unsigned_ids=False),
+    Setup("Redis, gate + filter (one host)", REDIS, gate=True, filter=True),
 )
 
 

@@ -21,6 +21,7 @@ DJANGO_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
 GATE_MIDDLEWARE = "django_memopt.middleware.SessionMiddleware"
 FILTER_SETTINGS = (
     "MEMOPT_FILTER",
+    "MEMOPT_UNSIGNED_IDS",
     "MEMOPT_FILTER_PATH",
     "MEMOPT_FILTER_CAPACITY",
     "MEMOPT_FILTER_FP_RATE",
@@ -98,15 +99,15 @@ def _check_gate() -> list[CheckMessage]:
     if configured and GATE_MIDDLEWARE not in middleware:
         errors.append(
             Warning(
-                f"{', '.join(configured)} set, but nothing asks the session-ID filter: "
+                f"{', '.join(configured)} set, but nothing asks the session-ID gate: "
                 f"{GATE_MIDDLEWARE} is not in MIDDLEWARE.",
                 hint=f"Replace {DJANGO_MIDDLEWARE!r} with {GATE_MIDDLEWARE!r}.",
                 id="django_memopt.W002",
             )
         )
-    enabled: object = getattr(settings, "MEMOPT_FILTER", None)
-    if enabled is not None and not isinstance(enabled, bool):
-        errors.append(Error("MEMOPT_FILTER must be True, False or None.", id="django_memopt.E012"))
+    enabled: object = conf.MEMOPT_FILTER
+    if not isinstance(enabled, bool):
+        errors.append(Error("MEMOPT_FILTER must be True or False.", id="django_memopt.E012"))
     elif enabled is True and settings.SESSION_ENGINE == REDIS_ENGINE:
         errors.append(
             Warning(
@@ -114,8 +115,9 @@ def _check_gate() -> list[CheckMessage]:
                 "host and knows only the sessions written here. With web servers on "
                 "several hosts it would turn away sessions created on the others, "
                 "logging their users out.",
-                hint="Remove MEMOPT_FILTER (off with Redis) unless one host serves the "
-                "whole site.",
+                hint="Set MEMOPT_FILTER = False, or, once sure that one host serves the "
+                "whole site, add 'django_memopt.W003' to SILENCED_SYSTEM_CHECKS. "
+                "MEMOPT_UNSIGNED_IDS = False turns away unknown IDs on any number of hosts.",
                 id="django_memopt.W003",
             )
         )
@@ -141,6 +143,9 @@ def _check_gate() -> list[CheckMessage]:
                 id="django_memopt.E014",
             )
         )
+    unsigned_ids: object = conf.MEMOPT_UNSIGNED_IDS
+    if not isinstance(unsigned_ids, bool):
+        errors.append(Error("MEMOPT_UNSIGNED_IDS must be True or False.", id="django_memopt.E017"))
     if not _is_int(conf.MEMOPT_FILTER_CAPACITY, 1):
         errors.append(
             Error("MEMOPT_FILTER_CAPACITY must be a positive int.", id="django_memopt.E015")

@@ -60,13 +60,13 @@ class Settings:
 
     @property
     def MEMOPT_FILTER(self) -> bool:
-        """Whether the session-ID filter is kept and asked (default: with the LMDB engine)."""
-        enabled: bool | None = _setting("MEMOPT_FILTER", None)
-        if enabled is None:
-            # A host's filter knows only the sessions written on that host: with Redis,
-            # web servers on other hosts write sessions it never sees.
-            return settings.SESSION_ENGINE == "django_memopt.backends.lmdb"
-        return enabled
+        """Whether the host's filter of live session IDs is kept and asked."""
+        return _setting("MEMOPT_FILTER", False)  # type: ignore[no-any-return]
+
+    @property
+    def MEMOPT_UNSIGNED_IDS(self) -> bool:
+        """Whether session IDs without a tag (minted before signed IDs) are still let in."""
+        return _setting("MEMOPT_UNSIGNED_IDS", True)  # type: ignore[no-any-return]
 
     @property
     def MEMOPT_FILTER_PATH(self) -> str:

@@ -49,8 +49,9 @@ __all__ = [
 logger: Final = logging.getLogger("django_memopt.gate")
 
 #: Why a cookie's session ID was turned away: not a session ID at all, a tag that does not
-#: verify, or an ID the filter knows no live session for.
-REJECT_REASONS: Final = ("malformed", "forged", "unknown")
+#: verify, no tag while ``MEMOPT_UNSIGNED_IDS`` is off, or an ID the filter knows no live
+#: session for.
+REJECT_REASONS: Final = ("malformed", "forged", "unsigned", "unknown")
 
 # A ring of 8 generations, each current for 1/7 of SESSION_COOKIE_AGE: a session saved
 # with the default lifetime has expired before its generation's slot comes round again.
@@ -174,7 +175,11 @@ def admits(session_key: str) -> bool:
     """Whether a cookie's session ID may name a live session (counted either way)."""
     counters.checked += 1
     status, _issued_at = session_ids().check(session_key)
-    if status == "malformed" or status == "forged":
+    if (
+        status == "malformed"
+        or status == "forged"
+        or (status == "unsigned" and not conf.MEMOPT_UNSIGNED_IDS)
+    ):
         counters.rejected[status] += 1
         return False
     found = None
@@ -225,11 +230,13 @@ def _forget(*, setting: str, **kwargs: Any) -> None:
             _state.filter.close()
         _state.filter = None
         _state.unavailable_until = 0.0
+        forget_disabled_filter()
 
 
 def forget_disabled_filter() -> None:
     """With ``MEMOPT_FILTER`` off, remove the filter file: while off, writes are not
     recorded, so a file left behind would miss sessions when the filter is turned on."""
     if not conf.MEMOPT_FILTER:
-        with contextlib.suppress(FileNotFoundError):
+        # Missing, or the settings are invalid (the system checks say how): nothing to do.
+        with contextlib.suppress(OSError, TypeError, ValueError):
             os.unlink(conf.MEMOPT_FILTER_PATH)

@@ -12,10 +12,18 @@ import string
 import time
 from pathlib import Path
 
-from tests.lmdb_workers import setup
+from tests import lmdb_workers
 from tests.processes import WAIT, reporting
 
 DONE = "done"
+
+
+def setup(path: str) -> None:
+    """Django from ``tests.settings``, the LMDB store at ``path`` and the filter on."""
+    lmdb_workers.setup(path)
+    from django.conf import settings
+
+    settings.MEMOPT_FILTER = True
 
 
 def create_sessions(path: str, log_path: str, count: int, result_path: str) -> None:

@@ -122,6 +122,8 @@ GATE_MIDDLEWARE = "django_memopt.middleware.SessionMiddleware"
     ("overrides", "expected"),
     [
         ({"MEMOPT_FILTER": "yes"}, "django_memopt.E012"),
+        ({"MEMOPT_FILTER": None}, "django_memopt.E012"),
+        ({"MEMOPT_UNSIGNED_IDS": 0}, "django_memopt.E017"),
         ({"MEMOPT_FILTER_PATH": ""}, "django_memopt.E013"),
         ({"MEMOPT_FILTER_CAPACITY": 0}, "django_memopt.E015"),
         ({"MEMOPT_FILTER_CAPACITY": 1e6}, "django_memopt.E015"),
@@ -169,7 +171,9 @@ def test_filter_forced_on_with_redis() -> None:
 def test_unwritable_filter_path(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    gate = {"MIDDLEWARE": [GATE_MIDDLEWARE]}
+    gate = {"MIDDLEWARE": [GATE_MIDDLEWARE], "MEMOPT_FILTER": True}
     assert ids(MEMOPT_FILTER_PATH=str(blocker / "filter"), **gate) == ["django_memopt.E014"]
-    assert ids(MEMOPT_FILTER_PATH=str(blocker / "filter"), MEMOPT_FILTER=False, **gate) == []
+    assert (
+        ids(MEMOPT_FILTER_PATH=str(blocker / "filter"), **{**gate, "MEMOPT_FILTER": False}) == []
+    )
     assert ids(MEMOPT_FILTER_PATH=str(tmp_path / "new" / "filter"), **gate) == []

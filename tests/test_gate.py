@@ -43,7 +43,9 @@ def store(tmp_path: Path) -> Iterator[Path]:
     """An LMDB store of this test's own, with its filter beside it, and the gate in front."""
     path = tmp_path / "store"
     middleware = [GATE_MIDDLEWARE if "sessions" in m else m for m in settings.MIDDLEWARE]
-    with override_settings(SESSION_ENGINE=LMDB, MEMOPT_LMDB_PATH=str(path), MIDDLEWARE=middleware):
+    with override_settings(
+        SESSION_ENGINE=LMDB, MEMOPT_LMDB_PATH=str(path), MIDDLEWARE=middleware, MEMOPT_FILTER=True
+    ):
         yield path
 
 
@@ -330,7 +332,7 @@ def test_counters_count_checks_passes_and_rejects_by_reason(store: Path) -> None
         reason: gate.counters.rejected[reason] - before[2].get(reason, 0)
         for reason in gate.REJECT_REASONS
     }
-    assert rejected == {"malformed": 1, "forged": 1, "unknown": 0}
+    assert rejected == {"malformed": 1, "forged": 1, "unsigned": 0, "unknown": 0}
 
 
 def test_with_redis_the_filter_is_off_and_forged_ids_are_still_turned_away() -> None:
@@ -377,3 +379,15 @@ def test_an_unopenable_filter_fails_saves_clearly_and_lets_ids_through(
             assert response.content == b'{"a": 2}'
             through_middleware(session_key)
         assert logged.call_count == 1  # once, not once per request
+
+
+def test_unsigned_ids_can_be_refused_without_a_filter_or_store_access() -> None:
+    redis = {"SESSION_ENGINE": REDIS, "SESSION_CACHE_ALIAS": "sessions"}
+    with override_settings(MEMOPT_UNSIGNED_IDS=False, **redis):
+        session_key = new_session(RedisSessionStore, a=4)  # signed: still admitted
+        assert gate.session_filter() is None
+        with StoreCalls(RedisSessionStore) as store_calls:
+            assert not any(gate.admits(key) for key in random_ids(50))
+        assert store_calls.calls == []
+        assert gate.admits(session_key)
+        RedisSessionStore(session_key).delete()

@@ -50,6 +50,7 @@ class TestDjangoMiddlewareTests(django_session_tests.SessionMiddlewareTests):
         assert response.headers["Vary"] == "Cookie"
 
 
+@override_settings(MEMOPT_FILTER=True)
 class TestDjangoMiddlewareTestsThroughTheGate(TestDjangoMiddlewareTests):
     """Django's middleware tests, with django-memopt's middleware in place of Django's."""
 
@@ -69,5 +70,6 @@ class TestMiddlewareFlowsWithoutTimeZones(TestMiddlewareFlows):
     pass
 
 
+@override_settings(MEMOPT_FILTER=True)
 class TestMiddlewareFlowsThroughTheGate(TestMiddlewareFlows):
     middleware = GATE_MIDDLEWARE
