@@ -366,7 +366,7 @@ def render(rows: list[Row], info: dict[str, str], argv: list[str]) -> str:
         f"redis-py {redis.__version__}",
         f"- django-memopt measured: git commit {_revision()}",
         f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- Command: `python benchmarks/bench_gate.py {' '.join(argv)}`".replace(" `", " `", 1),
+        f"- Command: `python benchmarks/bench_gate.py {' '.join(argv)}`",
         "",
     ]
     return "\n".join(lines)
