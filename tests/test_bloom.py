@@ -379,3 +379,45 @@ def test_arguments_are_checked(path: Path) -> None:
         gate.add("key", float("nan"))
     with pytest.raises(ValueError):
         gate.add("key", 1.0)  # closed
+
+
+def test_threads_checking_while_another_remaps_see_no_false_negative(
+    path: Path, clock: Clock
+) -> None:
+    """A check runs against one mapping and the mask computed from it, even while another
+    thread of the process remaps (after the file was re-created by someone else)."""
+    import threading
+
+    known = random_ids(200)
+    sessions = [(key, T0 + 150) for key in known]
+    with (
+        SessionFilter.open(path, **PARAMS, clock=clock) as shared,
+        SessionFilter.open(path, **PARAMS, clock=clock) as other,
+    ):
+        shared.rebuild(sessions)
+        stop, failures = threading.Event(), []
+
+        def check() -> None:
+            try:
+                while not stop.is_set():
+                    for key in known:
+                        if not shared.might_contain(key):
+                            failures.append(key)
+            except Exception as exc:  # a closed map, a torn view...
+                failures.append(repr(exc))
+
+        checkers = [threading.Thread(target=check) for _ in range(2)]
+        for thread in checkers:
+            thread.start()
+        try:
+            for _ in range(10):
+                damage_garbage_header(path)
+                other.refresh()  # re-creates the file, empty and incomplete
+                other.rebuild(sessions)  # complete again, with the same sessions
+                shared.refresh()  # this process remaps while its threads check
+        finally:
+            stop.set()
+            for thread in checkers:
+                thread.join(10)
+        assert failures == []
+        assert rejects_unknown(shared)

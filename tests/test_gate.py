@@ -391,3 +391,25 @@ def test_unsigned_ids_can_be_refused_without_a_filter_or_store_access() -> None:
         assert store_calls.calls == []
         assert gate.admits(session_key)
         RedisSessionStore(session_key).delete()
+
+
+def test_a_save_racing_a_filter_replacement_is_recorded_in_the_new_file(store: Path) -> None:
+    """Another process replaces the filter and fills it from the store between this
+    save's record and its store write: the save records itself in the new file too."""
+    new_session()
+    filter_now()
+    write = SessionStore._write.__func__  # type: ignore[attr-defined]
+
+    def write_after_a_replacement(cls: Any, *args: Any, **kwargs: Any) -> None:
+        with open(filter_now().path, "r+b") as file:
+            file.write(os.urandom(64))  # damaged: the next opener re-creates it ...
+        with gate.open_filter() as other:  # ... and fills it from the store
+            other.rebuild(SessionStore.iter_sessions())
+        write(cls, *args, **kwargs)
+
+    with mock.patch.object(SessionStore, "_write", classmethod(write_after_a_replacement)):
+        session_key = new_session(a=6)
+    gate._state.refresh_at = 0  # this process's once-a-second look for a new file
+    assert filter_now().complete
+    assert sum(gate.admits(key) for key in random_ids(200)) <= 10  # it is filtering
+    assert gate.admits(session_key)
