@@ -413,3 +413,24 @@ def test_a_save_racing_a_filter_replacement_is_recorded_in_the_new_file(store: P
     assert filter_now().complete
     assert sum(gate.admits(key) for key in random_ids(200)) <= 10  # it is filtering
     assert gate.admits(session_key)
+
+
+def test_the_filter_in_front_of_redis_on_one_host(tmp_path: Path) -> None:
+    with override_settings(SESSION_ENGINE=REDIS, SESSION_CACHE_ALIAS="sessions"):
+        session_keys = [new_session(RedisSessionStore, a=n) for n in range(20)]
+        with override_settings(MEMOPT_FILTER=True, MEMOPT_FILTER_PATH=str(tmp_path / "f")):
+            with mock.patch.object(gate, "AUTOMATIC_REBUILD_LIMIT", 0):
+                assert not filter_now().complete  # the suite's Redis holds other sessions
+            output = StringIO()
+            call_command("memopt_rebuild_filter", stdout=output)
+            assert "live sessions" in output.getvalue()
+            gate._state.refresh_at = 0
+            assert filter_now().complete
+            assert all(gate.admits(key) for key in session_keys)
+            later = new_session(RedisSessionStore, a=99)  # recorded by its save
+            assert gate.admits(later)
+            with StoreCalls(RedisSessionStore) as store_calls:
+                assert sum(gate.admits(key) for key in random_ids(200)) <= 10
+            assert len(store_calls.calls) == 0  # the gate never reads the store itself
+        for session_key in [*session_keys, later]:
+            RedisSessionStore(session_key).delete()
