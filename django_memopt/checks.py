@@ -11,6 +11,13 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
 from .conf import DURABILITY_CHOICES, conf
+from .gc_tuning import (
+    DEFAULT_FIRST_THRESHOLD_313,
+    incremental_collector,
+    python_version,
+    valid_out_of_band,
+    valid_thresholds,
+)
 
 __all__ = ["check_settings"]
 
@@ -161,6 +168,80 @@ def _check_gate() -> list[CheckMessage]:
     return errors
 
 
+def _check_gc() -> list[CheckMessage]:
+    """The ``MEMOPT_GC_*`` settings, against this Python's collector (``sys.version_info``)."""
+    errors: list[CheckMessage] = []
+    freeze: object = conf.MEMOPT_GC_FREEZE
+    if not isinstance(freeze, bool):
+        errors.append(Error("MEMOPT_GC_FREEZE must be True or False.", id="django_memopt.E018"))
+    thresholds: object = conf.MEMOPT_GC_THRESHOLDS
+    version = ".".join(map(str, python_version()))
+    if thresholds is None:
+        pass
+    elif not valid_thresholds(thresholds):
+        first_is_zero = (
+            isinstance(thresholds, tuple | list)
+            and 1 <= len(thresholds) <= 3
+            and thresholds[0] == 0
+            and not isinstance(thresholds[0], bool)
+        )
+        errors.append(
+            Error(
+                f"MEMOPT_GC_THRESHOLDS must be None or a tuple of 1 to 3 ints, the first at "
+                f"least 1 and the others at least 0; got {thresholds!r}.",
+                hint="A first threshold of 0 would turn automatic collection off. To run "
+                "without it, call gc.disable() yourself, knowing that reference cycles are "
+                "then never freed unless gc.collect() is called."
+                if first_is_zero
+                else "For example (2000, 10, 10), or None to keep Python's own.",
+                id="django_memopt.E019",
+            )
+        )
+    elif incremental_collector():
+        errors.append(
+            Error(
+                f"MEMOPT_GC_THRESHOLDS cannot be applied on Python {version}: CPython 3.14.0 "
+                "to 3.14.4 collect incrementally, the second threshold means something else "
+                "there and the third is ignored. It is not applied.",
+                hint="Remove MEMOPT_GC_THRESHOLDS (set it to None) on this Python, or "
+                "upgrade to 3.14.5 or later, which went back to 3.13's collector.",
+                id="django_memopt.E020",
+            )
+        )
+    elif python_version() >= (3, 13) and thresholds[0] > DEFAULT_FIRST_THRESHOLD_313:
+        errors.append(
+            Warning(
+                f"MEMOPT_GC_THRESHOLDS sets a first threshold of {thresholds[0]}, "
+                f"above Python 3.13's default of {DEFAULT_FIRST_THRESHOLD_313}: on 3.13, larger "
+                "first thresholds measured slower, not faster.",
+                hint=f"Keep the first threshold at {DEFAULT_FIRST_THRESHOLD_313} or below, "
+                "or set MEMOPT_GC_THRESHOLDS = None; measure before raising it.",
+                id="django_memopt.W004",
+            )
+        )
+    every: object = conf.MEMOPT_GC_OUT_OF_BAND
+    if every is not None and not valid_out_of_band(every):
+        errors.append(
+            Error(
+                f"MEMOPT_GC_OUT_OF_BAND must be None or an int of at least 1 (requests "
+                f"between full collections); got {every!r}.",
+                id="django_memopt.E021",
+            )
+        )
+    elif every is not None and incremental_collector():
+        errors.append(
+            Warning(
+                f"MEMOPT_GC_OUT_OF_BAND is not applied on Python {version}: the incremental "
+                "collector of CPython 3.14.0 to 3.14.4 has no full collections to move out of "
+                "requests.",
+                hint="Set MEMOPT_GC_OUT_OF_BAND = None on this Python, or upgrade to 3.14.5 "
+                "or later.",
+                id="django_memopt.W005",
+            )
+        )
+    return errors
+
+
 def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     path = getattr(settings, "MEMOPT_LMDB_PATH", None)
@@ -211,9 +292,20 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
         errors.append(
             Error("MEMOPT_REDIS_KEY_PREFIX must be a non-empty str.", id="django_memopt.E007")
         )
+    interval: object = conf.MEMOPT_STATS_INTERVAL
+    if interval is not None and not (
+        isinstance(interval, int | float) and not isinstance(interval, bool) and interval >= 0
+    ):
+        errors.append(
+            Error(
+                "MEMOPT_STATS_INTERVAL must be a number of seconds, 0 or more, or None.",
+                id="django_memopt.E022",
+            )
+        )
     if settings.SESSION_ENGINE == REDIS_ENGINE:
         errors += _check_redis_cache()
     errors += _check_gate()
+    errors += _check_gc()
     if (
         settings.SESSION_ENGINE.startswith("django_memopt.")
         and settings.SESSION_SERIALIZER != DEFAULT_SERIALIZER

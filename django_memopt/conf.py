@@ -87,6 +87,26 @@ class Settings:
         return _setting("MEMOPT_FILTER_FP_RATE", 0.01)  # type: ignore[no-any-return]
 
     @property
+    def MEMOPT_GC_FREEZE(self) -> bool:
+        """Collect, then freeze, every object alive when the app is ready (once per process)."""
+        return _setting("MEMOPT_GC_FREEZE", True)  # type: ignore[no-any-return]
+
+    @property
+    def MEMOPT_GC_THRESHOLDS(self) -> tuple[int, ...] | None:
+        """``gc.set_threshold()`` arguments to apply at startup; ``None`` keeps Python's."""
+        return _setting("MEMOPT_GC_THRESHOLDS", None)  # type: ignore[no-any-return]
+
+    @property
+    def MEMOPT_GC_OUT_OF_BAND(self) -> int | None:
+        """Collect the oldest generation after every this many responses, never during one."""
+        return _setting("MEMOPT_GC_OUT_OF_BAND", None)  # type: ignore[no-any-return]
+
+    @property
+    def MEMOPT_STATS_INTERVAL(self) -> float | None:
+        """Seconds between a process's flushes of its counters to the store; ``None``: never."""
+        return _setting("MEMOPT_STATS_INTERVAL", 10.0)  # type: ignore[no-any-return]
+
+    @property
     def MEMOPT_TOUCH_INTERVAL(self) -> int:
         """Seconds: an unmodified session's expiry is refreshed at most this often."""
         return _setting("MEMOPT_TOUCH_INTERVAL", 0)  # type: ignore[no-any-return]

@@ -61,6 +61,7 @@ class SessionFields(MutableMapping[str, Any]):
     ``stored`` maps field names to stored bytes as the store returned them, sealed for
     session ``sealed_for``. A field whose tag or payload is bad is treated as absent: it
     is handed to ``on_corrupt``, dropped from this mapping and left in the store.
+    ``on_decode`` is called after each field decoded (for counting).
     """
 
     __slots__ = (
@@ -70,6 +71,7 @@ class SessionFields(MutableMapping[str, Any]):
         "_deleted",
         "_held",
         "_on_corrupt",
+        "_on_decode",
         "_replace",
         "_sealed_for",
         "_stored",
@@ -82,6 +84,7 @@ class SessionFields(MutableMapping[str, Any]):
         sealed_for: str | None = None,
         stored: Mapping[str, bytes] | None = None,
         on_corrupt: CorruptHandler = _ignore_corrupt,
+        on_decode: Callable[[], None] | None = None,
     ) -> None:
         self._codec = codec
         self._sealed_for = sealed_for
@@ -95,6 +98,7 @@ class SessionFields(MutableMapping[str, Any]):
         self._decode_count = 0
         self._replace = False
         self._on_corrupt = on_corrupt
+        self._on_decode = on_decode
 
     # -- the dict interface --------------------------------------------------------------
 
@@ -110,6 +114,8 @@ class SessionFields(MutableMapping[str, Any]):
             self._values[name] = value
             self._held.add(name)
             self._decode_count += 1
+            if self._on_decode is not None:
+                self._on_decode()
         return value
 
     def __setitem__(self, name: str, value: Any) -> None:
@@ -192,6 +198,12 @@ class SessionFields(MutableMapping[str, Any]):
     def decoded_count(self) -> int:
         """How many stored fields have been decoded so far."""
         return self._decode_count
+
+    @property
+    def stored_size(self) -> int:
+        """Bytes of the stored fields' names and values: what a whole rewrite would send."""
+        return sum(len(name.encode("utf-8", "surrogatepass")) + len(stored)
+                   for name, stored in self._stored.items())  # fmt: skip
 
     @property
     def loaded_count(self) -> int:

@@ -19,8 +19,6 @@ import itertools
 import logging
 import os
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, Final
 
@@ -31,14 +29,13 @@ from django.dispatch import receiver
 from .bloom import SessionFilter
 from .conf import conf
 from .session_ids import SessionIds
+from .stats import add as count
 
 __all__ = [
     "GENERATIONS",
     "REJECT_REASONS",
-    "GateCounters",
     "admits",
     "confirm_write",
-    "counters",
     "open_filter",
     "record_write",
     "session_filter",
@@ -50,7 +47,7 @@ logger: Final = logging.getLogger("django_memopt.gate")
 
 #: Why a cookie's session ID was turned away: not a session ID at all, a tag that does not
 #: verify, no tag while ``MEMOPT_UNSIGNED_IDS`` is off, or an ID the filter knows no live
-#: session for.
+#: session for. Counted (:mod:`django_memopt.stats`) as ``rejected_<reason>``.
 REJECT_REASONS: Final = ("malformed", "forged", "unsigned", "unknown")
 
 # A ring of 8 generations, each current for 1/7 of SESSION_COOKIE_AGE: a session saved
@@ -64,17 +61,6 @@ AUTOMATIC_REBUILD_LIMIT: Final = 10_000
 # How often a process looks for a filter file replaced by another process.
 _REFRESH_SECONDS: Final = 1.0
 
-
-@dataclass
-class GateCounters:
-    """What this process's gate has done since it started."""
-
-    checked: int = 0
-    passed: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-
-
-counters: Final = GateCounters()
 
 _ids: SessionIds | None = None
 
@@ -173,14 +159,14 @@ def session_store() -> Any:
 
 def admits(session_key: str) -> bool:
     """Whether a cookie's session ID may name a live session (counted either way)."""
-    counters.checked += 1
+    count("checked")
     status, _issued_at = session_ids().check(session_key)
     if (
         status == "malformed"
         or status == "forged"
         or (status == "unsigned" and not conf.MEMOPT_UNSIGNED_IDS)
     ):
-        counters.rejected[status] += 1
+        count("rejected_" + status)
         return False
     found = None
     if time.monotonic() >= _state.unavailable_until:
@@ -191,9 +177,9 @@ def admits(session_key: str) -> bool:
             _state.unavailable_until = time.monotonic() + 60
             logger.exception("The session-ID filter is unavailable: IDs pass for a minute")
     if found is not None and not found.might_contain(session_key):
-        counters.rejected["unknown"] += 1
+        count("rejected_unknown")
         return False
-    counters.passed += 1
+    count("passed")
     return True
 
 

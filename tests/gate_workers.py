@@ -53,8 +53,9 @@ def request_logged_sessions(path: str, log_paths: list[str], result_path: str) -
     from django.http import HttpRequest, HttpResponse, JsonResponse
     from django.test import RequestFactory
 
-    from django_memopt.gate import counters, session_filter
+    from django_memopt.gate import session_filter
     from django_memopt.middleware import SessionMiddleware
+    from django_memopt.stats import process_totals
 
     def view(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"n": request.session.get("n")})
@@ -98,7 +99,11 @@ def request_logged_sessions(path: str, log_paths: list[str], result_path: str) -
         result.update(
             sent=sent,
             lost=lost,
-            rejected=dict(counters.rejected),
+            rejected={
+                name: value
+                for name, value in process_totals().items()
+                if name.startswith("rejected_") and value
+            },
             unknown_passed=sum(found.might_contain(key) for key in unknown),
         )
 

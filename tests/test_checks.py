@@ -36,6 +36,8 @@ def test_default_configuration_passes() -> None:
         ({"MEMOPT_LMDB_DURABILITY": "fsync"}, "django_memopt.E005"),
         ({"MEMOPT_TOUCH_INTERVAL": -1}, "django_memopt.E006"),
         ({"MEMOPT_TOUCH_INTERVAL": 1.5}, "django_memopt.E006"),
+        ({"MEMOPT_STATS_INTERVAL": -1}, "django_memopt.E022"),
+        ({"MEMOPT_STATS_INTERVAL": "10"}, "django_memopt.E022"),
         (
             {"SESSION_SERIALIZER": "django.core.signing.JSONSerializer"},
             "django_memopt.W001",
@@ -177,3 +179,78 @@ def test_unwritable_filter_path(tmp_path: Path) -> None:
         ids(MEMOPT_FILTER_PATH=str(blocker / "filter"), **{**gate, "MEMOPT_FILTER": False}) == []
     )
     assert ids(MEMOPT_FILTER_PATH=str(tmp_path / "new" / "filter"), **gate) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"MEMOPT_GC_FREEZE": "yes"}, "django_memopt.E018"),
+        ({"MEMOPT_GC_FREEZE": None}, "django_memopt.E018"),
+        ({"MEMOPT_GC_THRESHOLDS": (0, 10, 10)}, "django_memopt.E019"),
+        ({"MEMOPT_GC_THRESHOLDS": ()}, "django_memopt.E019"),
+        ({"MEMOPT_GC_THRESHOLDS": (700, 10, 10, 10)}, "django_memopt.E019"),
+        ({"MEMOPT_GC_THRESHOLDS": 700}, "django_memopt.E019"),
+        ({"MEMOPT_GC_THRESHOLDS": "700"}, "django_memopt.E019"),
+        ({"MEMOPT_GC_THRESHOLDS": (700.0,)}, "django_memopt.E019"),
+        ({"MEMOPT_GC_THRESHOLDS": (True, 10)}, "django_memopt.E019"),
+        ({"MEMOPT_GC_THRESHOLDS": (700, -1)}, "django_memopt.E019"),
+        ({"MEMOPT_GC_THRESHOLDS": (700, 10, 2**31)}, "django_memopt.E019"),
+        ({"MEMOPT_GC_OUT_OF_BAND": 0}, "django_memopt.E021"),
+        ({"MEMOPT_GC_OUT_OF_BAND": -5}, "django_memopt.E021"),
+        ({"MEMOPT_GC_OUT_OF_BAND": 2.5}, "django_memopt.E021"),
+        ({"MEMOPT_GC_OUT_OF_BAND": True}, "django_memopt.E021"),
+        ({"MEMOPT_GC_OUT_OF_BAND": "100"}, "django_memopt.E021"),
+    ],
+)
+def test_each_gc_misconfiguration_has_its_id(overrides: dict[str, Any], expected: str) -> None:
+    assert ids(**overrides) == [expected]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"MEMOPT_GC_FREEZE": False},
+        {"MEMOPT_GC_THRESHOLDS": (700, 10, 10)},
+        {"MEMOPT_GC_THRESHOLDS": [1000]},
+        {"MEMOPT_GC_THRESHOLDS": (1, 0, 0)},
+        {"MEMOPT_GC_THRESHOLDS": None},
+        {"MEMOPT_GC_OUT_OF_BAND": 1},
+        {"MEMOPT_GC_OUT_OF_BAND": None},
+    ],
+)
+def test_valid_gc_settings(overrides: dict[str, Any]) -> None:
+    import sys
+    from unittest import mock
+
+    # On a 3.12 collector: no version warning, whatever Python runs the tests.
+    with mock.patch.object(sys, "version_info", (3, 12, 1)):
+        assert ids(**overrides) == []
+
+
+def test_a_zero_first_gc_threshold_points_to_gc_disable() -> None:
+    with override_settings(MEMOPT_GC_THRESHOLDS=(0, 10, 10)):
+        [message] = check_settings()
+    assert message.id == "django_memopt.E019"
+    assert message.hint is not None and "gc.disable()" in message.hint
+    with override_settings(MEMOPT_GC_THRESHOLDS=(700, -1)):
+        [message] = check_settings()
+    assert message.hint is not None and "gc.disable()" not in message.hint
+
+
+def test_gc_settings_against_the_pythons_collector() -> None:
+    import sys
+    from unittest import mock
+
+    large = {"MEMOPT_GC_THRESHOLDS": (50_000, 10, 10)}
+    expected = {
+        (3, 12, 1): [],
+        (3, 13, 0): ["django_memopt.W004"],
+        (3, 14, 2): ["django_memopt.E020"],
+        (3, 14, 5): ["django_memopt.W004"],
+    }
+    for version, found in expected.items():
+        with mock.patch.object(sys, "version_info", version):
+            assert ids(**large) == found, version
+            assert ids(MEMOPT_GC_OUT_OF_BAND=100) == (
+                ["django_memopt.W005"] if version == (3, 14, 2) else []
+            ), version

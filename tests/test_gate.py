@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import AsyncRequestFactory, RequestFactory, override_settings
 
-from django_memopt import gate
+from django_memopt import gate, stats
 from django_memopt.backends.lmdb import SessionStore
 from django_memopt.backends.redis import SessionStore as RedisSessionStore
 from django_memopt.middleware import SessionMiddleware
@@ -153,13 +153,14 @@ def test_unknown_ids_are_turned_away_by_the_filter_without_store_access(store: P
     new_session()
     assert filter_now().complete
     unknown = random_ids(200) + [SessionIds.from_secrets([settings.SECRET_KEY]).mint()]
-    before = gate.counters.rejected["unknown"]
+    before = stats.process_totals().get("rejected_unknown", 0)
     with StoreCalls(SessionStore) as store_calls:
         admitted = [key for key in unknown if gate.admits(key)]
     # A false positive goes on to the store, which finds nothing: that is all it costs.
     assert len(admitted) <= 10
     assert store_calls.calls == []
-    assert gate.counters.rejected["unknown"] - before == len(unknown) - len(admitted)
+    rejected = stats.process_totals()["rejected_unknown"] - before
+    assert rejected == len(unknown) - len(admitted)
 
 
 def test_a_filter_not_known_complete_passes_everything(store: Path) -> None:
@@ -323,16 +324,19 @@ def test_the_gate_works_in_async_middleware(store: Path) -> None:
 def test_counters_count_checks_passes_and_rejects_by_reason(store: Path) -> None:
     live = new_session()
     forged = SessionIds.from_secrets(["another-secret-key" * 3]).mint()
-    before = (gate.counters.checked, gate.counters.passed, dict(gate.counters.rejected))
-    for cookie in (live, forged, "not a key", live):
+    before = stats.process_totals()
+    for cookie in (live, forged, "not a key", live, random_ids(1)[0]):
         through_middleware(cookie)
-    assert gate.counters.checked - before[0] == 4
-    assert gate.counters.passed - before[1] == 2
-    rejected = {
-        reason: gate.counters.rejected[reason] - before[2].get(reason, 0)
-        for reason in gate.REJECT_REASONS
+    after = stats.process_totals()
+    counted = {name: after.get(name, 0) - before.get(name, 0) for name in stats.GATE_COUNTERS}
+    assert counted == {
+        "checked": 5,
+        "passed": 2,
+        "rejected_malformed": 1,
+        "rejected_forged": 1,
+        "rejected_unsigned": 0,
+        "rejected_unknown": 1,
     }
-    assert rejected == {"malformed": 1, "forged": 1, "unsigned": 0, "unknown": 0}
 
 
 def test_with_redis_the_filter_is_off_and_forged_ids_are_still_turned_away() -> None:

@@ -25,6 +25,7 @@ from django_memopt.codec import CorruptField, FieldCodec
 from django_memopt.conf import conf
 from django_memopt.fields import Delta, SessionFields
 from django_memopt.gate import confirm_write, record_write, session_ids
+from django_memopt.stats import add as count
 
 __all__ = [
     "CreateError",
@@ -80,6 +81,10 @@ def _forget_codec(*, setting: str, **kwargs: Any) -> None:
         _codec = None
 
 
+def _count_decode() -> None:
+    count("fields_decoded")
+
+
 def _log_corrupt(name: str, error: CorruptField) -> None:
     security_logger.warning("Session data corrupted: field %r (%s)", name, error)
 
@@ -87,6 +92,13 @@ def _log_corrupt(name: str, error: CorruptField) -> None:
 def log_corrupt_record() -> None:
     """Log, as Django does for bad session data, a stored session no field can be read from."""
     security_logger.warning("Session data corrupted: unreadable session record")
+
+
+def _delta_size(delta: Delta) -> int:
+    """Bytes of the names and values a save sends (as ``SessionFields.stored_size``)."""
+    size = sum(len(name.encode("utf-8", "surrogatepass")) + len(stored)
+               for name, stored in delta.sets.items())  # fmt: skip
+    return size + sum(len(name.encode("utf-8", "surrogatepass")) for name in delta.deletes)
 
 
 class SessionBase(DjangoSessionBase):
@@ -111,7 +123,7 @@ class SessionBase(DjangoSessionBase):
     def _new_fields(
         self, stored: dict[str, bytes] | None = None, sealed_for: str | None = None
     ) -> SessionFields:
-        return SessionFields(field_codec(), sealed_for, stored, _log_corrupt)
+        return SessionFields(field_codec(), sealed_for, stored, _log_corrupt, _count_decode)
 
     def _get_session(self, no_load: bool = False) -> SessionFields:
         self.accessed = True
@@ -167,10 +179,13 @@ class SessionBase(DjangoSessionBase):
     def load(self) -> SessionFields:  # type: ignore[override]
         session_key = self.session_key
         stored = self._read(session_key) if session_key is not None else None
+        count("loads")
         if stored is None:
+            count("misses")
             self._session_key = None
             self._stored_expires_at = None
             return self._new_fields()
+        count("fields_loaded", len(stored.fields))
         self._stored_expires_at = stored.expires_at
         return self._new_fields(stored.fields, session_key)
 
@@ -205,13 +220,18 @@ class SessionBase(DjangoSessionBase):
         if must_create or delta:
             record_write(session_key, expires_at)
             self._write(session_key, delta, expires_at, create=must_create)
+            count("creates" if must_create else "updates")
+            count("bytes_written", _delta_size(delta))
         elif self._touch_due(expires_at):
             record_write(session_key, expires_at)
             self._touch(session_key, expires_at)
+            count("touches")
         else:
             return
         confirm_write(session_key, expires_at)
         fields.saved(session_key, delta)
+        if must_create or delta:
+            count("bytes_rewrite", fields.stored_size)
         self._stored_expires_at = expires_at
 
     def _touch_due(self, expires_at: float) -> bool:
@@ -309,3 +329,18 @@ class SessionBase(DjangoSessionBase):
     def iter_session_keys(cls) -> Iterator[str]:
         """Every live session's key."""
         return (session_key for session_key, _ in cls.iter_sessions())
+
+    @classmethod
+    def write_stats(cls, token: str, record: bytes) -> None:
+        """Store one process's statistics record under ``token``, replacing its last one."""
+        raise NotImplementedError("subclasses of SessionBase must provide write_stats()")
+
+    @classmethod
+    def read_stats(cls) -> dict[str, bytes]:
+        """Every process's statistics record, by token."""
+        raise NotImplementedError("subclasses of SessionBase must provide read_stats()")
+
+    @classmethod
+    def store_figures(cls, sample: int = 1000) -> dict[str, Any]:
+        """The store's own figures (sessions, bytes, ...), sampling rather than scanning."""
+        raise NotImplementedError("subclasses of SessionBase must provide store_figures()")

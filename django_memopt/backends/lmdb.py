@@ -71,6 +71,7 @@ class Environment:
     env: Any  # lmdb.Environment
     sessions: Any
     expiry: Any
+    stats: Any  # each process's counters, for manage.py memopt_stats
     path: str
     pid: int
 
@@ -140,7 +141,7 @@ def _open(path: str) -> Environment:
             path,
             map_size=conf.MEMOPT_LMDB_MAP_SIZE,
             max_readers=conf.MEMOPT_LMDB_MAX_READERS,
-            max_dbs=2,
+            max_dbs=3,
             # "process": commits reach the OS page cache, which outlives any killed
             # worker; "system": each commit is also flushed to disk (two fsyncs).
             sync=durable,
@@ -154,11 +155,12 @@ def _open(path: str) -> Environment:
         env.reader_check()
         sessions = env.open_db(b"sessions")
         expiry = env.open_db(b"expiry")
+        stats = env.open_db(b"stats")
     except (OSError, lmdb.Error) as exc:
         raise SessionStoreError(
             f"Cannot open the LMDB session store at {path!r} (MEMOPT_LMDB_PATH): {exc}"
         ) from exc
-    return Environment(env, sessions, expiry, path, os.getpid())
+    return Environment(env, sessions, expiry, stats, path, os.getpid())
 
 
 def close_environments() -> None:
@@ -441,3 +443,77 @@ class SessionStore(_SessionBase):
             yield from live
             if after is None:
                 return
+
+    # -- statistics ----------------------------------------------------------------------
+
+    @classmethod
+    def write_stats(cls, token: str, record: bytes) -> None:
+        """Store one process's statistics record under ``token``, replacing its last one."""
+        opened = environment()
+        _transaction(
+            opened, lambda txn: txn.put(token.encode(), record, db=opened.stats), write=True
+        )
+
+    @classmethod
+    def read_stats(cls) -> dict[str, bytes]:
+        """Every process's statistics record, by token."""
+        opened = environment()
+
+        def read(txn: Any) -> dict[str, bytes]:
+            return {
+                bytes(token).decode("utf-8", "replace"): bytes(record)
+                for token, record in txn.cursor(db=opened.stats)
+            }
+
+        return _transaction(opened, read, write=False)
+
+    @classmethod
+    def store_figures(cls, sample: int = 1000) -> dict[str, Any]:
+        """What the store knows of itself, cheaply at any size.
+
+        Counts and sizes come from LMDB's own statistics. Fields per session come from
+        ``sample`` records read from a random point; expired records not yet swept are
+        counted on the expiry index, up to a limit.
+        """
+        opened = environment()
+        now_ms = _now_ms()
+        limit = 100_000
+
+        def read(txn: Any) -> dict[str, Any]:
+            stat = txn.stat(opened.sessions)
+            pages = stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+            expired = 0
+            cursor = txn.cursor(db=opened.expiry)
+            found = cursor.first()
+            while found and expired < limit:
+                if int.from_bytes(bytes(cursor.key())[:8], "big") >= _index_bucket(now_ms):
+                    break
+                expired += 1
+                found = cursor.next()
+            # Consecutive records from a random key on (keys are random), wrapping round.
+            sampled: list[int] = []
+            cursor = txn.cursor(db=opened.sessions)
+            found = cursor.set_range(os.urandom(4).hex().encode())
+            for _ in range(min(sample, stat["entries"])):
+                if not found and not cursor.first():
+                    break
+                fields = _fields(cursor.value())
+                if fields is not None:
+                    sampled.append(len(fields))
+                found = cursor.next()
+            return {
+                "sessions": stat["entries"],
+                "session_bytes": pages * stat["psize"],
+                "expired_not_swept": expired,
+                "expired_not_swept_capped": expired >= limit,
+                "fields_per_session": sum(sampled) / len(sampled) if sampled else 0.0,
+                "sampled_sessions": len(sampled),
+            }
+
+        figures = _transaction(opened, read, write=False)
+        info, env_stat = opened.env.info(), opened.env.stat()
+        figures["map_size"] = info["map_size"]
+        figures["map_used"] = (info["last_pgno"] + 1) * env_stat["psize"]
+        figures["readers_used"] = info["num_readers"]
+        figures["readers_max"] = info["max_readers"]
+        return figures

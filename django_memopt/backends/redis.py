@@ -13,6 +13,7 @@ expiry, atomically: a ``MULTI`` block could not make the write conditional.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
@@ -216,6 +217,21 @@ class SessionStore(_SessionBase):
         """Nothing to do: Redis expires sessions itself."""
 
     @classmethod
+    def write_stats(cls, token: str, record: bytes) -> None:
+        """Store one process's statistics record under ``token``, replacing its last one."""
+        _write_stats(token, record)
+
+    @classmethod
+    def read_stats(cls) -> dict[str, bytes]:
+        """Every process's statistics record, by token."""
+        return _read_stats()
+
+    @classmethod
+    def store_figures(cls, sample: int = 1000) -> dict[str, Any]:
+        """What Redis knows of the sessions (sampled: see :func:`_store_figures`)."""
+        return _store_figures(sample)
+
+    @classmethod
     def iter_sessions(cls) -> Iterator[tuple[str, float]]:
         """The live sessions' keys and deadlines (``SCAN``: never blocks Redis).
 
@@ -257,3 +273,77 @@ class SessionStore(_SessionBase):
 
 def _glob_escape(text: str) -> str:
     return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
+
+
+def _stats_key() -> bytes:
+    # "~" never occurs in a session key, so no session hash can take this name.
+    return (conf.MEMOPT_REDIS_KEY_PREFIX + "~stats").encode()
+
+
+def _write_stats(token: str, record: bytes) -> None:
+    _call(lambda: _execute("HSET", _stats_key(), token, record))
+
+
+def _read_stats() -> dict[str, bytes]:
+    reply = _call(lambda: _execute("HGETALL", _stats_key()))
+    if not isinstance(reply, dict):
+        reply = dict(zip(reply[::2], reply[1::2], strict=True))
+    return {token.decode("utf-8", "replace"): record for token, record in reply.items()}
+
+
+def _store_figures(sample: int) -> dict[str, Any]:
+    """Sessions, memory and encodings, from ``SCAN`` pages until ``sample`` sessions.
+
+    The session count is exact when the scan finished, else estimated from the share of
+    sessions among the keys scanned (``DBSIZE`` counts every key of the database).
+    """
+    prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
+    found: list[bytes] = []
+    scanned = 0
+    cursor = 0
+    while True:
+        reply = _call(lambda at=cursor: _execute("SCAN", at, "COUNT", 1000))  # type: ignore[misc]
+        cursor = int(reply[0])
+        scanned += len(reply[1])
+        found += [
+            key
+            for key in reply[1]
+            if key.startswith(prefix)
+            and SESSION_KEY_RE.match(key[len(prefix) :].decode("ascii", "replace"))
+        ]
+        if not cursor or len(found) >= sample:
+            break
+    keys = found[:sample]
+
+    def details() -> list[Any]:
+        with connection().pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.memory_usage(key, samples=0)
+                pipe.object("encoding", key)
+                pipe.hlen(key)
+            pipe.dbsize()
+            pipe.info("memory")
+            return pipe.execute()  # type: ignore[no-any-return]
+
+    replies = _call(details)
+    dbsize, memory = replies[-2], replies[-1]
+    usage = [int(size) for size in replies[0:-2:3] if size is not None]
+    encodings = Counter(
+        (encoding.decode() if isinstance(encoding, bytes) else str(encoding))
+        for encoding in replies[1:-2:3]
+        if encoding is not None
+    )
+    lengths = [int(length) - 1 for length in replies[2:-2:3] if length]  # less the marker
+    sessions = len(found) if not cursor else round(dbsize * len(found) / max(scanned, 1))
+    per_session = sum(usage) / len(usage) if usage else 0.0
+    return {
+        "sessions": sessions,
+        "sessions_estimated": bool(cursor),
+        "memory_per_session": per_session,
+        "session_bytes": round(per_session * sessions),
+        "fields_per_session": sum(lengths) / len(lengths) if lengths else 0.0,
+        "hash_encodings": dict(encodings),
+        "sampled_sessions": len(keys),
+        "used_memory": int(memory.get("used_memory", 0)),
+        "maxmemory": int(memory.get("maxmemory", 0)),
+    }

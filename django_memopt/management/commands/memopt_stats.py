@@ -1,0 +1,162 @@
+"""``manage.py memopt_stats``: what the store holds and what every worker process has done."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_memopt import stats
+from django_memopt.backends.base import SessionStoreError
+from django_memopt.conf import conf
+from django_memopt.gate import open_filter, session_store
+
+SECTIONS = ("store", "filter", "engine", "gc")
+# The GC figures that are not running totals.
+GC_GAUGES = frozenset(
+    {"worst_pause_ns", "worst_pause_generation", "out_of_band_every", "frozen_objects"}
+    | {f"threshold{generation}" for generation in range(3)}
+)
+
+
+def _share(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+def collect(sample: int) -> dict[str, Any]:
+    """The report's four sections; raises ``SessionStoreError`` if the store is unreachable."""
+    store = session_store()
+    store_section = {"engine": settings.SESSION_ENGINE, **store.store_figures(sample)}
+    total = stats.summed(stats.read_records(store.read_stats()))
+    counts = total["counts"]
+    engine = {name: counts.get(name, 0) for name in stats.ENGINE_COUNTERS}
+    engine["decoded_share"] = _share(engine["fields_decoded"], engine["fields_loaded"])
+    engine["written_share"] = _share(engine["bytes_written"], engine["bytes_rewrite"])
+    engine["processes"] = total["processes"]
+    engine["hosts"] = total["hosts"]
+    gate = {name: counts.get(name, 0) for name in stats.GATE_COUNTERS}
+    filter_section: dict[str, Any] = {"enabled": conf.MEMOPT_FILTER, **gate}
+    if conf.MEMOPT_FILTER:
+        with open_filter() as found:
+            figures = found.stats()
+        filter_section.update(
+            path=figures.path,
+            complete=figures.complete,
+            capacity=figures.capacity,
+            target_fp_rate=figures.fp_rate,
+            estimated_fp_rate=figures.estimated_fp_rate,
+            file_size=figures.file_size,
+            live_generations=len(figures.live),
+            fill_ratios=[generation.fill_ratio for generation in figures.live],
+        )
+    return {"store": store_section, "filter": filter_section, "engine": engine, "gc": total["gc"]}
+
+
+# -- output formats ----------------------------------------------------------------------
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if not math.isnan(value) else "n/a"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if value is None:
+        return "n/a"
+    if isinstance(value, list):
+        return ", ".join(_value(item) for item in value) or "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_value(item)}" for key, item in value.items()) or "none"
+    return str(value)
+
+
+def as_text(report: dict[str, Any], sample: int) -> str:
+    lines = []
+    notes = {
+        "store": f"sampled: up to {sample:,} sessions for per-session figures",
+        "engine": "summed over every process's last flush",
+        "gc": "summed over processes; worst pause: the largest",
+    }
+    for section in SECTIONS:
+        note = notes.get(section)
+        lines.append(f"{section}" + (f" ({note})" if note else ""))
+        width = max((len(name) for name in report[section]), default=0)
+        for name, value in report[section].items():
+            lines.append(f"  {name.ljust(width)}  {_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def as_prometheus(report: dict[str, Any]) -> str:
+    """The Prometheus text exposition format: counters end in ``_total``, the rest gauges."""
+    counters = {("engine", name) for name in stats.ENGINE_COUNTERS} | {
+        ("filter", name) for name in stats.GATE_COUNTERS
+    }
+    lines = []
+
+    def emit(section: str, name: str, value: Any, labels: str = "") -> None:
+        if isinstance(value, bool):
+            value = int(value)
+        if not isinstance(value, int | float) or value is None:
+            return
+        metric = f"memopt_{section}_{name}"
+        kind = "gauge"
+        if (section, name) in counters or (section == "gc" and name not in GC_GAUGES):
+            metric, kind = metric + "_total", "counter"
+        if not labels:
+            lines.append(f"# TYPE {metric} {kind}")
+        lines.append(f"{metric}{labels} {value!r}")
+
+    for section in SECTIONS:
+        for name, value in report[section].items():
+            if isinstance(value, dict):
+                metric = f"memopt_{section}_{name}"
+                lines.append(f"# TYPE {metric} gauge")
+                for key, item in value.items():
+                    lines.append(f'{metric}{{key="{key}"}} {item!r}')
+            elif isinstance(value, list):
+                metric = f"memopt_{section}_{name}"
+                lines.append(f"# TYPE {metric} gauge")
+                for index, item in enumerate(value):
+                    lines.append(f'{metric}{{index="{index}"}} {item!r}')
+            else:
+                emit(section, name, value)
+    return "\n".join(lines) + "\n"
+
+
+class Command(BaseCommand):
+    help = (
+        "Show what the session store holds and what every worker process has counted "
+        "(sessions loaded and saved, fields decoded, bytes written, the session-ID gate, "
+        "the garbage collector)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--format",
+            choices=["text", "json", "prometheus"],
+            default="text",
+            help="text (default), json, or the Prometheus text format",
+        )
+        parser.add_argument("--json", action="store_true", help="the same as --format json")
+        parser.add_argument(
+            "--sample",
+            type=int,
+            default=1000,
+            help="sessions read for the per-session figures (default 1000)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        output_format = "json" if options["json"] else options["format"]
+        try:
+            report = collect(options["sample"])
+        except SessionStoreError as exc:
+            raise CommandError(f"The session store is unreachable: {exc}") from exc
+        if output_format == "json":
+            self.stdout.write(json.dumps(report, indent=2, sort_keys=True))
+        elif output_format == "prometheus":
+            self.stdout.write(as_prometheus(report), ending="")
+        else:
+            self.stdout.write(as_text(report, options["sample"]))
