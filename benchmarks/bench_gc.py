@@ -258,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         for index, setup in enumerate(SETUPS):
             stop_and_collect(base, index, setup)
         os.environ["DJANGO_SETTINGS_MODULE"] = "bench_gc_settings_0"
-        report = render(sys.argv[1:] if argv is None else argv, rounds, per_round, clients, workers)
+        report = render(
+            sys.argv[1:] if argv is None else argv, rounds, per_round, clients, workers
+        )
     finally:
         for setup in SETUPS:
             if setup.process is not None and setup.process.poll() is None:
