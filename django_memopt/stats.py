@@ -31,6 +31,7 @@ __all__ = [
     "ENGINE_COUNTERS",
     "GATE_COUNTERS",
     "add",
+    "counter",
     "flush",
     "process_totals",
     "read_records",
@@ -91,7 +92,8 @@ def _reset_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_in_child)
 
 
-def _counts() -> Counter[str]:
+def counter() -> Counter[str]:
+    """This thread's counters, to add to directly where several counts come at once."""
     process = _process
     try:
         return process.local.counts  # type: ignore[no-any-return]
@@ -105,7 +107,7 @@ def _counts() -> Counter[str]:
 
 def add(name: str, amount: int = 1) -> None:
     """Count ``amount`` more of ``name`` in this thread."""
-    _counts()[name] += amount
+    counter()[name] += amount
 
 
 def process_totals() -> dict[str, int]:

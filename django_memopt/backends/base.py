@@ -26,6 +26,7 @@ from django_memopt.conf import conf
 from django_memopt.fields import Delta, SessionFields
 from django_memopt.gate import confirm_write, record_write, session_ids
 from django_memopt.stats import add as count
+from django_memopt.stats import counter
 
 __all__ = [
     "CreateError",
@@ -95,10 +96,9 @@ def log_corrupt_record() -> None:
 
 
 def _delta_size(delta: Delta) -> int:
-    """Bytes of the names and values a save sends (as ``SessionFields.stored_size``)."""
-    size = sum(len(name.encode("utf-8", "surrogatepass")) + len(stored)
-               for name, stored in delta.sets.items())  # fmt: skip
-    return size + sum(len(name.encode("utf-8", "surrogatepass")) for name in delta.deletes)
+    """Names and values a save sends, counted as ``SessionFields.stored_size`` counts."""
+    sets = delta.sets
+    return sum(map(len, sets)) + sum(map(len, sets.values())) + sum(map(len, delta.deletes))
 
 
 class SessionBase(DjangoSessionBase):
@@ -179,13 +179,14 @@ class SessionBase(DjangoSessionBase):
     def load(self) -> SessionFields:  # type: ignore[override]
         session_key = self.session_key
         stored = self._read(session_key) if session_key is not None else None
-        count("loads")
+        counts = counter()
+        counts["loads"] += 1
         if stored is None:
-            count("misses")
+            counts["misses"] += 1
             self._session_key = None
             self._stored_expires_at = None
             return self._new_fields()
-        count("fields_loaded", len(stored.fields))
+        counts["fields_loaded"] += len(stored.fields)
         self._stored_expires_at = stored.expires_at
         return self._new_fields(stored.fields, session_key)
 
@@ -220,8 +221,6 @@ class SessionBase(DjangoSessionBase):
         if must_create or delta:
             record_write(session_key, expires_at)
             self._write(session_key, delta, expires_at, create=must_create)
-            count("creates" if must_create else "updates")
-            count("bytes_written", _delta_size(delta))
         elif self._touch_due(expires_at):
             record_write(session_key, expires_at)
             self._touch(session_key, expires_at)
@@ -231,7 +230,10 @@ class SessionBase(DjangoSessionBase):
         confirm_write(session_key, expires_at)
         fields.saved(session_key, delta)
         if must_create or delta:
-            count("bytes_rewrite", fields.stored_size)
+            counts = counter()
+            counts["creates" if must_create else "updates"] += 1
+            counts["bytes_written"] += _delta_size(delta)
+            counts["bytes_rewrite"] += fields.stored_size
         self._stored_expires_at = expires_at
 
     def _touch_due(self, expires_at: float) -> bool:
