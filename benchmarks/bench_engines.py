@@ -177,8 +177,12 @@ class Engine:
         # A plain assignment: no setting_changed signal, so every environment stays open
         # (they are cached per path; durability is fixed when an environment is opened).
         settings.MEMOPT_LMDB_PATH, settings.MEMOPT_LMDB_DURABILITY = path, durability
-        # The backend caches the current environment so that its hot path reads no
-        # setting: make it look the new path up again (in its per-path cache).
+        # django-memopt caches what it read of the settings, and the backend its current
+        # environment, so that the hot path reads no setting: make both look again (the
+        # environments stay open, cached per path).
+        from django_memopt import conf as memopt_conf
+
+        memopt_conf._cache.clear()
         if hasattr(backend, "_current"):
             backend._current = None
         if backend.environment().path != path:

@@ -1,7 +1,9 @@
 """django-memopt's settings: one typed property per ``MEMOPT_*`` setting, read on access.
 
-Nothing is read at import time, so ``override_settings`` works everywhere. Values are
-validated by the system checks in :mod:`django_memopt.checks`, not here.
+Nothing is read at import time, and what was read is forgotten when Django signals a
+changed setting (``setting_changed``: ``override_settings`` and pytest-django's
+``settings`` fixture send it), so they work everywhere. Values are validated by the system checks in
+:mod:`django_memopt.checks`, not here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import tempfile
 from typing import Any, Final, Literal
 
 from django.conf import ENVIRONMENT_VARIABLE, settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 __all__ = ["DURABILITY_CHOICES", "conf"]
 
@@ -19,8 +23,23 @@ DURABILITY_CHOICES: Final = ("process", "system")
 Durability = Literal["process", "system"]
 
 
+_UNREAD: Final = object()
+_UNSET: Final = object()
+# Settings read so far. Django's settings raise AttributeError for one that is not set,
+# which costs a microsecond on every read of a default: the hot path reads several.
+_cache: dict[str, Any] = {}
+
+
 def _setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
+    value = _cache.get(name, _UNREAD)
+    if value is _UNREAD:
+        value = _cache[name] = getattr(settings, name, _UNSET)
+    return default if value is _UNSET else value
+
+
+@receiver(setting_changed)
+def _forget_settings(**kwargs: Any) -> None:
+    _cache.clear()
 
 
 class Settings:

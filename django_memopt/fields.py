@@ -200,13 +200,6 @@ class SessionFields(MutableMapping[str, Any]):
         return self._decode_count
 
     @property
-    def stored_size(self) -> int:
-        """Characters of the stored fields' names plus bytes of their values: about what
-        a whole rewrite would send (names are nearly always ASCII)."""
-        stored = self._stored
-        return sum(map(len, stored)) + sum(map(len, stored.values()))
-
-    @property
     def loaded_count(self) -> int:
         """How many fields came from the store."""
         return len(self._stored)

@@ -185,9 +185,10 @@ def admits(session_key: str) -> bool:
 
 def record_write(session_key: str, expires_at: float) -> None:
     """Record, before it is written, that session ``session_key`` lives until ``expires_at``."""
-    found = session_filter()
-    if found is not None:
-        found.add(session_key, expires_at)
+    if conf.MEMOPT_FILTER:  # a cached read: the check costs nothing when the filter is off
+        found = session_filter()
+        if found is not None:
+            found.add(session_key, expires_at)
 
 
 def confirm_write(session_key: str, expires_at: float) -> None:

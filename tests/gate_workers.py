@@ -20,10 +20,7 @@ DONE = "done"
 
 def setup(path: str) -> None:
     """Django from ``tests.settings``, the LMDB store at ``path`` and the filter on."""
-    lmdb_workers.setup(path)
-    from django.conf import settings
-
-    settings.MEMOPT_FILTER = True
+    lmdb_workers.setup(path, MEMOPT_FILTER=True)
 
 
 def create_sessions(path: str, log_path: str, count: int, result_path: str) -> None:

@@ -27,16 +27,18 @@ from tests.processes import WAIT, reporting
 # Bounds for everything a child waits on: a child never outlives a broken test for long.
 
 
-def setup(path: str) -> None:
-    """Configure Django from ``tests.settings`` with the store at ``path``."""
+def setup(path: str, **overrides: Any) -> None:
+    """Configure Django from ``tests.settings`` with the store at ``path`` and the other
+    settings ``overrides`` names, all in place before the apps are ready."""
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     import django
-
-    django.setup()
     from django.conf import settings
 
-    unused = settings.MEMOPT_LMDB_PATH
+    unused = settings.MEMOPT_LMDB_PATH  # loads tests.settings; no app is ready yet
     settings.MEMOPT_LMDB_PATH = path
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    django.setup()
     # tests.settings makes an empty directory at import for its own default store.
     if unused != path and os.path.basename(unused).startswith("django-memopt-tests-"):
         with contextlib.suppress(OSError):

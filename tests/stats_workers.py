@@ -11,10 +11,7 @@ from tests.processes import WAIT, reporting
 
 
 def setup(path: str, interval: float | None) -> None:
-    lmdb_workers.setup(path)
-    from django.conf import settings
-
-    settings.MEMOPT_STATS_INTERVAL = interval
+    lmdb_workers.setup(path, MEMOPT_STATS_INTERVAL=interval)
 
 
 def serve(path: str, requests: int, interval: float | None, result_path: str) -> None:

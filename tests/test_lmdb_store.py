@@ -24,6 +24,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.core.management import call_command
+from django.core.signals import setting_changed
 from django.test import override_settings
 
 from django_memopt.backends import lmdb as lmdb_backend
@@ -749,6 +750,9 @@ def test_default_path_is_under_the_temp_dir_and_works(
     settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     del settings.MEMOPT_LMDB_PATH
+    # Deleting a setting sends no setting_changed signal (Django's documented way neither):
+    # say it, as Django's own setting-dependent caches need to be told too.
+    setting_changed.send(sender=None, setting="MEMOPT_LMDB_PATH", value=None, enter=True)
     system_tmp = tempfile.gettempdir()
     default = conf.MEMOPT_LMDB_PATH
     assert os.path.commonpath([default, system_tmp]) == system_tmp

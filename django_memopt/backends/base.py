@@ -62,6 +62,9 @@ class StoredSession:
 
     fields: dict[str, bytes]
     expires_at: float  # seconds since the epoch
+    #: Bytes the session takes in the store, about what rewriting it whole would write
+    #: (for statistics; 0 if the store cannot tell cheaply).
+    size: int = 0
 
 
 _codec: FieldCodec | None = None
@@ -96,7 +99,7 @@ def log_corrupt_record() -> None:
 
 
 def _delta_size(delta: Delta) -> int:
-    """Names and values a save sends, counted as ``SessionFields.stored_size`` counts."""
+    """Characters of the names plus bytes of the values a save sends."""
     sets = delta.sets
     return sum(map(len, sets)) + sum(map(len, sets.values())) + sum(map(len, delta.deletes))
 
@@ -114,6 +117,8 @@ class SessionBase(DjangoSessionBase):
         # The deadline the store held when this session was loaded: the touch throttle's
         # reference point.
         self._stored_expires_at: float | None = None
+        # About how many bytes the stored session takes (for the statistics).
+        self._stored_size = 0
 
     def _validate_session_key(self, session_key: object) -> bool:
         return isinstance(session_key, str) and SESSION_KEY_RE.match(session_key) is not None
@@ -188,6 +193,7 @@ class SessionBase(DjangoSessionBase):
             return self._new_fields()
         counts["fields_loaded"] += len(stored.fields)
         self._stored_expires_at = stored.expires_at
+        self._stored_size = stored.size
         return self._new_fields(stored.fields, session_key)
 
     def exists(self, session_key: str | None) -> bool:
@@ -230,10 +236,14 @@ class SessionBase(DjangoSessionBase):
         confirm_write(session_key, expires_at)
         fields.saved(session_key, delta)
         if must_create or delta:
+            written = _delta_size(delta)
+            # A whole rewrite would write the session as stored, changes included (about:
+            # a replaced field's old bytes are not subtracted, so as not to read them).
+            self._stored_size = written if delta.replace else self._stored_size + written
             counts = counter()
             counts["creates" if must_create else "updates"] += 1
-            counts["bytes_written"] += _delta_size(delta)
-            counts["bytes_rewrite"] += fields.stored_size
+            counts["bytes_written"] += written
+            counts["bytes_rewrite"] += self._stored_size
         self._stored_expires_at = expires_at
 
     def _touch_due(self, expires_at: float) -> bool:

@@ -309,7 +309,7 @@ class SessionStore(_SessionBase):
             if fields is None:
                 log_corrupt_record()
                 return None
-            return StoredSession(fields, expires_ms / 1000)  # type: ignore[operator]
+            return StoredSession(fields, expires_ms / 1000, len(record))  # type: ignore[operator]
 
         opened = environment()
         return _transaction(opened, read, write=False)

@@ -178,7 +178,8 @@ class SessionStore(_SessionBase):
         if deadline is None:
             return None
         fields = {name.decode("utf-8", "surrogatepass"): value for name, value in stored.items()}
-        return StoredSession(fields, int(deadline) / 1000)
+        size = sum(map(len, stored)) + sum(map(len, stored.values()))
+        return StoredSession(fields, int(deadline) / 1000, size)
 
     @classmethod
     def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
