@@ -2,8 +2,8 @@
 
 Nothing is read at import time, and what was read is forgotten when Django signals a
 changed setting (``setting_changed``: ``override_settings`` and pytest-django's
-``settings`` fixture send it), so they work everywhere. Values are validated by the system checks in
-:mod:`django_memopt.checks`, not here.
+``settings`` fixture send it), so they work everywhere. Values are validated by the
+system checks in :mod:`django_memopt.checks`, not here.
 """
 
 from __future__ import annotations
