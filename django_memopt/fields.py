@@ -61,7 +61,7 @@ class SessionFields(MutableMapping[str, Any]):
     ``stored`` maps field names to stored bytes as the store returned them, sealed for
     session ``sealed_for``. A field whose tag or payload is bad is treated as absent: it
     is handed to ``on_corrupt``, dropped from this mapping and left in the store.
-    ``on_decode`` is called after each field decoded (for counting).
+    Each field decoded adds 1 to ``counts["fields_decoded"]`` when ``counts`` is given.
     """
 
     __slots__ = (
@@ -71,7 +71,7 @@ class SessionFields(MutableMapping[str, Any]):
         "_deleted",
         "_held",
         "_on_corrupt",
-        "_on_decode",
+        "_counts",
         "_replace",
         "_sealed_for",
         "_stored",
@@ -84,7 +84,7 @@ class SessionFields(MutableMapping[str, Any]):
         sealed_for: str | None = None,
         stored: Mapping[str, bytes] | None = None,
         on_corrupt: CorruptHandler = _ignore_corrupt,
-        on_decode: Callable[[], None] | None = None,
+        counts: MutableMapping[str, int] | None = None,
     ) -> None:
         self._codec = codec
         self._sealed_for = sealed_for
@@ -98,7 +98,7 @@ class SessionFields(MutableMapping[str, Any]):
         self._decode_count = 0
         self._replace = False
         self._on_corrupt = on_corrupt
-        self._on_decode = on_decode
+        self._counts = counts
 
     # -- the dict interface --------------------------------------------------------------
 
@@ -114,8 +114,8 @@ class SessionFields(MutableMapping[str, Any]):
             self._values[name] = value
             self._held.add(name)
             self._decode_count += 1
-            if self._on_decode is not None:
-                self._on_decode()
+            if self._counts is not None:
+                self._counts["fields_decoded"] += 1
         return value
 
     def __setitem__(self, name: str, value: Any) -> None:

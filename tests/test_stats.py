@@ -191,6 +191,7 @@ def test_json_has_the_four_sections_with_store_figures(store: Path) -> None:
     assert figures["engine"] == LMDB
     assert figures["sessions"] == 6
     assert figures["expired_not_swept"] == 1  # its minute bucket is over
+    assert figures["live_sessions"] == 5
     assert figures["fields_per_session"] == pytest.approx(13 / 6)
     SessionStore.clear_expired()
     figures = json.loads(report("--json"))["store"]

@@ -85,10 +85,6 @@ def _forget_codec(*, setting: str, **kwargs: Any) -> None:
         _codec = None
 
 
-def _count_decode() -> None:
-    count("fields_decoded")
-
-
 def _log_corrupt(name: str, error: CorruptField) -> None:
     security_logger.warning("Session data corrupted: field %r (%s)", name, error)
 
@@ -128,7 +124,7 @@ class SessionBase(DjangoSessionBase):
     def _new_fields(
         self, stored: dict[str, bytes] | None = None, sealed_for: str | None = None
     ) -> SessionFields:
-        return SessionFields(field_codec(), sealed_for, stored, _log_corrupt, _count_decode)
+        return SessionFields(field_codec(), sealed_for, stored, _log_corrupt, counter())
 
     def _get_session(self, no_load: bool = False) -> SessionFields:
         self.accessed = True

@@ -503,6 +503,8 @@ class SessionStore(_SessionBase):
                 found = cursor.next()
             return {
                 "sessions": stat["entries"],
+                # Exact unless the count of expired records was capped (then at most).
+                "live_sessions": stat["entries"] - expired,
                 "session_bytes": pages * stat["psize"],
                 "expired_not_swept": expired,
                 "expired_not_swept_capped": expired >= limit,

@@ -339,6 +339,7 @@ def _store_figures(sample: int) -> dict[str, Any]:
     per_session = sum(usage) / len(usage) if usage else 0.0
     return {
         "sessions": sessions,
+        "live_sessions": sessions,  # Redis expires sessions itself: every one is live
         "sessions_estimated": bool(cursor),
         "memory_per_session": per_session,
         "session_bytes": round(per_session * sessions),
