@@ -875,6 +875,28 @@ def _command(argv: list[str], script: str = "benchmarks/bench_engines.py") -> st
     return " ".join(["python", script, *args])
 
 
+def machine_and_run(argv: list[str], script: str, versions: str) -> list[str]:
+    """The "Machine and run" section of a report: ``versions`` names what it measured with."""
+    return [
+        "## Machine and run",
+        "",
+        f"- Platform: `{platform.platform()}`, {os.cpu_count()} CPUs",
+        f"- Python {platform.python_version()}, {versions}",
+        f"- django-memopt measured: {_package_revision()}",
+        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        f"- Command: `{_command(argv, script)}`",
+        "",
+    ]
+
+
+def publish(report: str, output: str | None) -> None:
+    """Print the report, and write it to ``output`` if given."""
+    if output:
+        with open(output, "w") as file:
+            file.write(report)
+    print(report)
+
+
 def report_notices(add: Callable[[str], None], *, changed: bool, quick: bool) -> None:
     """The warnings a report opens with, when they apply, and what a timed request is."""
     if changed:

@@ -24,14 +24,11 @@ median cost of the gate's check alone. The script starts its own ``redis-server`
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import random
 import shutil
 import statistics
 import string
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +37,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO, StringIO
 from typing import Any
+
+import bench_engines as be
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -289,23 +288,6 @@ def run(quick: bool, seed: int) -> tuple[list[Row], dict[str, str]]:
 # -- report ----------------------------------------------------------------------------------
 
 
-def _revision() -> str:
-    try:
-        found = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "django_memopt", "benchmarks"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-    except OSError:
-        return "unknown"
-    revision = found.stdout.strip() or "unknown"
-    return revision + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
-
-
 def render(rows: list[Row], info: dict[str, str], argv: list[str]) -> str:
     import django
     import redis
@@ -359,15 +341,11 @@ def render(rows: list[Row], info: dict[str, str], argv: list[str]) -> str:
         )
     lines += [
         "",
-        "## Machine and run",
-        "",
-        f"- Platform: `{platform.platform()}`, {os.cpu_count()} CPUs",
-        f"- Python {platform.python_version()}, Django {django.get_version()}, "
-        f"redis-py {redis.__version__}",
-        f"- django-memopt measured: git commit {_revision()}",
-        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- Command: `python benchmarks/bench_gate.py {' '.join(argv)}`",
-        "",
+        *be.machine_and_run(
+            argv,
+            "benchmarks/bench_gate.py",
+            f"Django {django.get_version()}, redis-py {redis.__version__}",
+        ),
     ]
     return "\n".join(lines)
 
@@ -391,10 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.cleanup()
         shutil.rmtree(base, ignore_errors=True)
-    if args.output:
-        with open(args.output, "w") as file:
-            file.write(report)
-    print(report)
+    be.publish(report, args.output)
     return 0
 
 

@@ -22,11 +22,9 @@ servers have stopped and flushed). The script removes every temporary file at th
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import http.client
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -39,6 +37,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import bench_engines as be
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "example_project")
@@ -197,9 +197,6 @@ def render(argv: list[str], rounds: int, per_round: int, clients: int, workers: 
             f"| {figures.get('worst_pause_ns', 0) / 1e6:.2f} "
             f"| {figures.get('frozen_objects', 0):,} |"
         )
-    revision = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
     return "\n".join(
         [
             "# Benchmark: the garbage collector under gunicorn, with and without the app's tuning",
@@ -222,14 +219,7 @@ def render(argv: list[str], rounds: int, per_round: int, clients: int, workers: 
             "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
-            "## Machine and run",
-            "",
-            f"- Platform: `{platform.platform()}`, {os.cpu_count()} CPUs",
-            f"- Python {platform.python_version()}, Django {django.get_version()}",
-            f"- django-memopt measured: git commit {revision or 'unknown'}",
-            f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-            f"- Command: `{' '.join(['python benchmarks/bench_gc.py', *argv])}`",
-            "",
+            *be.machine_and_run(argv, "benchmarks/bench_gc.py", f"Django {django.get_version()}"),
         ]
     )
 
@@ -266,10 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             if setup.process is not None and setup.process.poll() is None:
                 setup.process.kill()
         shutil.rmtree(base, ignore_errors=True)
-    if args.output:
-        with open(args.output, "w") as file:
-            file.write(report)
-    print(report)
+    be.publish(report, args.output)
     return 0
 
 

@@ -15,11 +15,8 @@ result objects. Times are the median over repeats of ``timeit`` loops, in ns per
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import timeit
 from collections.abc import Callable
@@ -28,6 +25,7 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import bench_engines as be  # noqa: E402
 import msgpack  # noqa: E402
 
 from django_memopt.backends import lmdb as lmdb_store  # noqa: E402
@@ -147,9 +145,6 @@ def rows(number: int, repeat: int) -> list[tuple[str, str, float, float]]:
 
 
 def render(found: list[tuple[str, str, float, float]], argv: list[str]) -> str:
-    revision = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
     lines = [
         "# Benchmark: memory pools and object pooling on django-memopt's hot paths",
         "",
@@ -165,14 +160,11 @@ def render(found: list[tuple[str, str, float, float]], argv: list[str]) -> str:
         )
     lines += [
         "",
-        "## Machine and run",
-        "",
-        f"- Platform: `{platform.platform()}`, Python {platform.python_version()}, "
-        f"msgpack {'.'.join(map(str, msgpack.version))}",
-        f"- django-memopt measured: git commit {revision or 'unknown'}",
-        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- Command: `{' '.join(['python benchmarks/bench_pooling.py', *argv])}`",
-        "",
+        *be.machine_and_run(
+            argv,
+            "benchmarks/bench_pooling.py",
+            f"msgpack {'.'.join(map(str, msgpack.version))}",
+        ),
     ]
     return "\n".join(lines)
 
@@ -184,10 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     found = rows(number=2000 if args.quick else 20000, repeat=5 if args.quick else 15)
     report = render(found, sys.argv[1:] if argv is None else argv)
-    if args.output:
-        with open(args.output, "w") as file:
-            file.write(report)
-    print(report)
+    be.publish(report, args.output)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
@@ -122,9 +123,13 @@ class SessionBase(DjangoSessionBase):
     # -- the mapping ---------------------------------------------------------------------
 
     def _new_fields(
-        self, stored: dict[str, bytes] | None = None, sealed_for: str | None = None
+        self,
+        stored: dict[str, bytes] | None = None,
+        sealed_for: str | None = None,
+        counts: Counter[str] | None = None,
     ) -> SessionFields:
-        return SessionFields(field_codec(), sealed_for, stored, _log_corrupt, counter())
+        counts = counter() if counts is None else counts
+        return SessionFields(field_codec(), sealed_for, stored, _log_corrupt, counts)
 
     def _get_session(self, no_load: bool = False) -> SessionFields:
         self.accessed = True
@@ -186,11 +191,11 @@ class SessionBase(DjangoSessionBase):
             counts["misses"] += 1
             self._session_key = None
             self._stored_expires_at = None
-            return self._new_fields()
+            return self._new_fields(counts=counts)
         counts["fields_loaded"] += len(stored.fields)
         self._stored_expires_at = stored.expires_at
         self._stored_size = stored.size
-        return self._new_fields(stored.fields, session_key)
+        return self._new_fields(stored.fields, session_key, counts)
 
     def exists(self, session_key: str | None) -> bool:
         return self._validate_session_key(session_key) and self._contains(session_key)  # type: ignore[arg-type]

@@ -99,7 +99,7 @@ def as_prometheus(report: dict[str, Any]) -> str:
     def emit(section: str, name: str, value: Any, labels: str = "") -> None:
         if isinstance(value, bool):
             value = int(value)
-        if not isinstance(value, int | float) or value is None:
+        if not isinstance(value, int | float):
             return
         metric = f"memopt_{section}_{name}"
         kind = "gauge"
