@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/bench_engines.py --quick
-    python benchmarks/bench_engines.py --output docs/benchmarks.md
+    python benchmarks/bench_engines.py --output docs/benchmarks-lmdb.md
 
 The script configures Django itself (no project needed), puts every store in a fresh
 temporary directory, and removes it at the end. It measures, side by side in one run:
