@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Developer entry point for django-memopt (standard library only, Python 3.11+).
 
-    python3 scripts/dev.py test [tox args]           run the tox matrix
-    python3 scripts/dev.py example [runserver args]  run the example project
+    python3 scripts/dev.py test [tox args]          run the tox matrix
+    python3 scripts/dev.py example [serve.py args]  run the example project
+    python3 scripts/dev.py bench [bench_all args]   run every benchmark, one run
 
-Both commands create (or reuse) a bootstrap virtualenv at ``.venv/`` in the
-repository root and install what they need into it; nothing is installed
-globally.
+Each command creates (or reuses) a bootstrap virtualenv at ``.venv/`` in the
+repository root and installs what it needs into it. The one thing installed
+outside it is Debian's ``chromium`` for the browser tests, by ``test``, when it
+is missing and the machine can install it (``apt-get`` as root or with sudo).
 
 ``test`` makes the interpreters of the tox matrix findable: for each version it
 uses ``python3.X`` from PATH if that runs, otherwise the newest pyenv install of
@@ -31,7 +33,8 @@ VENV_BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 VENV_PYTHON = VENV_BIN / ("python.exe" if os.name == "nt" else "python")
 TOX_BIN = ROOT / ".tox" / ".bin"
 EXAMPLE_DIR = ROOT / "example_project"
-EXAMPLE_STAMP = VENV / ".example-installed"
+INSTALL_STAMP = VENV / ".project-installed"
+CHROMIUM_PACKAGES = ("chromium",)
 
 MATRIX_PYTHONS = ("3.11", "3.12", "3.13")
 TOX_REQUIREMENT = "tox>=4.20"
@@ -42,7 +45,8 @@ HAS_TOX = (
 )
 USAGE = """\
 usage: python3 scripts/dev.py test [tox args]
-       python3 scripts/dev.py example [runserver args]"""
+       python3 scripts/dev.py example [--redis] [--dev] [--bind HOST:PORT] [--workers N]
+       python3 scripts/dev.py bench [--quick] [--output docs/benchmarks.md]"""
 
 
 def log(message: str) -> None:
@@ -150,7 +154,53 @@ def selects_envs(args: list[str]) -> bool:
     return any(arg in ("-e", "--env") or arg.startswith(("-e", "--env=")) for arg in args)
 
 
+def runs_env(args: list[str], name: str) -> bool:
+    """True if the tox run asked for by ``args`` (or TOXENV) includes environment ``name``."""
+    if not selects_envs(args):
+        return True
+    chosen = os.environ.get("TOXENV", "").split(",")
+    for index, arg in enumerate(args):
+        if arg in ("-e", "--env") and index + 1 < len(args):
+            chosen += args[index + 1].split(",")
+        elif arg.startswith("--env="):
+            chosen += arg.removeprefix("--env=").split(",")
+        elif arg.startswith("-e") and arg != "-e":
+            chosen += arg[2:].split(",")
+    return name in (entry.strip() for entry in chosen)
+
+
+def chromium() -> str | None:
+    return os.environ.get("MEMOPT_CHROMIUM") or shutil.which("chromium")
+
+
+def ensure_chromium() -> bool:
+    """Install Debian's chromium for the browser tests if missing; False if impossible."""
+    if chromium():
+        return True
+    apt = shutil.which("apt-get")
+    as_root = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+    if apt is None or as_root is None:
+        log(
+            "error: the browser tests need Chromium: install Debian's chromium package "
+            "(or set MEMOPT_CHROMIUM to a Chromium binary), or leave them out with "
+            "-e py311-django52,py312-django60,py313-django61,docs,lint"
+        )
+        return False
+    log("installing Debian's chromium for the browser tests (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*as_root, apt, "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        [*as_root, apt, "install", "-y", "-qq", "--no-install-recommends", *CHROMIUM_PACKAGES],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    return chromium() is not None
+
+
 def cmd_test(args: list[str]) -> int:
+    if runs_env(args, "browser") and not ensure_chromium():
+        return 2
     python = ensure_venv()
     if not succeeds([str(python), "-c", HAS_TOX]):
         log(f"installing {TOX_REQUIREMENT} into {VENV.relative_to(ROOT)}/")
@@ -175,31 +225,49 @@ def cmd_test(args: list[str]) -> int:
         return 130
 
 
-def cmd_example(args: list[str]) -> int:
+def install_project() -> Path:
+    """``.venv/`` with the project (editable, Redis extra) and the example's and the
+    benchmarks' requirements; reinstalled only when one of those files changed."""
     python = ensure_venv()
-    # Reinstall the project only when pyproject.toml changed since the last install.
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if not EXAMPLE_STAMP.exists() or EXAMPLE_STAMP.read_text() != digest:
-        log("installing django-memopt (editable) into .venv/")
-        pip_install("-e", str(ROOT))
-        EXAMPLE_STAMP.write_text(digest)
-    manage = [str(python), str(EXAMPLE_DIR / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput"], check=True, cwd=EXAMPLE_DIR)
-    runserver = [*manage, "runserver", *(args or ["127.0.0.1:8000"])]
+    requirements = [
+        ROOT / "pyproject.toml",
+        EXAMPLE_DIR / "requirements.txt",
+        ROOT / "benchmarks" / "requirements.txt",
+    ]
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in requirements)).hexdigest()
+    if not INSTALL_STAMP.exists() or INSTALL_STAMP.read_text() != digest:
+        log("installing django-memopt (editable) and what the example and benchmarks need")
+        files = (arg for path in requirements[1:] for arg in ("-r", str(path)))
+        pip_install("-e", f"{ROOT}[redis]", *files)
+        INSTALL_STAMP.write_text(digest)
+    return python
+
+
+def run_in_venv(script: Path, args: list[str]) -> int:
+    command = [str(install_project()), str(script), *args]
     if os.name == "posix":
-        os.chdir(EXAMPLE_DIR)
-        os.execv(runserver[0], runserver)  # the server takes over this process
+        os.execv(command[0], command)  # the script takes over this process
     try:
-        return subprocess.run(runserver, cwd=EXAMPLE_DIR).returncode
+        return subprocess.run(command, cwd=ROOT).returncode
     except KeyboardInterrupt:
         return 130
+
+
+def cmd_example(args: list[str]) -> int:
+    return run_in_venv(EXAMPLE_DIR / "serve.py", args)
+
+
+def cmd_bench(args: list[str]) -> int:
+    os.chdir(ROOT)
+    args = args or ["--output", "docs/benchmarks.md"]
+    return run_in_venv(ROOT / "benchmarks" / "bench_all.py", args)
 
 
 def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):  # noqa: UP036 - a clear message on older Pythons
         log("error: Python 3.11 or newer is required to run this script.")
         return 2
-    commands = {"test": cmd_test, "example": cmd_example}
+    commands = {"test": cmd_test, "example": cmd_example, "bench": cmd_bench}
     if not argv or argv[0] not in commands:
         print(USAGE, file=sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2

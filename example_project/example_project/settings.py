@@ -1,8 +1,19 @@
 """Settings of the django-memopt example project.
 
-Sessions are stored by django-memopt's LMDB engine under ``var/sessions`` next to
-``manage.py``; the SQLite database (used by auth and contenttypes) is ``var/db.sqlite3``.
-Nothing else needs to be set up. Not for production: the fallback secret key is public.
+The session store is chosen by the ``EXAMPLE_SESSION_STORE`` environment variable:
+
+``lmdb`` (the default)
+    django-memopt's LMDB engine under ``var/sessions``; nothing to install or run.
+``redis``
+    django-memopt's Redis engine on the server at ``EXAMPLE_REDIS_URL`` (``serve.py
+    --redis`` starts a private ``redis-server`` and sets it).
+``django-db``
+    Django's own ``db`` engine with Django's own middleware, to compare against: the
+    session-cost panel then has nothing to show, and concurrent tabs lose cart items.
+
+Everything the project writes goes under ``EXAMPLE_VAR_DIR`` (default ``var/`` next to
+``manage.py``): the SQLite database of the users, the LMDB store and the gate's filter.
+Not for production: the fallback secret key is public.
 """
 
 from __future__ import annotations
@@ -10,8 +21,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
+VAR_DIR = Path(os.environ.get("EXAMPLE_VAR_DIR") or BASE_DIR / "var")
 os.makedirs(VAR_DIR, exist_ok=True)
 
 SECRET_KEY = os.environ.get(
@@ -30,9 +43,47 @@ INSTALLED_APPS = [
     "shop",
 ]
 
+SESSION_STORE = os.environ.get("EXAMPLE_SESSION_STORE", "lmdb")
+SESSION_MIDDLEWARE = "django_memopt.middleware.SessionMiddleware"
+
+if SESSION_STORE == "lmdb":
+    SESSION_ENGINE = "django_memopt.backends.lmdb"
+    MEMOPT_LMDB_PATH = VAR_DIR / "sessions"  # the engine creates the directory itself
+    # One host: the filter of live session IDs turns unknown IDs away before the store.
+    MEMOPT_FILTER = True
+    MEMOPT_FILTER_PATH = VAR_DIR / "session-filter"
+elif SESSION_STORE == "redis":
+    SESSION_ENGINE = "django_memopt.backends.redis"
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "sessions": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": os.environ.get("EXAMPLE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        },
+    }
+    SESSION_CACHE_ALIAS = "sessions"
+    MEMOPT_REDIS_KEY_PREFIX = "example-shop:"
+elif SESSION_STORE == "django-db":
+    SESSION_ENGINE = "django.contrib.sessions.backends.db"
+    SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+    INSTALLED_APPS.remove("django_memopt")
+else:
+    raise ImproperlyConfigured(
+        f"EXAMPLE_SESSION_STORE={SESSION_STORE!r}: use 'lmdb', 'redis' or 'django-db'."
+    )
+
+if SESSION_ENGINE.startswith("django_memopt."):
+    # Every session ID this site has issued is signed, so unsigned ones are refused
+    # without asking the store.
+    MEMOPT_UNSIGNED_IDS = False
+    # The statistics page is near-live: each worker flushes at most every second.
+    MEMOPT_STATS_INTERVAL = 1
+
 MIDDLEWARE = [
+    # First, so that it sees the response after the session was saved.
+    "shop.middleware.SessionCostMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "django_memopt.middleware.SessionMiddleware",
+    SESSION_MIDDLEWARE,
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -52,6 +103,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "shop.context_processors.shop",
             ],
         },
     },
@@ -63,12 +115,32 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": VAR_DIR / "db.sqlite3",
+        # Several gunicorn workers share the file: wait for a lock rather than fail.
+        "OPTIONS": {"timeout": 20},
     }
 }
 
-# django-memopt: every session key is its own field in LMDB.
-SESSION_ENGINE = "django_memopt.backends.lmdb"
-MEMOPT_LMDB_PATH = VAR_DIR / "sessions"  # the engine creates the directory itself
+# Messages live in the session too, as one more field.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
+LOGIN_URL = "shop:login"
+LOGIN_REDIRECT_URL = "shop:home"
+LOGOUT_REDIRECT_URL = "shop:home"
+
+# The add-to-cart view waits this long for a (pretend) stock check after it has read the
+# session, which makes two tabs' requests overlap: the browser tests use it.
+EXAMPLE_STOCK_CHECK_SECONDS = float(os.environ.get("EXAMPLE_STOCK_CHECK_MS", "0")) / 1000
+
+# Errors go to the console (under gunicorn: its error log), DEBUG or not.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "django.request": {"handlers": ["console"], "level": "ERROR"},
+        "django_memopt": {"handlers": ["console"], "level": "WARNING"},
+    },
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 from django import forms
-from django.core.validators import RegexValidator
 
-PRODUCTS = {
-    "apple": "Apple",
-    "bread": "Bread",
-    "cheese": "Cheese",
-    "coffee": "Coffee",
-}
+from .catalog import PRODUCTS
+
+THEMES = (("light", "Light"), ("dark", "Dark"))
+CURRENCIES = (("EUR", "Euro (€)"), ("USD", "US dollar ($)"), ("GBP", "Pound sterling (£)"))
 
 
-class AddToCartForm(forms.Form):
-    product = forms.ChoiceField(choices=sorted(PRODUCTS.items()))
+class ProductForm(forms.Form):
+    sku = forms.ChoiceField(choices=[(sku, product.name) for sku, product in PRODUCTS.items()])
 
 
-class PreferenceForm(forms.Form):
-    name = forms.CharField(
-        max_length=40,
-        validators=[RegexValidator(r"^[a-z][a-z0-9_]*$", "Lowercase letters, digits and _ only.")],
-        help_text="Stored in the session as pref_<name>.",
-    )
-    value = forms.CharField(max_length=200)
+class PreferencesForm(forms.Form):
+    """Each preference is a session key of its own: ``pref:<name>``."""
+
+    theme = forms.ChoiceField(choices=THEMES)
+    currency = forms.ChoiceField(choices=CURRENCIES, label="Show prices in")
+    newsletter = forms.BooleanField(required=False, label="Send me the newsletter")

@@ -1,57 +1,122 @@
-"""Views of the example shop: each one reads or writes a few session keys."""
+"""Views of the example shop; each reads or writes only the session keys it needs."""
 
 from __future__ import annotations
 
+import io
+import json
+import time
+from typing import Any
+
+from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.forms import UserCreationForm
+from django.core.management import CommandError, call_command
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .forms import PRODUCTS, AddToCartForm, PreferenceForm
+from . import cart
+from .catalog import PRODUCTS
+from .forms import PreferencesForm, ProductForm
+
+
+def _back(request: HttpRequest, default: str = "shop:home") -> HttpResponse:
+    """Redirect to the form's ``next`` field if it is a page of this site."""
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return redirect(target)
+    return redirect(default)
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    session = request.session
-    session["visits"] = session.get("visits", 0) + 1
-    cart = session.get("cart", [])
-    context = {
-        # Reading every item decodes every field; a normal view reads only what it needs.
-        "session_items": sorted(session.items()),
-        "visits": session["visits"],
-        "cart": [PRODUCTS.get(product, product) for product in cart],
-        "cart_form": AddToCartForm(),
-        "preference_form": PreferenceForm(),
-    }
-    return render(request, "shop/home.html", context)
+    request.session["visits"] = request.session.get("visits", 0) + 1
+    return render(
+        request,
+        "shop/home.html",
+        {"products": PRODUCTS.values(), "visits": request.session["visits"]},
+    )
 
 
 @require_POST
 def add_to_cart(request: HttpRequest) -> HttpResponse:
-    form = AddToCartForm(request.POST)
-    if form.is_valid():
-        product = form.cleaned_data["product"]
-        # The list is changed in place, which the session cannot see: say so.
-        request.session.setdefault("cart", []).append(product)
-        request.session.modified = True
-        messages.success(request, f"Added {PRODUCTS[product]} to the cart.")
-    else:
+    form = ProductForm(request.POST)
+    if not form.is_valid():
         messages.error(request, "Unknown product.")
-    return redirect("shop:home")
+        return _back(request)
+    product = PRODUCTS[form.cleaned_data["sku"]]
+    cart.skus(request.session)  # the session is loaded before the (slow) stock check
+    if settings.EXAMPLE_STOCK_CHECK_SECONDS:
+        time.sleep(settings.EXAMPLE_STOCK_CHECK_SECONDS)
+    cart.add(request.session, product)
+    messages.success(request, f"Added {product.name} to the cart.")
+    return _back(request)
 
 
 @require_POST
-def set_preference(request: HttpRequest) -> HttpResponse:
-    form = PreferenceForm(request.POST)
+def fill_cart(request: HttpRequest) -> HttpResponse:
+    for product in PRODUCTS.values():
+        cart.add(request.session, product)
+    messages.success(request, f"Added one of each of the {len(PRODUCTS)} products.")
+    return redirect("shop:cart")
+
+
+@require_POST
+def remove_from_cart(request: HttpRequest) -> HttpResponse:
+    form = ProductForm(request.POST)
     if form.is_valid():
-        key = f"pref_{form.cleaned_data['name']}"
-        request.session[key] = form.cleaned_data["value"]
-        messages.success(request, f"Set {key}.")
+        cart.remove(request.session, form.cleaned_data["sku"])
+    return redirect("shop:cart")
+
+
+@require_GET
+def cart_page(request: HttpRequest) -> HttpResponse:
+    lines = cart.lines(request.session)
+    return render(request, "shop/cart.html", {"lines": lines, "total": cart.total(lines)})
+
+
+@require_http_methods(["GET", "POST"])
+def preferences(request: HttpRequest) -> HttpResponse:
+    session = request.session
+    if request.method == "POST":
+        form = PreferencesForm(request.POST)
+        if form.is_valid():
+            changed = 0
+            for name, value in form.cleaned_data.items():
+                if session.get(f"pref:{name}") != value:
+                    session[f"pref:{name}"] = value
+                    changed += 1
+            messages.success(request, f"Preferences saved ({changed} changed).")
+            return redirect("shop:preferences")
     else:
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, error)
-    return redirect("shop:home")
+        form = PreferencesForm(
+            initial={
+                "theme": session.get("pref:theme", "light"),
+                "currency": session.get("pref:currency", "EUR"),
+                "newsletter": session.get("pref:newsletter", False),
+            }
+        )
+    return render(request, "shop/preferences.html", {"form": form})
+
+
+@require_http_methods(["GET", "POST"])
+def sign_up(request: HttpRequest) -> HttpResponse:
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user)  # a new session key; the cart and preferences come along
+        messages.success(request, f"Welcome, {user.get_username()}.")
+        return redirect("shop:home")
+    return render(request, "shop/sign_up.html", {"form": form})
+
+
+@require_GET
+def session_page(request: HttpRequest) -> HttpResponse:
+    session = request.session
+    fields = [{"key": key, "value": session[key]} for key in sorted(session.keys())]
+    return render(request, "shop/session.html", {"fields": fields})
 
 
 @require_POST
@@ -59,3 +124,30 @@ def clear_session(request: HttpRequest) -> HttpResponse:
     request.session.flush()
     messages.info(request, "Session cleared: a new, empty session was started.")
     return redirect("shop:home")
+
+
+SECTIONS = ("store", "filter", "engine", "gc")  # memopt_stats's own order
+
+
+def _memopt_stats() -> tuple[dict[str, Any] | None, str]:
+    """``manage.py memopt_stats`` as data and as text, or None and why not."""
+    if "django_memopt" not in settings.INSTALLED_APPS:
+        return None, "memopt_stats reports on django-memopt's engines; this run uses Django's."
+    from django_memopt import stats
+
+    stats.flush()  # this worker's counts as of now; the others flush every second
+    data, text = io.StringIO(), io.StringIO()
+    try:
+        call_command("memopt_stats", "--json", stdout=data)
+        call_command("memopt_stats", stdout=text)
+    except CommandError as exc:
+        return None, str(exc)
+    return json.loads(data.getvalue()), text.getvalue()
+
+
+@require_GET
+def stats_page(request: HttpRequest) -> HttpResponse:
+    report, text = _memopt_stats()
+    report = report or {}
+    sections = [(name, list(report[name].items())) for name in SECTIONS if name in report]
+    return render(request, "shop/stats.html", {"sections": sections, "text": text})

@@ -1,0 +1,188 @@
+"""The example shop in headless Chromium: what a visitor does, on each store.
+
+Run by the tox env ``browser`` (``python -m pytest -m browser``); the other envs leave
+these tests out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .conftest import Shop
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def expect(target: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
+def session_cookie(context: Any) -> str:
+    values = [cookie["value"] for cookie in context.cookies() if cookie["name"] == "sessionid"]
+    assert len(values) == 1, context.cookies()
+    return str(values[0])
+
+
+def cost(page: Any, field: str, attribute: str = "data-count", of: str = "cost") -> int:
+    """A figure of the panel, of this request or (``of="redirected-cost"``) of the form
+    submission that redirected to it."""
+    return int(page.locator(f"#{of}-{field}").get_attribute(attribute))
+
+
+def sign_up(page: Any, shop: Shop, username: str) -> None:
+    page.goto(f"{shop.url}/accounts/sign-up/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password1]", PASSWORD)
+    page.fill("input[name=password2]", PASSWORD)
+    page.click("main button[type=submit]")
+    expect(page.locator("#user")).to_contain_text(f"Signed in as {username}")
+
+
+def add_to_cart(page: Any, sku: str) -> None:
+    page.click(f"#product-{sku} button")
+    expect(page.locator(".messages")).to_contain_text("to the cart")
+
+
+def add_in_two_tabs_at_once(context: Any, shop: Shop, skus: tuple[str, str]) -> list[Any]:
+    """Two tabs of one browser submit "Add to cart" together; both requests overlap on
+    the server, each reading the session before the other has saved it."""
+    tabs = [context.new_page(), context.new_page()]
+    for tab in tabs:
+        tab.goto(shop.url)
+    # Submitted from a timer, so that evaluate() returns before the navigation starts.
+    submit = "sku => { setTimeout(() => document.querySelector(`#product-${sku} form`).submit()) }"
+    with tabs[0].expect_navigation(), tabs[1].expect_navigation():
+        for tab, sku in zip(tabs, skus, strict=True):
+            tab.evaluate(submit, sku)
+    for tab in tabs:  # each ends on the page its redirect leads to
+        expect(tab.locator("#cart-count")).to_be_visible()
+    return tabs
+
+
+def cart_skus(page: Any, shop: Shop) -> set[str]:
+    page.goto(f"{shop.url}/cart/")
+    return set(page.locator("#cart tbody tr").evaluate_all("rows => rows.map(r => r.dataset.sku)"))
+
+
+def test_sign_up_log_in_and_fill_the_cart(shop: Shop, new_context: Any, screenshot: Any) -> None:
+    page = new_context().new_page()
+    page.goto(shop.url)
+    expect(page.locator("#cost-gate")).to_have_text("no session cookie sent")
+    expect(page.locator("#cost-save")).to_have_text("created the session")
+
+    sign_up(page, shop, f"ada-{shop.store}")
+    screenshot(page, "signed-up")
+    page.click("#log-out")
+    expect(page.locator("#user")).to_have_text("Not signed in")
+    page.goto(f"{shop.url}/accounts/log-in/")
+    page.fill("input[name=username]", f"ada-{shop.store}")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("main button[type=submit]")
+    expect(page.locator("#user")).to_contain_text(f"Signed in as ada-{shop.store}")
+
+    for sku in ("alpine-tea", "harbour-mug", "copper-kettle"):
+        add_to_cart(page, sku)
+    expect(page.locator("#cart-count")).to_have_text("3")
+    assert cart_skus(page, shop) == {"alpine-tea", "harbour-mug", "copper-kettle"}
+
+    page.click("#fill-cart")
+    expect(page.locator("#cart tbody tr")).to_have_count(60)
+    expect(page.locator("#cart-count")).to_have_text("60")
+    screenshot(page, "full-cart")
+
+    # One more item in a cart of about 100 KB: the save writes that line, not the session.
+    page.goto(shop.url)
+    add_to_cart(page, "meadow-lamp")
+    for of in ("redirected-cost", "cost"):  # the POST, then the page it redirected to
+        rewrite = cost(page, "bytes", "data-rewrite", of=of)
+        assert rewrite > 100_000
+        assert 0 < cost(page, "bytes", "data-written", of=of) < rewrite / 20
+        assert cost(page, "fields-loaded", of=of) >= 60
+        assert cost(page, "fields-decoded", of=of) <= 5
+    expect(page.locator("#redirected-cost")).to_contain_text("POST /cart/add/")
+    screenshot(page, "one-more-item")
+
+    # The session page reads every key, so every field is decoded.
+    page.goto(f"{shop.url}/session/")
+    assert cost(page, "fields-decoded") == cost(page, "fields-loaded") >= 60
+
+    page.goto(f"{shop.url}/stats/")
+    expect(page.locator("#stats-engine")).to_contain_text("creates")
+    assert "fields_decoded" in page.locator("#stats-text").inner_text()
+    screenshot(page, "stats")
+
+
+def test_two_tabs_adding_different_items_at_once_keep_both(
+    shop: Shop, new_context: Any, screenshot: Any
+) -> None:
+    context = new_context()
+    tabs = add_in_two_tabs_at_once(context, shop, ("alpine-tea", "midnight-chair"))
+    assert cart_skus(tabs[0], shop) == {"alpine-tea", "midnight-chair"}
+    screenshot(tabs[0], "cart")
+
+
+def test_two_tabs_on_djangos_db_engine_lose_an_item(
+    django_db_shop: Shop, new_context: Any, screenshot: Any
+) -> None:
+    """The same two tabs on Django's own engine: the later save overwrites the earlier.
+    This shows the two requests really overlap, so the test above can fail."""
+    context = new_context()
+    tabs = add_in_two_tabs_at_once(context, django_db_shop, ("alpine-tea", "midnight-chair"))
+    kept = cart_skus(tabs[0], django_db_shop)
+    assert len(kept) == 1 and kept <= {"alpine-tea", "midnight-chair"}
+    screenshot(tabs[0], "cart")
+
+
+def test_log_out_in_one_tab_logs_out_the_other(
+    shop: Shop, new_context: Any, screenshot: Any
+) -> None:
+    context = new_context()
+    first, second = context.new_page(), context.new_page()
+    sign_up(first, shop, f"grace-{shop.store}")
+    second.goto(shop.url)
+    expect(second.locator("#user")).to_contain_text(f"Signed in as grace-{shop.store}")
+    signed_in_cookie = session_cookie(context)
+
+    first.click("#log-out")
+    expect(first.locator("#user")).to_have_text("Not signed in")
+    second.reload()
+    expect(second.locator("#user")).to_have_text("Not signed in")
+    screenshot(second, "other-tab")
+
+    # The old session is gone from the store: its cookie, replayed, signs nobody in.
+    replay = new_context()
+    replay.add_cookies([{"name": "sessionid", "value": signed_in_cookie, "url": shop.url}])
+    page = replay.new_page()
+    page.goto(shop.url)
+    expect(page.locator("#user")).to_have_text("Not signed in")
+    assert session_cookie(replay) != signed_in_cookie
+
+
+def test_forged_session_cookie_gets_a_fresh_anonymous_session(
+    shop: Shop, new_context: Any, screenshot: Any
+) -> None:
+    owner = new_context()
+    page = owner.new_page()
+    sign_up(page, shop, f"mallory-target-{shop.store}")
+    add_to_cart(page, "alpine-tea")
+    real = session_cookie(owner)
+    # The same random part and time, another tag: what a guess at a valid ID looks like.
+    forged = real[:-1] + ("0" if real[-1] != "0" else "1")
+
+    attacker = new_context()
+    attacker.add_cookies([{"name": "sessionid", "value": forged, "url": shop.url}])
+    page = attacker.new_page()
+    page.goto(shop.url)
+    expect(page.locator("#cost-gate")).to_have_text("rejected the cookie: forged session ID")
+    expect(page.locator("#user")).to_have_text("Not signed in")
+    expect(page.locator("#cart-count")).to_have_text("0")
+    expect(page.locator("main")).to_contain_text("visited this page 1 time")
+    fresh = session_cookie(attacker)
+    assert fresh not in (forged, real) and len(fresh) == len(real)
+    screenshot(page, "fresh-session")
