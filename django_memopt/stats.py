@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import msgpack
-from django.conf import settings
 from django.core.signals import request_finished
 
 from .conf import conf
@@ -138,14 +137,20 @@ def _record() -> bytes:
 
 
 def _store() -> Any:
-    from importlib import import_module
+    """The engine's ``SessionStore``, or None if ``SESSION_ENGINE`` is not one of this app's
+    (the app may be installed for its collector tuning alone)."""
+    from .backends.base import SessionBase
+    from .gate import session_store
 
-    return import_module(settings.SESSION_ENGINE).SessionStore
+    store = session_store()
+    return store if issubclass(store, SessionBase) else None
 
 
 def flush() -> None:
-    """Write this process's record to the store now."""
-    _store().write_stats(_process.token, _record())
+    """Write this process's record to the store now (nowhere if the engine is not ours)."""
+    store = _store()
+    if store is not None:
+        store.write_stats(_process.token, _record())
 
 
 def _flush_when_due(**kwargs: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -238,3 +239,26 @@ def test_redis_store_figures_and_an_unreachable_store() -> None:
         pytest.raises(CommandError, match="unreachable"),
     ):
         report("--json")
+
+
+SIGNED_COOKIES = "django.contrib.sessions.backends.signed_cookies"
+
+
+def test_memopt_stats_refuses_an_engine_that_is_not_memopts() -> None:
+    with (
+        override_settings(SESSION_ENGINE=SIGNED_COOKIES),
+        pytest.raises(CommandError, match="not a django-memopt engine"),
+    ):
+        report("--json")
+
+
+def test_counters_go_nowhere_when_the_engine_is_not_memopts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Installed for the collector tuning alone, the app must not fail every flush."""
+    with override_settings(SESSION_ENGINE=SIGNED_COOKIES, MEMOPT_STATS_INTERVAL=0):
+        stats.add("loads")
+        stats.flush()
+        stats._flush_when_due()
+        stats._flush_at_exit()
+    assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
