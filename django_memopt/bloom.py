@@ -229,7 +229,7 @@ class SessionFilter:
         if sizing(capacity, fp_rate, generations)[0] >= 2**40:
             raise ValueError("capacity too large")
         path, fp_rate, window = os.path.abspath(os.fspath(path)), float(fp_rate), float(window)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self = cls(path, lock_fd, capacity, fp_rate, generations, window, clock)
         try:

@@ -50,6 +50,19 @@ def _writable_dir(path: str) -> bool:
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
+def _exposed_dir(path: str) -> str | None:
+    """Why other local users could read or change what is in ``path``, or None."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None  # not there yet: the engine creates it with mode 0700
+    if found.st_uid not in (os.geteuid(), 0):
+        return f"is owned by another user (uid {found.st_uid})"
+    if found.st_mode & 0o077:
+        return f"can be entered by other users (mode {found.st_mode & 0o777:04o})"
+    return None
+
+
 def _check_redis_cache() -> list[CheckMessage]:
     """The Redis engine's connection comes from a django-redis cache: is there one?"""
     try:
@@ -258,6 +271,18 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 f"The LMDB session store directory {conf.MEMOPT_LMDB_PATH!r} is not writable.",
                 hint="Set MEMOPT_LMDB_PATH to a directory the web server's user can write to.",
                 id="django_memopt.E002",
+            )
+        )
+    elif settings.SESSION_ENGINE == LMDB_ENGINE and (
+        exposure := _exposed_dir(conf.MEMOPT_LMDB_PATH)
+    ):
+        errors.append(
+            Warning(
+                f"The LMDB session store directory {conf.MEMOPT_LMDB_PATH!r} {exposure}.",
+                hint="Session data is not encrypted and session IDs are credentials: give the "
+                "directory to the web server's user with mode 0700 (chmod 700), as the engine "
+                "creates it.",
+                id="django_memopt.W006",
             )
         )
     if not _is_int(conf.MEMOPT_LMDB_MAP_SIZE, 1024**2):

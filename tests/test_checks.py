@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,25 @@ def test_unwritable_lmdb_path(tmp_path: Path) -> None:
     # A path that does not exist yet is fine when it can be created.
     assert ids(MEMOPT_LMDB_PATH=str(tmp_path / "new" / "sessions")) == []
     assert ids(MEMOPT_LMDB_PATH=tmp_path / "as-a-pathlib-path") == []
+
+
+def test_lmdb_directory_open_to_other_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "sessions"
+    store.mkdir()
+    store.chmod(0o755)
+    assert ids(MEMOPT_LMDB_PATH=str(store)) == ["django_memopt.W006"]
+    store.chmod(0o700)
+    assert ids(MEMOPT_LMDB_PATH=str(store)) == []
+    # Owned by somebody else (not root), even with mode 0700.
+    if os.geteuid() == 0:
+        os.chown(store, 54321, -1)
+    else:
+        monkeypatch.setattr(os, "geteuid", lambda: store.stat().st_uid + 1)
+    assert ids(MEMOPT_LMDB_PATH=str(store)) == ["django_memopt.W006"]
+    redis = ids(MEMOPT_LMDB_PATH=str(store), SESSION_ENGINE="django_memopt.backends.redis")
+    assert "django_memopt.W006" not in redis
 
 
 def test_path_is_only_checked_for_the_lmdb_engine(tmp_path: Path) -> None:

@@ -684,6 +684,22 @@ def test_path_under_a_regular_file_fails_clearly(tmp_path: Path) -> None:
         assert SessionStore(new_session(a=1))["a"] == 1
 
 
+def test_store_is_created_for_its_owner_only(tmp_path: Path) -> None:
+    """Sessions are not encrypted and their IDs are credentials: other local users get no
+    access to the directory or the files, whatever the umask."""
+    path = tmp_path / "shared" / "sessions"
+    old_umask = os.umask(0o022)
+    try:
+        with override_settings(MEMOPT_LMDB_PATH=str(path)):
+            assert SessionStore(new_session(a=1))["a"] == 1
+            assert [m.id for m in check_settings() if m.id == "django_memopt.W006"] == []
+    finally:
+        os.umask(old_umask)
+    assert path.stat().st_mode & 0o777 == 0o700
+    for name in ("data.mdb", "lock.mdb"):
+        assert (path / name).stat().st_mode & 0o077 == 0, name
+
+
 def test_damaged_data_file_fails_clearly(tmp_path: Path) -> None:
     (tmp_path / "data.mdb").write_bytes(b"\xab" * 16384)
     with (

@@ -136,9 +136,11 @@ os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 def _open(path: str) -> Environment:
     durable = conf.MEMOPT_LMDB_DURABILITY == "system"
     try:
-        os.makedirs(path, exist_ok=True)
+        # Sessions are not encrypted and their IDs are credentials: owner only.
+        os.makedirs(path, mode=0o700, exist_ok=True)
         env = lmdb.open(
             path,
+            mode=0o600,
             map_size=conf.MEMOPT_LMDB_MAP_SIZE,
             max_readers=conf.MEMOPT_LMDB_MAX_READERS,
             max_dbs=3,
