@@ -160,13 +160,17 @@ def new_context(browser: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def screenshot(request: pytest.FixtureRequest) -> Any:
-    """``screenshot(page, step)`` saves a full-page PNG under artifacts/browser/."""
+    """``screenshot(page, step[, selector])`` saves a PNG under artifacts/browser/."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
-    def take(page: Any, step: str) -> Path:
+    def take(page: Any, step: str, selector: str | None = None) -> Path:
+        """The whole page, or only the element ``selector`` matches."""
         path = ARTIFACTS / f"{name}-{step}.png"
-        page.screenshot(path=str(path), full_page=True)
+        if selector is None:
+            page.screenshot(path=str(path), full_page=True)
+        else:
+            page.locator(selector).screenshot(path=str(path))
         return path
 
     return take

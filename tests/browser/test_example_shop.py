@@ -107,6 +107,7 @@ def test_sign_up_log_in_and_fill_the_cart(shop: Shop, new_context: Any, screensh
         assert cost(page, "fields-decoded", of=of) <= 5
     expect(page.locator("#redirected-cost")).to_contain_text("POST /cart/add/")
     screenshot(page, "one-more-item")
+    screenshot(page, "session-cost-panel", "#session-cost")
 
     # The session page reads every key, so every field is decoded.
     page.goto(f"{shop.url}/session/")
