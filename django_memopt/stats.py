@@ -34,6 +34,7 @@ __all__ = [
     "flush",
     "process_totals",
     "read_records",
+    "stale_tokens",
     "summed",
 ]
 
@@ -199,6 +200,13 @@ def read_records(raw: Mapping[str, bytes]) -> list[dict[str, Any]]:
             record["token"] = token
             records.append(record)
     return records
+
+
+def stale_tokens(records: Iterable[dict[str, Any]], older_than: float, now: float) -> list[str]:
+    """The tokens of the records (from :func:`read_records`) last flushed more than
+    ``older_than`` seconds before ``now``: processes gone, or idle that long."""
+    cutoff = now - older_than
+    return [record["token"] for record in records if record.get("flushed", 0) < cutoff]
 
 
 # GC figures that are not amounts to add up (settings in effect; the frozen objects of a

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 
+import msgpack
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
@@ -262,3 +263,27 @@ def test_counters_go_nowhere_when_the_engine_is_not_memopts(
         stats._flush_when_due()
         stats._flush_at_exit()
     assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize("engine", ["lmdb", "redis"])
+def test_prune_forgets_only_processes_that_stopped_flushing(engine: str, tmp_path: Path) -> None:
+    overrides = (
+        {"SESSION_ENGINE": LMDB, "MEMOPT_LMDB_PATH": str(tmp_path / "store")}
+        if engine == "lmdb"
+        else {**REDIS, "MEMOPT_REDIS_KEY_PREFIX": f"prune-{os.getpid()}:"}
+    )
+    with override_settings(**overrides):
+        store = RedisSessionStore if engine == "redis" else SessionStore
+        now = time.time()
+        for token, flushed, loads in (("gone", now - 7200, 5), ("live", now - 10, 7)):
+            record = {"version": stats.RECORD_VERSION, "host": "h", "pid": 1, "flushed": flushed}
+            store.write_stats(token, msgpack.packb({**record, "counts": {"loads": loads}}))
+        assert json.loads(report("--json"))["engine"]["loads"] == 12
+        errors = StringIO()
+        call_command("memopt_stats", "--json", "--prune", "3600", stdout=StringIO(), stderr=errors)
+        assert "1 of 2 processes" in errors.getvalue()
+        assert set(store.read_stats()) == {"live"}
+        assert json.loads(report("--json"))["engine"]["loads"] == 7
+        store.remove_stats(["live"])
+        with pytest.raises(CommandError, match="seconds"):
+            report("--prune", "-1")

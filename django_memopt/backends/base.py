@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
@@ -352,6 +352,11 @@ class SessionBase(DjangoSessionBase):
     def read_stats(cls) -> dict[str, bytes]:
         """Every process's statistics record, by token."""
         raise NotImplementedError("subclasses of SessionBase must provide read_stats()")
+
+    @classmethod
+    def remove_stats(cls, tokens: Iterable[str]) -> None:
+        """Forget the statistics records of these processes (absent ones are ignored)."""
+        raise NotImplementedError("subclasses of SessionBase must provide remove_stats()")
 
     @classmethod
     def store_figures(cls, sample: int = 1000) -> dict[str, Any]:

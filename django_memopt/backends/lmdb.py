@@ -26,7 +26,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -468,6 +468,18 @@ class SessionStore(_SessionBase):
             }
 
         return _transaction(opened, read, write=False)
+
+    @classmethod
+    def remove_stats(cls, tokens: Iterable[str]) -> None:
+        """Forget the statistics records of these processes (absent ones are ignored)."""
+        opened = environment()
+        keys = [token.encode() for token in tokens]
+
+        def remove(txn: Any) -> None:
+            for key in keys:
+                txn.delete(key, db=opened.stats)
+
+        _transaction(opened, remove, write=True)
 
     @classmethod
     def store_figures(cls, sample: int = 1000) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, TypeVar
 
 from django.conf import settings
@@ -226,6 +226,13 @@ class SessionStore(_SessionBase):
     def read_stats(cls) -> dict[str, bytes]:
         """Every process's statistics record, by token."""
         return _read_stats()
+
+    @classmethod
+    def remove_stats(cls, tokens: Iterable[str]) -> None:
+        """Forget the statistics records of these processes (absent ones are ignored)."""
+        names = list(tokens)
+        if names:
+            _call(lambda: _execute("HDEL", _stats_key(), *names))
 
     @classmethod
     def store_figures(cls, sample: int = 1000) -> dict[str, Any]:

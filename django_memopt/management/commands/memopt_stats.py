@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 from django.conf import settings
@@ -142,10 +143,27 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", action="store_true", help="the same as --format json")
         parser.add_argument(
+            "--prune",
+            type=float,
+            metavar="SECONDS",
+            help="first forget the records of processes that have not flushed for SECONDS "
+            "(workers gone since a restart); the totals lose what they counted",
+        )
+        parser.add_argument(
             "--sample",
             type=int,
             default=1000,
             help="sessions read for the per-session figures (default 1000)",
+        )
+
+    def _prune(self, older_than: float) -> None:
+        store = session_store()
+        records = stats.read_records(store.read_stats())
+        stale = stats.stale_tokens(records, older_than, time.time())
+        store.remove_stats(stale)
+        self.stderr.write(
+            f"Forgot the records of {len(stale)} of {len(records)} processes "
+            f"(none flushed in the last {older_than:g} s)."
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -155,7 +173,11 @@ class Command(BaseCommand):
                 f"SESSION_ENGINE {settings.SESSION_ENGINE!r} is not a django-memopt engine: "
                 "memopt_stats reports on django_memopt.backends.lmdb and .redis."
             )
+        if options["prune"] is not None and options["prune"] < 0:
+            raise CommandError("--prune takes a number of seconds, 0 or more.")
         try:
+            if options["prune"] is not None:
+                self._prune(options["prune"])
             report = collect(options["sample"])
         except SessionStoreError as exc:
             raise CommandError(f"The session store is unreachable: {exc}") from exc
