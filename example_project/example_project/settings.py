@@ -43,16 +43,16 @@ INSTALLED_APPS = [
     "shop",
 ]
 
-SESSION_STORE = os.environ.get("EXAMPLE_SESSION_STORE", "lmdb")
+EXAMPLE_SESSION_STORE = os.environ.get("EXAMPLE_SESSION_STORE", "lmdb")
 SESSION_MIDDLEWARE = "django_memopt.middleware.SessionMiddleware"
 
-if SESSION_STORE == "lmdb":
+if EXAMPLE_SESSION_STORE == "lmdb":
     SESSION_ENGINE = "django_memopt.backends.lmdb"
     MEMOPT_LMDB_PATH = VAR_DIR / "sessions"  # the engine creates the directory itself
     # One host: the filter of live session IDs turns unknown IDs away before the store.
     MEMOPT_FILTER = True
     MEMOPT_FILTER_PATH = VAR_DIR / "session-filter"
-elif SESSION_STORE == "redis":
+elif EXAMPLE_SESSION_STORE == "redis":
     SESSION_ENGINE = "django_memopt.backends.redis"
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -63,13 +63,13 @@ elif SESSION_STORE == "redis":
     }
     SESSION_CACHE_ALIAS = "sessions"
     MEMOPT_REDIS_KEY_PREFIX = "example-shop:"
-elif SESSION_STORE == "django-db":
+elif EXAMPLE_SESSION_STORE == "django-db":
     SESSION_ENGINE = "django.contrib.sessions.backends.db"
     SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
     INSTALLED_APPS.remove("django_memopt")
 else:
     raise ImproperlyConfigured(
-        f"EXAMPLE_SESSION_STORE={SESSION_STORE!r}: use 'lmdb', 'redis' or 'django-db'."
+        f"EXAMPLE_SESSION_STORE={EXAMPLE_SESSION_STORE!r}: use 'lmdb', 'redis' or 'django-db'."
     )
 
 if SESSION_ENGINE.startswith("django_memopt."):

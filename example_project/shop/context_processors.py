@@ -23,5 +23,5 @@ def shop(request: HttpRequest) -> dict[str, Any]:
         "theme": session.get("pref:theme", "light"),
         "currency": session.get("pref:currency", "EUR"),
         "cart_count": len(cart.skus(session)),
-        "store_name": STORES[settings.SESSION_STORE],
+        "store_name": STORES[settings.EXAMPLE_SESSION_STORE],
     }
