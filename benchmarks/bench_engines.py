@@ -117,23 +117,17 @@ def make_config(base: str) -> dict[str, str]:
     }
 
 
-def configure_django(config: dict[str, str]) -> None:
-    """Configure and set up Django for the benchmark (in this process and in children)."""
-    import django
-    from django.conf import settings
-
-    if settings.configured:
-        return
-    os.makedirs(config["files"], exist_ok=True)
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="benchmark-secret-key-" + "k" * 40,
-        INSTALLED_APPS=["django.contrib.sessions", "django_memopt"],
-        DATABASES={
+def django_settings(config: dict[str, str]) -> dict[str, Any]:
+    """The settings the benchmark runs with."""
+    return {
+        "DEBUG": False,
+        "SECRET_KEY": "benchmark-secret-key-" + "k" * 40,
+        "INSTALLED_APPS": ["django.contrib.sessions", "django_memopt"],
+        "DATABASES": {
             # Django's defaults for SQLite: rollback journal, synchronous=FULL, 5 s timeout.
             "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": config["sqlite"]}
         },
-        CACHES={
+        "CACHES": {
             "default": {
                 "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                 "LOCATION": "benchmark-sessions",
@@ -141,13 +135,29 @@ def configure_django(config: dict[str, str]) -> None:
                 "OPTIONS": {"MAX_ENTRIES": 10_000_000},
             }
         },
-        SESSION_ENGINE="django_memopt.backends.lmdb",
-        SESSION_FILE_PATH=config["files"],
-        MEMOPT_LMDB_PATH=config["lmdb"],
-        MEMOPT_LMDB_DURABILITY="process",
-        USE_TZ=True,
-        LOGGING_CONFIG=None,
-    )
+        "SESSION_ENGINE": "django_memopt.backends.lmdb",
+        "SESSION_FILE_PATH": config["files"],
+        "MEMOPT_LMDB_PATH": config["lmdb"],
+        "MEMOPT_LMDB_DURABILITY": "process",
+        # No counters flushed at exit: that would reopen the store after it is removed.
+        "MEMOPT_STATS_INTERVAL": None,
+        "USE_TZ": True,
+        "LOGGING_CONFIG": None,
+    }
+
+
+def configure_django(config: dict[str, str], overrides: dict[str, Any] | None = None) -> None:
+    """Configure and set up Django for the benchmark (in this process and in children).
+
+    ``overrides`` replaces or adds settings (``bench_all.py`` adds its Redis cache).
+    """
+    import django
+    from django.conf import settings
+
+    if settings.configured:
+        return
+    os.makedirs(config["files"], exist_ok=True)
+    settings.configure(**{**django_settings(config), **(overrides or {})})
     django.setup()
 
 
@@ -157,6 +167,8 @@ class Engine:
     module: str
     lmdb: tuple[str, str] | None = None  # (MEMOPT_LMDB_PATH, MEMOPT_LMDB_DURABILITY)
     shared_across_processes: bool = True
+    # The session key is the signed session itself (signed_cookies): it changes on a save.
+    cookie_store: bool = False
     keys: dict[str, list[str]] = field(default_factory=dict)
     store: Any = None
 
@@ -483,11 +495,42 @@ def time_cell(
                         anomalies[f"{engine.name}: create left no key"] += 1
                     else:
                         session.delete()
-                elif session.get(READ_KEYS[0]) is None or session.session_key != key:
+                elif session.get(READ_KEYS[0]) is None or (
+                    session.session_key != key and not engine.cookie_store
+                ):
                     anomalies[f"{engine.name}: session not found"] += 1
                 if round_no >= warmup and (burst == 1 or step > 0):
                     samples[engine.name].append(elapsed)
     return Cell(samples, anomalies)
+
+
+def time_cells(
+    engines: list[Engine],
+    payloads: dict[str, list[dict[str, Any]]],
+    profile: Profile,
+    rng: random.Random,
+) -> tuple[dict[tuple[str, str, str], float], Counter[str]]:
+    """Every operation, then the cold typical request, on every size: the medians (ns) by
+    (operation, size, engine name), and the failed checks. Progress goes to stderr."""
+    medians: dict[tuple[str, str, str], float] = {}
+    anomalies: Counter[str] = Counter()
+    cells = [(op, op, profile.reps[op], profile.burst) for op in OPERATIONS]
+    cells.append((COLD, "typical", profile.cold_rounds, 1))
+    for label, op, rounds, burst in cells:
+        for size in SIZES:
+            t0 = time.perf_counter()
+            cell = time_cell(op, size, engines, payloads, rounds, profile.warmup, rng, burst=burst)
+            anomalies.update(cell.anomalies)
+            for name, samples in cell.samples.items():
+                medians[(label, size, name)] = statistics.median(samples)
+            print(
+                f"{label:>9} {size:>6}: "
+                + ", ".join(f"{name} {_us(medians[(label, size, name)])}" for name in cell.samples)
+                + f" µs ({time.perf_counter() - t0:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    return medians, anomalies
 
 
 # -- bytes written per save --------------------------------------------------------------
@@ -560,6 +603,8 @@ def measure_bytes(engine: Engine, samples: int, rng: random.Random) -> BytesRow:
             cache = caches["default"]
             stored = cache._cache[cache.make_and_validate_key(session.cache_key)]
             written.append(len(stored))
+        elif engine.cookie_store:
+            written.append(len(session.session_key))  # the new cookie: the whole session
         if engine.lmdb is None:
             rewrite.append(written[-1])
             record.append(written[-1])
@@ -657,6 +702,12 @@ def write_loop(
     return {"writer": writer, "last": last, "errors": dict(errors)}
 
 
+def engines_in_this_process(config: dict[str, str]) -> list[Engine]:
+    """Configure Django in this (writer) process and make the engines."""
+    configure_django(config)
+    return make_engines(config)
+
+
 def _process_writer(
     config: dict[str, str],
     engine_name: str,
@@ -666,9 +717,9 @@ def _process_writer(
     think_s: float,
     barrier: Any,
     results: Any,
+    engines_for: Callable[[dict[str, str]], list[Engine]] = engines_in_this_process,
 ) -> None:
-    configure_django(config)
-    engine = engine_named(make_engines(config), engine_name)
+    engine = engine_named(engines_for(config), engine_name)
     engine.activate()
     engine.store(session_key).exists(session_key)  # open connections before the start line
     barrier.wait()
@@ -780,6 +831,30 @@ def run_threads(
     for thread in threads:
         thread.join()
     return _tally(engine, session_key, results, "threads", profile.iterations)
+
+
+def run_writers(
+    engines: list[Engine],
+    config: dict[str, str],
+    payloads: dict[str, list[dict[str, Any]]],
+    profile: Profile,
+    target: Callable[..., None] = _process_writer,
+) -> list[ConcurrencyRow]:
+    """4 writer processes (``target``) on each engine shared across processes, then 8
+    writer threads on every engine. Each result goes to stderr as well."""
+    concurrency: list[ConcurrencyRow] = []
+    for engine in engines:
+        if engine.shared_across_processes:
+            concurrency.append(run_processes(engine, config, payloads, 4, profile, target))
+    for engine in engines:
+        concurrency.append(run_threads(engine, payloads, 8, profile))
+    for row in concurrency:
+        print(
+            f"{row.engine} {row.mode}: lost {row.lost}/{row.writers}, {dict(row.errors)}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return concurrency
 
 
 # -- report ------------------------------------------------------------------------------
@@ -1284,28 +1359,7 @@ def main(argv: list[str] | None = None) -> int:
             check_engine(engine, payloads)
 
         rng = random.Random(SEED)
-        medians: dict[tuple[str, str, str], float] = {}
-        anomalies: Counter[str] = Counter()
-        cells = [(op, op, profile.reps[op], profile.burst) for op in OPERATIONS]
-        cells.append((COLD, "typical", profile.cold_rounds, 1))
-        for label, op, rounds, burst in cells:
-            for size in SIZES:
-                t0 = time.perf_counter()
-                cell = time_cell(
-                    op, size, engines, payloads, rounds, profile.warmup, rng, burst=burst
-                )
-                anomalies.update(cell.anomalies)
-                for name, samples in cell.samples.items():
-                    medians[(label, size, name)] = statistics.median(samples)
-                print(
-                    f"{label:>9} {size:>6}: "
-                    + ", ".join(
-                        f"{name} {_us(medians[(label, size, name)])}" for name in cell.samples
-                    )
-                    + f" µs ({time.perf_counter() - t0:.1f} s)",
-                    file=log,
-                    flush=True,
-                )
+        medians, anomalies = time_cells(engines, payloads, profile, rng)
 
         print("measuring bytes written per save...", file=log, flush=True)
         bytes_samples = 10 if args.quick else 50
@@ -1313,18 +1367,7 @@ def main(argv: list[str] | None = None) -> int:
         size_rows = size_table_rows(engines, payloads)
 
         print("concurrent writers...", file=log, flush=True)
-        concurrency: list[ConcurrencyRow] = []
-        for engine in engines:
-            if engine.shared_across_processes:
-                concurrency.append(run_processes(engine, config, payloads, 4, profile))
-        for engine in engines:
-            concurrency.append(run_threads(engine, payloads, 8, profile))
-        for row in concurrency:
-            print(
-                f"{row.engine} {row.mode}: lost {row.lost}/{row.writers}, {dict(row.errors)}",
-                file=log,
-                flush=True,
-            )
+        concurrency = run_writers(engines, config, payloads, profile)
 
         report = render(
             argv=argv,

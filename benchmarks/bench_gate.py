@@ -288,19 +288,40 @@ def run(quick: bool, seed: int) -> tuple[list[Row], dict[str, str]]:
 # -- report ----------------------------------------------------------------------------------
 
 
+def reads_without_gate(rows: list[Row], row: Row) -> int:
+    """The store reads Django's middleware made for ``row``'s engine and cookies."""
+    for other in rows:
+        if (
+            other.setup.engine == row.setup.engine
+            and not other.setup.gate
+            and other.workload == row.workload
+        ):
+            return other.reads
+    raise LookupError(row)
+
+
+def table_lines(rows: list[Row]) -> list[str]:
+    """The Markdown table of the results, one line per row."""
+    lines = [
+        "| setup | cookies | store reads | avoided | µs / request | requests/s | check ns |",
+        "|:---|:---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        avoided = "n/a"
+        if row.setup.gate and row.workload != "live":
+            baseline = reads_without_gate(rows, row)
+            avoided = f"{1 - row.reads / baseline:.1%}" if baseline else "n/a"
+        lines.append(
+            f"| {row.setup.label} | {row.workload} | {row.reads:,} of {row.requests:,} | "
+            f"{avoided} | {row.median_us:,.1f} | {1e6 / row.median_us:,.0f} | "
+            f"{'' if row.check_ns is None else f'{row.check_ns:,.0f}'} |"
+        )
+    return lines
+
+
 def render(rows: list[Row], info: dict[str, str], argv: list[str]) -> str:
     import django
     import redis
-
-    def off_reads(row: Row) -> int:
-        for other in rows:
-            if (
-                other.setup.engine == row.setup.engine
-                and not other.setup.gate
-                and other.workload == row.workload
-            ):
-                return other.reads
-        raise LookupError(row)
 
     lines = [
         "# Benchmark: the session-ID gate against a flood of unknown and forged IDs",
@@ -326,20 +347,7 @@ def render(rows: list[Row], info: dict[str, str], argv: list[str]) -> str:
         "thread.",
         "- Check: median ns of `django_memopt.gate.admits()` alone, for the same cookies.",
         "",
-        "| setup | cookies | store reads | avoided | µs / request | requests/s | check ns |",
-        "|:---|:---|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        avoided = "n/a"
-        if row.setup.gate and row.workload != "live":
-            baseline = off_reads(row)
-            avoided = f"{1 - row.reads / baseline:.1%}" if baseline else "n/a"
-        lines.append(
-            f"| {row.setup.label} | {row.workload} | {row.reads:,} of {row.requests:,} | "
-            f"{avoided} | {row.median_us:,.1f} | {1e6 / row.median_us:,.0f} | "
-            f"{'' if row.check_ns is None else f'{row.check_ns:,.0f}'} |"
-        )
-    lines += [
+        *table_lines(rows),
         "",
         *be.machine_and_run(
             argv,
@@ -350,13 +358,8 @@ def render(rows: list[Row], info: dict[str, str], argv: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="few rounds: a smoke test")
-    parser.add_argument("--output", help="write the report to this Markdown file")
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
-
+def measure(quick: bool, seed: int) -> tuple[list[Row], dict[str, str]]:
+    """Start Redis, configure Django (once per process) and run the flood."""
     from tests.redis_server import RedisServer, free_port
 
     base = tempfile.mkdtemp(prefix="memopt-bench-gate-")
@@ -364,11 +367,21 @@ def main(argv: list[str] | None = None) -> int:
     server = RedisServer(free_port()).start()
     try:
         configure(base, server.url)
-        rows, info = run(args.quick, args.seed)
-        report = render(rows, info, sys.argv[1:] if argv is None else argv)
+        return run(quick, seed)
     finally:
         server.cleanup()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="few rounds: a smoke test")
+    parser.add_argument("--output", help="write the report to this Markdown file")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    rows, info = measure(args.quick, args.seed)
+    report = render(rows, info, sys.argv[1:] if argv is None else argv)
     be.publish(report, args.output)
     return 0
 

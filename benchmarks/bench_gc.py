@@ -89,6 +89,8 @@ def environment(base: str, module: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([EXAMPLE, base, env.get("PYTHONPATH", "")])
     env["DJANGO_SETTINGS_MODULE"] = module
+    # The shop's own files (the gate's filter among them) apart for each setup.
+    env["EXAMPLE_VAR_DIR"] = os.path.join(base, module)
     return env
 
 
@@ -179,11 +181,15 @@ def percentile(values: list[int], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def render(argv: list[str], rounds: int, per_round: int, clients: int, workers: int) -> str:
-    import django
-
-    rows = []
-    for setup in SETUPS:
+def table_lines(setups: list[Setup]) -> list[str]:
+    """The Markdown table of the results, one line per setup."""
+    rows = [
+        "| setup | requests | median ms | p99 ms | GC ms in requests | GC µs per "
+        "request | GC ms between requests | full collections | worst pause ms | "
+        "frozen objects |",
+        "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for setup in setups:
         figures = setup.figures
         finished = figures.get("requests_finished", 0) or 1
         in_request_ms = figures.get("in_request_time_ns", 0) / 1e6
@@ -197,6 +203,12 @@ def render(argv: list[str], rounds: int, per_round: int, clients: int, workers: 
             f"| {figures.get('worst_pause_ns', 0) / 1e6:.2f} "
             f"| {figures.get('frozen_objects', 0):,} |"
         )
+    return rows
+
+
+def render(argv: list[str], rounds: int, per_round: int, clients: int, workers: int) -> str:
+    import django
+
     return "\n".join(
         [
             "# Benchmark: the garbage collector under gunicorn, with and without the app's tuning",
@@ -213,25 +225,16 @@ def render(argv: list[str], rounds: int, per_round: int, clients: int, workers: 
             "as gunicorn's sync workers close it). The collector's figures are the workers' "
             "own, summed over both workers by `manage.py memopt_stats --json`.",
             "",
-            "| setup | requests | median ms | p99 ms | GC ms in requests | GC µs per "
-            "request | GC ms between requests | full collections | worst pause ms | "
-            "frozen objects |",
-            "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-            *rows,
+            *table_lines(SETUPS),
             "",
             *be.machine_and_run(argv, "benchmarks/bench_gc.py", f"Django {django.get_version()}"),
         ]
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--output", help="write the report to this Markdown file")
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
-    rounds, per_round, clients, workers = (2, 200, 4, 2) if args.quick else (10, 1000, 4, 2)
-    rng = random.Random(args.seed)
+def measure(rounds: int, per_round: int, clients: int, workers: int, seed: int) -> None:
+    """Serve and load every setup; fills in each of ``SETUPS``' latencies and figures."""
+    rng = random.Random(seed)
     base = tempfile.mkdtemp(prefix="memopt-bench-gc-")
     sys.path[:0] = [EXAMPLE, base]
     try:
@@ -248,14 +251,22 @@ def main(argv: list[str] | None = None) -> int:
         for index, setup in enumerate(SETUPS):
             stop_and_collect(base, index, setup)
         os.environ["DJANGO_SETTINGS_MODULE"] = "bench_gc_settings_0"
-        report = render(
-            sys.argv[1:] if argv is None else argv, rounds, per_round, clients, workers
-        )
     finally:
         for setup in SETUPS:
             if setup.process is not None and setup.process.poll() is None:
                 setup.process.kill()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--output", help="write the report to this Markdown file")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    rounds, per_round, clients, workers = (2, 200, 4, 2) if args.quick else (10, 1000, 4, 2)
+    measure(rounds, per_round, clients, workers, args.seed)
+    report = render(sys.argv[1:] if argv is None else argv, rounds, per_round, clients, workers)
     be.publish(report, args.output)
     return 0
 

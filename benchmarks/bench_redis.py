@@ -108,6 +108,31 @@ def redis_sessions_status() -> str | None:
     return None
 
 
+def redis_settings(config: dict[str, str]) -> dict[str, Any]:
+    """The cache ``ALIAS`` on the benchmark's Redis, and django-redis-sessions' setting."""
+    return {
+        "cache": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": config["redis_url"],
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+        },
+        "SESSION_REDIS": {
+            "host": "127.0.0.1",
+            "port": int(config["redis_port"]),
+            "db": 0,
+            "prefix": REDIS_SESSIONS_PREFIX,
+            "socket_timeout": 1,
+        },
+    }
+
+
+def drop_django_log_records() -> None:
+    """As Django's default logging does with DEBUG off: warnings are emitted, then dropped."""
+    django_logger = logging.getLogger("django")
+    django_logger.addHandler(logging.NullHandler())
+    django_logger.propagate = False
+
+
 def configure_django(config: dict[str, str]) -> None:
     """Configure and set up Django for the benchmark (in this process and in children)."""
     import django
@@ -115,6 +140,7 @@ def configure_django(config: dict[str, str]) -> None:
 
     if settings.configured:
         return
+    redis = redis_settings(config)
     settings.configure(
         DEBUG=False,
         SECRET_KEY="benchmark-secret-key-" + "k" * 40,
@@ -125,28 +151,15 @@ def configure_django(config: dict[str, str]) -> None:
         },
         CACHES={
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-            ALIAS: {
-                "BACKEND": "django_redis.cache.RedisCache",
-                "LOCATION": config["redis_url"],
-                "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
-            },
+            ALIAS: redis["cache"],
         },
         SESSION_CACHE_ALIAS=ALIAS,
         SESSION_ENGINE="django_memopt.backends.redis",
-        SESSION_REDIS={
-            "host": "127.0.0.1",
-            "port": int(config["redis_port"]),
-            "db": 0,
-            "prefix": REDIS_SESSIONS_PREFIX,
-            "socket_timeout": 1,
-        },
+        SESSION_REDIS=redis["SESSION_REDIS"],
         USE_TZ=True,
         LOGGING_CONFIG=None,
     )
-    # As Django's default logging does with DEBUG off: warnings are emitted, then dropped.
-    django_logger = logging.getLogger("django")
-    django_logger.addHandler(logging.NullHandler())
-    django_logger.propagate = False
+    drop_django_log_records()
     django.setup()
 
 
