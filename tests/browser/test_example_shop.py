@@ -115,7 +115,7 @@ def test_sign_up_log_in_and_fill_the_cart(shop: Shop, new_context: Any, screensh
 
     page.goto(f"{shop.url}/stats/")
     expect(page.locator("#stats-engine")).to_contain_text("creates")
-    assert "fields_decoded" in page.locator("#stats-text").inner_text()
+    assert "fields_decoded" in page.locator("#stats-text").text_content()
     screenshot(page, "stats")
 
 
