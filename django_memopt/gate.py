@@ -23,6 +23,7 @@ from importlib import import_module
 from typing import Any, Final
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
@@ -153,8 +154,17 @@ def _fill_when_small(found: SessionFilter) -> None:
 
 
 def session_store() -> Any:
-    """The ``SessionStore`` class of ``SESSION_ENGINE``."""
-    return import_module(settings.SESSION_ENGINE).SessionStore
+    """The ``SessionStore`` class of ``SESSION_ENGINE``; ``ImproperlyConfigured`` if that is
+    not one of this app's engines (the app may be installed for its collector tuning)."""
+    from .backends.base import SessionBase
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    if not issubclass(store, SessionBase):
+        raise ImproperlyConfigured(
+            f"SESSION_ENGINE {settings.SESSION_ENGINE!r} is not a django-memopt engine "
+            "(django_memopt.backends.lmdb or django_memopt.backends.redis)."
+        )
+    return store
 
 
 def admits(session_key: str) -> bool:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import msgpack
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_finished
 
 from .conf import conf
@@ -140,11 +141,12 @@ def _record() -> bytes:
 def _store() -> Any:
     """The engine's ``SessionStore``, or None if ``SESSION_ENGINE`` is not one of this app's
     (the app may be installed for its collector tuning alone)."""
-    from .backends.base import SessionBase
     from .gate import session_store
 
-    store = session_store()
-    return store if issubclass(store, SessionBase) else None
+    try:
+        return session_store()
+    except ImproperlyConfigured:
+        return None
 
 
 def flush() -> None:

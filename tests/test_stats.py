@@ -251,6 +251,11 @@ def test_memopt_stats_refuses_an_engine_that_is_not_memopts() -> None:
         pytest.raises(CommandError, match="not a django-memopt engine"),
     ):
         report("--json")
+    with (
+        override_settings(SESSION_ENGINE=SIGNED_COOKIES, MEMOPT_FILTER=True),
+        pytest.raises(CommandError, match="not a django-memopt engine"),
+    ):
+        call_command("memopt_rebuild_filter", stdout=StringIO())
 
 
 def test_counters_go_nowhere_when_the_engine_is_not_memopts(

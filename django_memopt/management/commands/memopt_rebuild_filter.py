@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from django_memopt.conf import conf
@@ -19,8 +20,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not conf.MEMOPT_FILTER:
             raise CommandError("The session-ID filter is off (setting MEMOPT_FILTER).")
+        try:
+            store = session_store()
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
         with open_filter() as found:
-            added = found.rebuild(session_store().iter_sessions())
+            added = found.rebuild(store.iter_sessions())
             stats = found.stats()
         self.stdout.write(
             f"Added {added} live sessions to {conf.MEMOPT_FILTER_PATH}; estimated "

@@ -8,10 +8,11 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_memopt import stats
-from django_memopt.backends.base import SessionBase, SessionStoreError
+from django_memopt.backends.base import SessionStoreError
 from django_memopt.conf import conf
 from django_memopt.gate import open_filter, session_store
 
@@ -168,11 +169,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         output_format = "json" if options["json"] else options["format"]
-        if not issubclass(session_store(), SessionBase):
-            raise CommandError(
-                f"SESSION_ENGINE {settings.SESSION_ENGINE!r} is not a django-memopt engine: "
-                "memopt_stats reports on django_memopt.backends.lmdb and .redis."
-            )
+        try:
+            session_store()
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
         if options["prune"] is not None and options["prune"] < 0:
             raise CommandError("--prune takes a number of seconds, 0 or more.")
         try:
