@@ -359,6 +359,20 @@ class SessionBase(DjangoSessionBase):
         raise NotImplementedError("subclasses of SessionBase must provide remove_stats()")
 
     @classmethod
+    def read_meta(cls, name: str) -> bytes | None:
+        """The store-wide value ``name`` set by :meth:`add_meta`, or ``None`` if never set."""
+        raise NotImplementedError("subclasses of SessionBase must provide read_meta()")
+
+    @classmethod
+    def add_meta(cls, name: str, value: bytes) -> bytes:
+        """Set the store-wide value ``name`` to ``value`` unless it is set; the value it holds.
+
+        Atomic across processes and hosts: the first caller's value wins, and every caller
+        gets that one back. Such values never expire and are not sessions.
+        """
+        raise NotImplementedError("subclasses of SessionBase must provide add_meta()")
+
+    @classmethod
     def store_figures(cls, sample: int = 1000) -> dict[str, Any]:
         """The store's own figures (sessions, bytes, ...), sampling rather than scanning."""
         raise NotImplementedError("subclasses of SessionBase must provide store_figures()")
