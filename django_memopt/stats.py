@@ -2,23 +2,26 @@
 
 Each thread counts into a dictionary of its own (exact, and no lock on the hot path). A
 process flushes the totals of its threads to the store under a key of its own at most
-every ``MEMOPT_STATS_INTERVAL`` seconds, when a request finishes, and at exit. A flush
-replaces that process's record with its totals so far, so records are never counted
-twice, and the record of a process that has died stays: a process killed outright loses
-only what it counted since its last flush.
+every ``MEMOPT_STATS_INTERVAL`` seconds, when a request finishes, and at exit, SIGTERM
+included. A flush replaces that process's record with its totals so far, so records are
+never counted twice, and the record of a process that has died stays: a process killed
+outright loses only what it counted since its last flush.
 """
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import logging
 import math
 import os
+import signal
 import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from types import FrameType
 from typing import Any, Final
 
 import msgpack
@@ -66,6 +69,12 @@ GATE_COUNTERS: Final = (
 )
 
 RECORD_VERSION: Final = 1
+#: The exit status after SIGTERM: what shells and container runtimes report for a process
+#: SIGTERM killed.
+SIGTERM_EXIT_STATUS: Final = 128 + signal.SIGTERM
+#: How long the exit after SIGTERM (and its flush) may take before SIGTERM's default action
+#: ends the process anyway.
+SIGTERM_GRACE_SECONDS: Final = 5.0
 
 
 class _Process:
@@ -156,6 +165,20 @@ def flush() -> None:
         store.write_stats(_process.token, _record())
 
 
+def _flush_logging_failure(failure: str) -> None:
+    """Flush; a store error is logged in one line (a store that is down would otherwise
+    print a traceback every interval), anything unexpected with its traceback."""
+    # Not at import: the engine's base module imports this one.
+    from .backends.base import SessionStoreError
+
+    try:
+        flush()
+    except SessionStoreError as exc:
+        logger.warning("%s: %s: %s", failure, type(exc).__name__, exc)
+    except Exception:
+        logger.exception(failure)
+
+
 def _flush_when_due(**kwargs: Any) -> None:
     interval = conf.MEMOPT_STATS_INTERVAL
     if interval is None:
@@ -164,26 +187,80 @@ def _flush_when_due(**kwargs: Any) -> None:
     if now < _process.next_flush:
         return
     _process.next_flush = now + interval
-    try:
-        flush()
-    except Exception:
-        # Counting must never fail a request; the next flush tries again.
-        logger.exception("django-memopt could not flush its counters to the session store")
+    # Counting must never fail a request; the next flush tries again.
+    _flush_logging_failure("django-memopt could not flush its counters to the session store")
 
 
 def _flush_at_exit() -> None:
     if conf.MEMOPT_STATS_INTERVAL is None or not _process.threads:
         return
+    _flush_logging_failure("django-memopt could not flush its counters at exit")
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM: leave through ``SystemExit``, so that the process exits as it would at the
+    end of its work, and ``atexit`` flushes.
+
+    The flush is not done here: Python runs this handler in the main thread between two of
+    its steps, maybe inside an LMDB write transaction (LMDB refuses a second one in that
+    thread: the flush would be lost) or halfway through the Redis client's bookkeeping of
+    its connections. The exception unwinds all that first: the transaction is aborted, the
+    connection handed back.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    if conf.MEMOPT_STATS_INTERVAL is None or not _process.threads:
+        signal.raise_signal(signal.SIGTERM)  # nothing to flush: die as before
+    # Even if the exit hangs (a non-daemon thread that never ends, code that swallows
+    # SystemExit, a store that does not answer), SIGTERM ends the process. A bare thread:
+    # the code this handler interrupted may hold the locks of ``threading``.
+    _thread.start_new_thread(_terminate_after, (SIGTERM_GRACE_SECONDS,))
+    raise SystemExit(SIGTERM_EXIT_STATUS)
+
+
+def _terminate_after(seconds: float) -> None:
+    time.sleep(seconds)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _caught_outside_python(signum: int) -> bool:
+    """Whether the kernel says ``signum`` is caught or ignored, though ``signal.getsignal``
+    says default: a server that embeds Python (uWSGI, mod_wsgi) may set its own handler in
+    C after Python started. Known on Linux only; elsewhere, False."""
     try:
-        flush()
-    except Exception:
-        logger.exception("django-memopt could not flush its counters at exit")
+        with open("/proc/self/status") as status:
+            masks = dict(line.split(":", 1) for line in status if line.startswith("Sig"))
+    except OSError:
+        return False
+    bit = 1 << (signum - 1)
+    return any(int(masks.get(name, "0"), 16) & bit for name in ("SigCgt", "SigIgn"))
+
+
+def _flush_on_sigterm() -> None:
+    """Make SIGTERM exit through ``atexit`` (which flushes) where its action is the
+    default one, which kills the process without running ``atexit``.
+
+    Only the main thread may set a handler. A handler already in place (gunicorn's,
+    uvicorn's, a Celery worker's, the embedding server's) is left alone, as is one
+    installed later over this one: such servers end their processes through ``atexit``
+    when they are ready to, after their requests. Chaining to it from here would flush
+    before their requests have finished, from inside a signal handler.
+    """
+    if conf.MEMOPT_STATS_INTERVAL is None:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # somebody else's, SIG_IGN, or this module's own from an earlier call
+    if _caught_outside_python(signal.SIGTERM):
+        return
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def connect() -> None:
-    """Flush after requests and at exit (from ``AppConfig.ready()``; once)."""
+    """Flush after requests, at exit and on SIGTERM (from ``AppConfig.ready()``; once)."""
     request_finished.connect(_flush_when_due, dispatch_uid="django_memopt.stats")
     atexit.register(_flush_at_exit)
+    _flush_on_sigterm()
 
 
 # -- reading -----------------------------------------------------------------------------

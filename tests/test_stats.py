@@ -8,10 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -25,6 +28,7 @@ from django_memopt.backends.lmdb import SessionStore
 from django_memopt.backends.redis import SessionStore as RedisSessionStore
 from tests import stats_workers
 from tests.processes import WAIT, children, finish, result_of
+from tests.redis_server import free_port
 
 LMDB = "django_memopt.backends.lmdb"
 REDIS = {"SESSION_ENGINE": "django_memopt.backends.redis", "SESSION_CACHE_ALIAS": "sessions"}
@@ -188,7 +192,7 @@ def test_json_has_the_four_sections_with_store_figures(store: Path) -> None:
     )  # a third field: "_session_expiry"  # stored with its deadline two minutes ago, until swept
     expired.save()
     data = json.loads(report("--json"))
-    assert set(data) == {"store", "filter", "engine", "gc"}
+    assert set(data) == {"store", "filter", "engine", "gc", "flushes"}
     figures = data["store"]
     assert figures["engine"] == LMDB
     assert figures["sessions"] == 6
@@ -218,8 +222,69 @@ def test_prometheus_output_parses(store: Path) -> None:
 def test_text_output_names_every_section(store: Path) -> None:
     text = report()
     headings = [line.split(" ")[0] for line in text.splitlines() if not line.startswith(" ")]
-    assert [heading for heading in headings if heading] == ["store", "filter", "engine", "gc"]
+    assert [heading for heading in headings if heading] == [
+        "store",
+        "filter",
+        "engine",
+        "gc",
+        "flushes",
+    ]
     assert "  sessions " in text
+
+
+def test_the_report_says_how_old_each_process_figures_are(store: Path) -> None:
+    now = time.time()
+    for token, pid, age in (("gone", 11, 600.0), ("live", 12, 4.0)):
+        record = {"version": stats.RECORD_VERSION, "host": "web", "pid": pid, "flushed": now - age}
+        SessionStore.write_stats(token, msgpack.packb({**record, "counts": {"loads": 1}}))
+    with override_settings(MEMOPT_STATS_INTERVAL=10):
+        flushes = json.loads(report("--json"))["flushes"]
+        text = report()
+        families = {
+            family.name: family
+            for family in text_string_to_metric_families(report("--format", "prometheus"))
+        }
+    # JSON: every process, newest flush first, and the interval that bounds what is missing.
+    assert flushes["interval_seconds"] == 10
+    assert [(found["host"], found["pid"]) for found in flushes["processes"]] == [
+        ("web", 12),
+        ("web", 11),
+    ]
+    assert flushes["processes"][1]["flushed"] == pytest.approx(now - 600)
+    assert flushes["newest_age_seconds"] == pytest.approx(4, abs=2)
+    assert flushes["oldest_age_seconds"] == pytest.approx(600, abs=2)
+    assert flushes["processes"][0]["age_seconds"] == flushes["newest_age_seconds"]
+    # Text: the same, and what may be missing.
+    note = "each live process's last 10 s of activity, MEMOPT_STATS_INTERVAL, may be missing"
+    assert note in text
+    live = text.index("    web pid 12: last flushed 4")
+    assert live < text.index("    web pid 11: last flushed 60")
+    # Prometheus: the summary only (a series per process ID would pile up over restarts).
+    assert families["memopt_flushes_interval_seconds"].samples[0].value == 10
+    assert "missing" in families["memopt_flushes_interval_seconds"].documentation
+    assert families["memopt_flushes_oldest_age_seconds"].type == "gauge"
+    assert families["memopt_flushes_oldest_age_seconds"].samples[0].value == pytest.approx(
+        600, abs=2
+    )
+    assert families["memopt_flushes_newest_age_seconds"].samples[0].value == pytest.approx(
+        4, abs=2
+    )
+    assert not [name for name in families if name.startswith("memopt_flushes_processes")]
+    # Counters not flushed where the command runs: it says so.
+    assert "MEMOPT_STATS_INTERVAL is None" in report()
+
+
+def test_the_flushes_of_an_empty_store(store: Path) -> None:
+    flushes = json.loads(report("--json"))["flushes"]
+    assert flushes == {
+        "interval_seconds": None,
+        "newest_age_seconds": None,
+        "oldest_age_seconds": None,
+        "processes": [],
+    }
+    assert "memopt_flushes" not in report("--format", "prometheus").replace("# HELP", "").replace(
+        "# TYPE", ""
+    )
 
 
 def test_redis_store_figures_and_an_unreachable_store() -> None:
@@ -292,3 +357,231 @@ def test_prune_forgets_only_processes_that_stopped_flushing(engine: str, tmp_pat
         store.remove_stats(["live"])
         with pytest.raises(CommandError, match="seconds"):
             report("--prune", "-1")
+
+
+DEAD_REDIS = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+
+
+def test_a_store_that_is_down_is_one_warning_per_failed_flush(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each interval, and at exit: one line naming the store's error, no traceback."""
+    with override_settings(
+        CACHES={**settings.CACHES, "sessions": DEAD_REDIS}, MEMOPT_STATS_INTERVAL=0, **REDIS
+    ):
+        stats.add("loads")
+        stats._flush_when_due()
+        stats._flush_when_due()
+        stats._flush_at_exit()
+    logged = [record for record in caplog.records if record.name == "django_memopt.stats"]
+    assert [record.levelno for record in logged] == [logging.WARNING] * 3
+    assert [record.exc_info for record in logged] == [None] * 3
+    for record in logged:
+        assert "SessionStoreUnavailable" in record.getMessage()
+        assert "is unavailable" in record.getMessage()
+    assert "at exit" in logged[2].getMessage()
+
+
+def test_an_unexpected_flush_error_keeps_its_traceback(
+    store: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(stats, "flush", broken)
+    with override_settings(MEMOPT_STATS_INTERVAL=0):
+        stats._flush_when_due()
+    [record] = [record for record in caplog.records if record.name == "django_memopt.stats"]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+
+
+# -- SIGTERM ---------------------------------------------------------------------------------
+
+
+def wait_for(path: Path, process: subprocess.Popen[Any]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not path.exists():
+        assert process.poll() is None, f"the child ended early ({process.returncode})"
+        assert time.monotonic() < deadline, f"the child never wrote {path.name}"
+        time.sleep(0.02)
+
+
+def counts_of(pid: int) -> dict[str, int]:
+    """The counts process ``pid`` flushed last to the store of the current settings."""
+    [counts] = [
+        record["counts"]
+        for record in stats.read_records(SessionStore.read_stats())
+        if record["pid"] == pid
+    ]
+    return dict(counts)
+
+
+def serve_then_sigterm(
+    store: Path, tmp_path: Path, interval: float | None, **options: Any
+) -> subprocess.Popen[Any]:
+    """A plain interpreter that serves 4 requests, then gets SIGTERM; waited for."""
+    ready, result = tmp_path / "ready", tmp_path / "result.json"
+    arguments = ", ".join(f"{name}={value!r}" for name, value in options.items())
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from tests import stats_workers; stats_workers.serve_until_terminated("
+            f"{str(store)!r}, 4, {interval!r}, {str(ready)!r}, {str(result)!r}, {arguments})",
+        ],
+        cwd=ROOT,
+    )
+    try:
+        wait_for(ready, worker)
+        result_of(result)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(WAIT)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    return worker
+
+
+def test_sigterm_flushes_and_ends_the_process(store: Path, tmp_path: Path) -> None:
+    # An hour between flushes: only the first request's counts were flushed before SIGTERM.
+    worker = serve_then_sigterm(store, tmp_path, 3600.0)
+    assert counts_of(worker.pid).get("loads") == 3
+    assert worker.returncode == stats.SIGTERM_EXIT_STATUS == 143
+
+
+def test_sigterm_inside_a_write_transaction_still_flushes(store: Path, tmp_path: Path) -> None:
+    """The main thread is saving (LMDB write transactions) when SIGTERM lands: the flush,
+    itself a write transaction, must neither fail nor wait forever."""
+    for trial in range(5):
+        ready = tmp_path / f"ready-{trial}"
+        code = (
+            "from tests import stats_workers; "
+            f"stats_workers.save_until_terminated({str(store)!r}, {str(ready)!r})"
+        )
+        worker = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+        try:
+            wait_for(ready, worker)
+            time.sleep(trial * 0.01)
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(WAIT) == 143  # 128 + SIGTERM
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        counts = counts_of(worker.pid)
+        assert counts["creates"] == 1 and counts["updates"] >= 49, counts
+
+
+def test_sigterm_kills_as_before_when_there_is_nothing_to_flush(
+    store: Path, tmp_path: Path
+) -> None:
+    # Counters off: no handler, SIGTERM's own action.
+    assert serve_then_sigterm(store, tmp_path, None).returncode == -signal.SIGTERM
+
+
+def test_sigterm_ends_a_process_that_swallows_system_exit(store: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    worker = serve_then_sigterm(store, tmp_path, 3600.0, swallow_exit=True)
+    assert worker.returncode == -signal.SIGTERM  # after the grace, SIGTERM's own action
+    assert time.monotonic() - started < WAIT / 2
+
+
+def test_a_sigterm_handler_already_installed_is_kept(store: Path, tmp_path: Path) -> None:
+    """Servers (gunicorn, uvicorn) exit on SIGTERM their own way; atexit then flushes."""
+    called = tmp_path / "handler-called"
+    worker = serve_then_sigterm(store, tmp_path, 3600.0, handler_path=str(called))
+    assert called.read_text() == "called"
+    assert worker.returncode == 0
+    assert counts_of(worker.pid).get("loads") == 3
+
+
+def test_runserver_stopped_with_sigterm_keeps_its_counts(store: Path, tmp_path: Path) -> None:
+    """The report: four requests under runserver, SIGTERM, and memopt_stats said loads 0."""
+    (tmp_path / "sigterm_settings.py").write_text(
+        "import os\n"
+        "from tests.settings import *\n"
+        "os.rmdir(MEMOPT_LMDB_PATH)  # the default store tests.settings made\n"
+        f"MEMOPT_LMDB_PATH = {str(store)!r}\n"
+        "MEMOPT_STATS_INTERVAL = 3600.0\n"
+        "ALLOWED_HOSTS = ['127.0.0.1']\n"
+    )
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "sigterm_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+    }
+    command = [sys.executable, "-m", "django", "runserver", "--noreload", f"127.0.0.1:{port}"]
+    server = subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                browser.open(f"{base}/untouched/", timeout=5).read()
+                break
+            except OSError:
+                assert server.poll() is None, server.communicate()
+                assert time.monotonic() < deadline, "runserver never answered"
+                time.sleep(0.1)
+        browser.open(f"{base}/store/a/1/", timeout=5).read()
+        for _ in range(3):
+            assert json.loads(browser.open(f"{base}/read/a/", timeout=5).read()) == {"value": "1"}
+        server.send_signal(signal.SIGTERM)
+        server.wait(WAIT)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        output, errors = server.communicate()
+    counts = counts_of(server.pid)
+    assert (counts.get("creates"), counts.get("loads")) == (1, 3), errors.decode()
+    assert server.returncode == 143
+    assert b"Traceback" not in errors, errors.decode()
+
+
+@pytest.fixture
+def sigterm_disposition() -> Iterator[None]:
+    """Whatever a test sets for SIGTERM in this process is undone."""
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.usefixtures("sigterm_disposition")
+def test_the_sigterm_handler_is_installed_once_from_the_main_thread_with_counters_on() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with override_settings(MEMOPT_STATS_INTERVAL=None):
+        stats._flush_on_sigterm()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with override_settings(MEMOPT_STATS_INTERVAL=10):
+        thread = threading.Thread(target=stats._flush_on_sigterm)
+        thread.start()
+        thread.join()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        stats._flush_on_sigterm()
+        assert signal.getsignal(signal.SIGTERM) is stats._exit_on_sigterm
+        stats._flush_on_sigterm()  # again: nothing changes
+        assert signal.getsignal(signal.SIGTERM) is stats._exit_on_sigterm
+        for theirs in (signal.SIG_IGN, signal.default_int_handler):
+            signal.signal(signal.SIGTERM, theirs)
+            stats._flush_on_sigterm()
+            assert signal.getsignal(signal.SIGTERM) is theirs
+
+
+def test_a_sigterm_disposition_set_in_c_is_kept(tmp_path: Path) -> None:
+    """Python's own record says "default"; the kernel's says otherwise: keep the latter."""
+    code = (
+        "from tests import stats_workers; "
+        f"stats_workers.sigterm_handler_under_a_c_level_ignore({str(tmp_path / 'store')!r})"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "survived"

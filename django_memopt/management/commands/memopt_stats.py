@@ -16,23 +16,56 @@ from django_memopt.backends.base import SessionStoreError
 from django_memopt.conf import conf
 from django_memopt.gate import open_filter, session_store
 
-SECTIONS = ("store", "filter", "engine", "gc")
+SECTIONS = ("store", "filter", "engine", "gc", "flushes")
 # The GC figures that are not running totals.
 GC_GAUGES = frozenset(
     {"worst_pause_ns", "worst_pause_generation", "out_of_band_every", "frozen_objects"}
     | {f"threshold{generation}" for generation in range(3)}
 )
 
+# Prometheus's descriptions of the figures the names alone do not explain.
+HELP = {
+    "memopt_flushes_interval_seconds": "Each process flushes its counters at most this often: "
+    "up to this many seconds of a live process's activity are missing from the totals.",
+    "memopt_flushes_newest_age_seconds": "Seconds since the most recent flush of any process.",
+    "memopt_flushes_oldest_age_seconds": "Seconds since the last flush of the process that "
+    "flushed least recently (stopped, or idle).",
+}
+
 
 def _share(part: float, whole: float) -> float | None:
     return part / whole if whole else None
 
 
+def flushes(records: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """When each process last flushed, newest first, and how often processes flush: what a
+    live process counted since its last flush, up to that interval, is not in the sums."""
+    processes = sorted(
+        (
+            {
+                "host": record.get("host"),
+                "pid": record.get("pid"),
+                "flushed": record.get("flushed", 0),
+                "age_seconds": round(now - record.get("flushed", 0), 3),
+            }
+            for record in records
+        ),
+        key=lambda process: process["age_seconds"],
+    )
+    return {
+        "interval_seconds": conf.MEMOPT_STATS_INTERVAL,
+        "newest_age_seconds": processes[0]["age_seconds"] if processes else None,
+        "oldest_age_seconds": processes[-1]["age_seconds"] if processes else None,
+        "processes": processes,
+    }
+
+
 def collect(sample: int) -> dict[str, Any]:
-    """The report's four sections; raises ``SessionStoreError`` if the store is unreachable."""
+    """The report's sections; raises ``SessionStoreError`` if the store is unreachable."""
     store = session_store()
     store_section = {"engine": settings.SESSION_ENGINE, **store.store_figures(sample)}
-    total = stats.summed(stats.read_records(store.read_stats()))
+    records = stats.read_records(store.read_stats())
+    total = stats.summed(records)
     counts = total["counts"]
     engine = {name: counts.get(name, 0) for name in stats.ENGINE_COUNTERS}
     engine["decoded_share"] = _share(engine["fields_decoded"], engine["fields_loaded"])
@@ -54,7 +87,13 @@ def collect(sample: int) -> dict[str, Any]:
             live_generations=len(figures.live),
             fill_ratios=[generation.fill_ratio for generation in figures.live],
         )
-    return {"store": store_section, "filter": filter_section, "engine": engine, "gc": total["gc"]}
+    return {
+        "store": store_section,
+        "filter": filter_section,
+        "engine": engine,
+        "gc": total["gc"],
+        "flushes": flushes(records, time.time()),
+    }
 
 
 # -- output formats ----------------------------------------------------------------------
@@ -74,25 +113,47 @@ def _value(value: Any) -> str:
     return str(value)
 
 
+def _missing_note(interval: Any) -> str:
+    if interval is None:
+        return "MEMOPT_STATS_INTERVAL is None: processes with these settings never flush"
+    return (
+        f"each live process's last {_value(interval)} s of activity, MEMOPT_STATS_INTERVAL, "
+        "may be missing from the sums"
+    )
+
+
 def as_text(report: dict[str, Any], sample: int) -> str:
     lines = []
     notes = {
         "store": f"sampled: up to {sample:,} sessions for per-session figures",
         "engine": "summed over every process's last flush",
         "gc": "summed over processes; worst pause: the largest",
+        "flushes": _missing_note(report["flushes"]["interval_seconds"]),
     }
     for section in SECTIONS:
         note = notes.get(section)
         lines.append(f"{section}" + (f" ({note})" if note else ""))
         width = max((len(name) for name in report[section]), default=0)
         for name, value in report[section].items():
-            lines.append(f"  {name.ljust(width)}  {_value(value)}")
+            if section == "flushes" and name == "processes":
+                lines.append(f"  {name.ljust(width)}  {len(value):,}, newest flush first:")
+                lines.extend(
+                    f"    {process['host']} pid {process['pid']}: last flushed "
+                    f"{_value(process['age_seconds'])} s ago"
+                    for process in value
+                )
+            else:
+                lines.append(f"  {name.ljust(width)}  {_value(value)}")
         lines.append("")
     return "\n".join(lines)
 
 
 def as_prometheus(report: dict[str, Any]) -> str:
-    """The Prometheus text exposition format: counters end in ``_total``, the rest gauges."""
+    """The Prometheus text exposition format: counters end in ``_total``, the rest gauges.
+
+    The flushes are summed up (newest and oldest age), not given per process: every
+    restart brings new process IDs, and a series for each would pile up.
+    """
     counters = {("engine", name) for name in stats.ENGINE_COUNTERS} | {
         ("filter", name) for name in stats.GATE_COUNTERS
     }
@@ -108,11 +169,15 @@ def as_prometheus(report: dict[str, Any]) -> str:
         if (section, name) in counters or (section == "gc" and name not in GC_GAUGES):
             metric, kind = metric + "_total", "counter"
         if not labels:
+            if metric in HELP:
+                lines.append(f"# HELP {metric} {HELP[metric]}")
             lines.append(f"# TYPE {metric} {kind}")
         lines.append(f"{metric}{labels} {value!r}")
 
     for section in SECTIONS:
         for name, value in report[section].items():
+            if section == "flushes" and name == "processes":
+                continue
             if isinstance(value, dict):
                 metric = f"memopt_{section}_{name}"
                 lines.append(f"# TYPE {metric} gauge")
