@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning
+from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 
 from .conf import DURABILITY_CHOICES, conf
@@ -19,7 +20,7 @@ from .gc_tuning import (
     valid_thresholds,
 )
 
-__all__ = ["check_settings"]
+__all__ = ["check_middleware", "check_settings"]
 
 LMDB_ENGINE = "django_memopt.backends.lmdb"
 REDIS_ENGINE = "django_memopt.backends.redis"
@@ -39,15 +40,38 @@ def _is_int(value: object, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def _writable_dir(path: str) -> bool:
-    """Whether ``path`` is, or can be created as, a directory this process can write in."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            return False
-        path = parent
-    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+def _lmdb_store_error() -> str | None:
+    """Why the engine cannot open the store at ``MEMOPT_LMDB_PATH`` for writing, or None.
+
+    Asking ``os.access`` is not enough (as root it says yes to ``/proc/x``): this opens the
+    store as the engine will, creating the directory. The environment stays open for the
+    engine to use; a fork afterwards is handled as for any other.
+    """
+    from .backends.base import SessionStoreError
+
+    try:
+        from .backends.lmdb import environment
+    except ImportError:
+        return None  # the lmdb package is missing: the engine's import says so
+    try:
+        environment()
+    except SessionStoreError as exc:
+        return str(exc)
+    return None
+
+
+def _file_creation_error(path: str) -> str | None:
+    """Why this process cannot create a file beside ``path``, making its directory as the
+    filter does, or None. Tried: ``os.access`` says yes to root whatever the path."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=".django-memopt-check-", dir=directory)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as exc:
+        return str(exc)
+    return None
 
 
 def _exposed_dir(path: str) -> str | None:
@@ -95,7 +119,12 @@ def _check_redis_cache() -> list[CheckMessage]:
     ]
 
 
-def _check_gate() -> list[CheckMessage]:
+@register()
+def check_middleware(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Whether ``MIDDLEWARE`` and ``SESSION_ENGINE`` fit together: the session middleware,
+    the gate and the engine (registered when ``AppConfig.ready()`` imports this module)."""
     errors: list[CheckMessage] = []
     middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
     if GATE_MIDDLEWARE in middleware and DJANGO_MIDDLEWARE in middleware:
@@ -104,6 +133,24 @@ def _check_gate() -> list[CheckMessage]:
                 "MIDDLEWARE holds both Django's SessionMiddleware and django-memopt's.",
                 hint=f"Keep {GATE_MIDDLEWARE!r} only: it is Django's, with the gate.",
                 id="django_memopt.E010",
+            )
+        )
+    if (
+        settings.SESSION_ENGINE in (LMDB_ENGINE, REDIS_ENGINE)
+        and DJANGO_MIDDLEWARE in middleware
+        and GATE_MIDDLEWARE not in middleware
+    ):
+        errors.append(
+            Warning(
+                f"SESSION_ENGINE {settings.SESSION_ENGINE!r} is django-memopt's, but MIDDLEWARE "
+                "has Django's SessionMiddleware: the session-ID gate is off.",
+                hint="The gate gives a cookie that cannot name a session (a malformed or "
+                "forged ID; an unsigned one, as MEMOPT_UNSIGNED_IDS says; an unknown one, with "
+                "MEMOPT_FILTER) a fresh session without asking the store, and counts it. "
+                f"Replace {DJANGO_MIDDLEWARE!r} with {GATE_MIDDLEWARE!r} in MIDDLEWARE (it is "
+                "Django's, with the gate), or add 'django_memopt.W007' to "
+                "SILENCED_SYSTEM_CHECKS.",
+                id="django_memopt.W007",
             )
         )
     if GATE_MIDDLEWARE in middleware and not settings.SESSION_ENGINE.startswith("django_memopt."):
@@ -125,6 +172,11 @@ def _check_gate() -> list[CheckMessage]:
                 id="django_memopt.W002",
             )
         )
+    return errors
+
+
+def _check_filter() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     enabled: object = conf.MEMOPT_FILTER
     if not isinstance(enabled, bool):
         errors.append(Error("MEMOPT_FILTER must be True or False.", id="django_memopt.E012"))
@@ -152,20 +204,26 @@ def _check_gate() -> list[CheckMessage]:
     elif (
         path is not None  # by default the filter is in the LMDB directory: E002 covers it
         and conf.MEMOPT_FILTER is True
-        and not _writable_dir(os.path.dirname(os.path.abspath(conf.MEMOPT_FILTER_PATH)))
+        and (reason := _file_creation_error(conf.MEMOPT_FILTER_PATH))
     ):
         errors.append(
             Error(
-                f"The session-ID filter's directory for {conf.MEMOPT_FILTER_PATH!r} is not "
-                "writable.",
+                f"The session-ID filter's directory for {conf.MEMOPT_FILTER_PATH!r} cannot be "
+                f"created or written: {reason}",
                 hint="Set MEMOPT_FILTER_PATH to a file in a directory the web server's "
                 "user can write to.",
                 id="django_memopt.E014",
             )
         )
     unsigned_ids: object = conf.MEMOPT_UNSIGNED_IDS
-    if not isinstance(unsigned_ids, bool):
-        errors.append(Error("MEMOPT_UNSIGNED_IDS must be True or False.", id="django_memopt.E017"))
+    if not (unsigned_ids is None or isinstance(unsigned_ids, bool)):
+        errors.append(
+            Error(
+                f"MEMOPT_UNSIGNED_IDS must be None (unsigned IDs let in during the migration "
+                f"window the store records), True or False; got {unsigned_ids!r}.",
+                id="django_memopt.E017",
+            )
+        )
     if not _is_int(conf.MEMOPT_FILTER_CAPACITY, 1):
         errors.append(
             Error("MEMOPT_FILTER_CAPACITY must be a positive int.", id="django_memopt.E015")
@@ -257,6 +315,8 @@ def _check_gc() -> list[CheckMessage]:
 
 def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
+    map_size_valid = _is_int(conf.MEMOPT_LMDB_MAP_SIZE, 1024**2)
+    max_readers_valid = _is_int(conf.MEMOPT_LMDB_MAX_READERS, 1)
     path = getattr(settings, "MEMOPT_LMDB_PATH", None)
     if path is not None and not (isinstance(path, str | os.PathLike) and os.fspath(path)):
         errors.append(
@@ -265,11 +325,17 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 id="django_memopt.E001",
             )
         )
-    elif settings.SESSION_ENGINE == LMDB_ENGINE and not _writable_dir(conf.MEMOPT_LMDB_PATH):
+    elif (
+        settings.SESSION_ENGINE == LMDB_ENGINE
+        and map_size_valid  # the store is opened with them: E003 and E004 come first
+        and max_readers_valid
+        and (reason := _lmdb_store_error())
+    ):
         errors.append(
             Error(
-                f"The LMDB session store directory {conf.MEMOPT_LMDB_PATH!r} is not writable.",
-                hint="Set MEMOPT_LMDB_PATH to a directory the web server's user can write to.",
+                reason,
+                hint="Set MEMOPT_LMDB_PATH to a directory the web server's user can create or "
+                "write to.",
                 id="django_memopt.E002",
             )
         )
@@ -285,14 +351,14 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 id="django_memopt.W006",
             )
         )
-    if not _is_int(conf.MEMOPT_LMDB_MAP_SIZE, 1024**2):
+    if not map_size_valid:
         errors.append(
             Error(
                 "MEMOPT_LMDB_MAP_SIZE must be an int of at least 1048576 (1 MiB).",
                 id="django_memopt.E003",
             )
         )
-    if not _is_int(conf.MEMOPT_LMDB_MAX_READERS, 1):
+    if not max_readers_valid:
         errors.append(
             Error("MEMOPT_LMDB_MAX_READERS must be a positive int.", id="django_memopt.E004")
         )
@@ -329,7 +395,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
         )
     if settings.SESSION_ENGINE == REDIS_ENGINE:
         errors += _check_redis_cache()
-    errors += _check_gate()
+    errors += _check_filter()
     errors += _check_gc()
     if (
         settings.SESSION_ENGINE.startswith("django_memopt.")

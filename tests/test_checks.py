@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import os
 import tempfile
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.checks import run_checks
+from django.conf import settings
+from django.core.checks import CheckMessage, run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from django_memopt.checks import check_settings
+from django_memopt.checks import check_middleware, check_settings
+
+
+def messages(**overrides: Any) -> list[CheckMessage]:
+    """What the checks report, less what SILENCED_SYSTEM_CHECKS silences, as ``manage.py
+    check`` does (tests/settings.py silences W007: it keeps Django's middleware)."""
+    with override_settings(**overrides):
+        found = check_settings() + check_middleware()
+        return [message for message in found if message.id not in settings.SILENCED_SYSTEM_CHECKS]
 
 
 def ids(**overrides: Any) -> list[str]:
-    with override_settings(**overrides):
-        return [message.id for message in check_settings()]
+    return [message.id for message in messages(**overrides)]
 
 
 def test_default_configuration_passes() -> None:
@@ -56,6 +65,34 @@ def test_unwritable_lmdb_path(tmp_path: Path) -> None:
     # A path that does not exist yet is fine when it can be created.
     assert ids(MEMOPT_LMDB_PATH=str(tmp_path / "new" / "sessions")) == []
     assert ids(MEMOPT_LMDB_PATH=tmp_path / "as-a-pathlib-path") == []
+
+
+@pytest.mark.parametrize("path", ["/proc/x", "/proc/self/sessions", "/proc/x/sessions"])
+def test_a_store_that_cannot_be_opened_is_found_as_the_engine_would_find_it(path: str) -> None:
+    """As root, ``os.access`` says yes to these; the first request would answer 500."""
+    [message] = messages(MEMOPT_LMDB_PATH=path)
+    assert message.id == "django_memopt.E002"
+    assert f"Cannot open the LMDB session store at {path!r}" in message.msg
+    assert "No such file or directory" in message.msg  # the OS's own words
+    # Not under an engine that does not use the path; not with the settings it opens with
+    # wrong (they have their own errors).
+    assert ids(MEMOPT_LMDB_PATH=path, SESSION_ENGINE="django_memopt.backends.redis") == [
+        "django_memopt.E008"
+    ]
+    assert ids(MEMOPT_LMDB_PATH=path, MEMOPT_LMDB_MAX_READERS=0) == ["django_memopt.E004"]
+
+
+def test_the_store_the_check_opened_serves_requests(tmp_path: Path) -> None:
+    from django_memopt.backends.lmdb import SessionStore
+
+    with override_settings(MEMOPT_LMDB_PATH=str(tmp_path / "sessions")):
+        assert ids() == []
+        assert (tmp_path / "sessions" / "data.mdb").exists()  # tried, not guessed
+        session = SessionStore()
+        session["a"] = 1
+        session.save()
+        assert SessionStore(session.session_key).load() == {"a": 1}
+    assert (tmp_path / "sessions").stat().st_mode & 0o777 == 0o700
 
 
 def test_lmdb_directory_open_to_other_users(
@@ -146,6 +183,7 @@ GATE_MIDDLEWARE = "django_memopt.middleware.SessionMiddleware"
         ({"MEMOPT_FILTER": "yes"}, "django_memopt.E012"),
         ({"MEMOPT_FILTER": None}, "django_memopt.E012"),
         ({"MEMOPT_UNSIGNED_IDS": 0}, "django_memopt.E017"),
+        ({"MEMOPT_UNSIGNED_IDS": "auto"}, "django_memopt.E017"),
         ({"MEMOPT_FILTER_PATH": ""}, "django_memopt.E013"),
         ({"MEMOPT_FILTER_CAPACITY": 0}, "django_memopt.E015"),
         ({"MEMOPT_FILTER_CAPACITY": 1e6}, "django_memopt.E015"),
@@ -156,6 +194,44 @@ GATE_MIDDLEWARE = "django_memopt.middleware.SessionMiddleware"
 )
 def test_each_filter_misconfiguration_has_its_id(overrides: dict[str, Any], expected: str) -> None:
     assert ids(MIDDLEWARE=[GATE_MIDDLEWARE], **overrides) == [expected]
+
+
+@pytest.mark.parametrize("unsigned_ids", [None, True, False])
+def test_unsigned_ids_may_be_automatic_or_forced(unsigned_ids: bool | None) -> None:
+    assert ids(MIDDLEWARE=[GATE_MIDDLEWARE], MEMOPT_UNSIGNED_IDS=unsigned_ids) == []
+
+
+def test_unsigned_ids_error_names_the_three_values() -> None:
+    [message] = messages(MIDDLEWARE=[GATE_MIDDLEWARE], MEMOPT_UNSIGNED_IDS="auto")
+    assert message.id == "django_memopt.E017"
+    assert "None" in message.msg and "True" in message.msg and "False" in message.msg
+    assert "'auto'" in message.msg
+
+
+@pytest.mark.parametrize("engine", ["django_memopt.backends.lmdb", "django_memopt.backends.redis"])
+def test_a_memopt_engine_behind_djangos_middleware_says_the_gate_is_off(engine: str) -> None:
+    configured = {
+        "SESSION_ENGINE": engine,
+        "SESSION_CACHE_ALIAS": "sessions",
+        "SILENCED_SYSTEM_CHECKS": [],
+    }
+    [message] = messages(MIDDLEWARE=[DJANGO_MIDDLEWARE], **configured)
+    assert message.id == "django_memopt.W007"
+    assert message.hint is not None and GATE_MIDDLEWARE in message.hint
+    assert "without asking the store" in message.hint
+    assert ids(MIDDLEWARE=[GATE_MIDDLEWARE], **configured) == []
+    assert ids(MIDDLEWARE=[], **configured) == []  # no sessions at all: nothing to say
+    # Both middlewares: E010 says so. Another engine: nothing to gate.
+    assert ids(MIDDLEWARE=[DJANGO_MIDDLEWARE, GATE_MIDDLEWARE], **configured) == [
+        "django_memopt.E010"
+    ]
+    db = {**configured, "SESSION_ENGINE": "django.contrib.sessions.backends.db"}
+    assert ids(MIDDLEWARE=[DJANGO_MIDDLEWARE], **db) == []
+    # Registered, and silenced as any warning is (tests/settings.py keeps Django's middleware).
+    assert "django_memopt.W007" in [message.id for message in run_checks()]
+    output = StringIO()
+    call_command("check", stdout=output, stderr=output)
+    assert "W007" not in output.getvalue() and "1 silenced" in output.getvalue()
 
 
 def test_both_session_middlewares() -> None:
@@ -199,6 +275,15 @@ def test_unwritable_filter_path(tmp_path: Path) -> None:
         ids(MEMOPT_FILTER_PATH=str(blocker / "filter"), **{**gate, "MEMOPT_FILTER": False}) == []
     )
     assert ids(MEMOPT_FILTER_PATH=str(tmp_path / "new" / "filter"), **gate) == []
+    assert not list((tmp_path / "new").iterdir())  # the file it tried is gone
+
+
+@pytest.mark.parametrize("path", ["/proc/session-filter", "/proc/x/session-filter"])
+def test_a_filter_directory_that_cannot_be_written_is_found_by_trying(path: str) -> None:
+    gate = {"MIDDLEWARE": [GATE_MIDDLEWARE], "MEMOPT_FILTER": True}
+    [message] = messages(MEMOPT_FILTER_PATH=path, **gate)
+    assert message.id == "django_memopt.E014"
+    assert "No such file or directory" in message.msg
 
 
 @pytest.mark.parametrize(
@@ -248,12 +333,10 @@ def test_valid_gc_settings(overrides: dict[str, Any]) -> None:
 
 
 def test_a_zero_first_gc_threshold_points_to_gc_disable() -> None:
-    with override_settings(MEMOPT_GC_THRESHOLDS=(0, 10, 10)):
-        [message] = check_settings()
+    [message] = messages(MEMOPT_GC_THRESHOLDS=(0, 10, 10))
     assert message.id == "django_memopt.E019"
     assert message.hint is not None and "gc.disable()" in message.hint
-    with override_settings(MEMOPT_GC_THRESHOLDS=(700, -1)):
-        [message] = check_settings()
+    [message] = messages(MEMOPT_GC_THRESHOLDS=(700, -1))
     assert message.hint is not None and "gc.disable()" not in message.hint
 
 
