@@ -27,9 +27,11 @@ Supported values (each comes back as the same type):
 ``decimal.Decimal``, ``uuid.UUID``       as is
 =====================================  ==============================================
 
-Subclasses of these (``str`` enums, ``OrderedDict``, named tuples...) are stored as the
-base type, as Django's JSON serializer does. Anything else raises ``TypeError`` naming the
-field. Nothing is ever unpickled: decoding only builds the types above.
+Subclasses of these (``str`` and ``int`` enums, ``OrderedDict``, named tuples...) are
+stored as the value their base type holds, as Django's JSON serializer stores them: an
+enum member as its value, never as what an overridden ``__str__`` or ``__int__`` returns.
+Anything else raises ``TypeError`` naming the field. Nothing is ever unpickled: decoding
+only builds the types above.
 """
 
 from __future__ import annotations
@@ -78,36 +80,53 @@ class CorruptField(ValueError):
 
 
 def _default(obj: object) -> object:
-    """Map a value msgpack does not know to an extension type or its base type."""
+    """Map a value msgpack does not know to an extension type or its base type.
+
+    msgpack calls this for every value it meets, at any depth (dict keys too). A subclass
+    is stored as the value its base type holds, read through the base type's own methods
+    (unbound), as Django's JSON serializer reads it: an override of ``__str__``,
+    ``__int__``, ``isoformat`` and the like never changes what is stored.
+    """
     if isinstance(obj, datetime):
         # A ZoneInfo zone is kept by name (with fold, for the repeated hour), so the value
         # comes back as the same zone and wall time, not only the same UTC offset.
-        zone = obj.tzinfo.key if isinstance(obj.tzinfo, ZoneInfo) else None
-        stamp = (obj.isoformat(), zone, obj.fold) if zone else (obj.isoformat(),)
+        tzinfo = datetime.tzinfo.__get__(obj)
+        zone = tzinfo.key if isinstance(tzinfo, ZoneInfo) else None
+        text = datetime.isoformat(obj)
+        stamp = (text, zone, datetime.fold.__get__(obj)) if zone else (text,)
         return msgpack.ExtType(_EXT_DATETIME, msgpack.packb(stamp))
     if isinstance(obj, date):
-        return msgpack.ExtType(_EXT_DATE, obj.isoformat().encode())
+        return msgpack.ExtType(_EXT_DATE, date.isoformat(obj).encode())
     if isinstance(obj, time):
-        return msgpack.ExtType(_EXT_TIME, obj.isoformat().encode())
+        return msgpack.ExtType(_EXT_TIME, time.isoformat(obj).encode())
     if isinstance(obj, timedelta):
-        parts = (obj.days, obj.seconds, obj.microseconds)
+        parts = (
+            timedelta.days.__get__(obj),
+            timedelta.seconds.__get__(obj),
+            timedelta.microseconds.__get__(obj),
+        )
         return msgpack.ExtType(_EXT_TIMEDELTA, msgpack.packb(parts))
     if isinstance(obj, Decimal):
-        return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
+        return msgpack.ExtType(_EXT_DECIMAL, Decimal.__str__(obj).encode())
     if isinstance(obj, UUID):
-        return msgpack.ExtType(_EXT_UUID, obj.bytes)
+        return msgpack.ExtType(_EXT_UUID, UUID.__int__(obj).to_bytes(16, "big"))
+    # Subclasses of the types msgpack knows (packing is strict about types, see _pack);
+    # each unbound method returns a plain instance holding the same value.
     if isinstance(obj, int):
-        if type(obj) is int:  # beyond msgpack's 64 bits
-            return msgpack.ExtType(_EXT_BIGINT, str(obj).encode())
-        return int(obj)
-    # Subclasses of the types msgpack knows (packing is strict about types, see _pack),
-    # stored as their base type as Django's JSON serializer does.
+        value = int.__int__(obj)
+        if -(2**63) <= value < 2**64:
+            return value
+        return msgpack.ExtType(_EXT_BIGINT, int.__repr__(value).encode())  # beyond 64 bits
     if isinstance(obj, str):
-        return str(obj)
+        return str.__str__(obj)
     if isinstance(obj, float):
-        return float(obj)
+        return float.__float__(obj)
     if isinstance(obj, bytes):
-        return bytes(obj)
+        return bytes.__bytes__(obj)
+    if isinstance(obj, bytearray):
+        return bytearray.copy(obj)
+    # Containers are copied through their iteration, as Django's JSON serializer reads
+    # them; msgpack then stores their items by the rules above.
     if isinstance(obj, dict):
         return dict(obj)
     if isinstance(obj, list):

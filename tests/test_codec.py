@@ -1,17 +1,25 @@
-"""The per-field codec on its own: no Django, no store."""
+"""The per-field codec on its own, without a store."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime
+from collections import OrderedDict, namedtuple
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from enum import Enum, IntEnum, IntFlag, StrEnum
+from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import msgpack
 import pytest
+from django.core.signing import JSONSerializer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from django_memopt.codec import HEADER_SIZE, MAX_FIELD_SIZE, CorruptField, FieldCodec, derive_key
+from tests.contract import same_type_equal
 
 codec = FieldCodec.from_secrets(["secret"])
 
@@ -143,3 +151,247 @@ def test_subclasses_are_stored_as_their_base_type() -> None:
 def test_decimal_special_values() -> None:
     for text in ("Infinity", "-Infinity", "1E+400", "-0.000"):
         assert str(codec.unpack(codec.pack("f", Decimal(text)))) == str(Decimal(text))
+
+
+# -- subclasses are stored as the value their base type holds ---------------------------------
+#
+# Each strategy below draws (value, plain): a value holding subclasses, and what it must come
+# back as, built from the same parts without them.
+
+
+class Colour(str, Enum):  # noqa: UP042 (the mixin whose __str__ is "Colour.RED")
+    RED = "red"
+    ACCENT = "é"
+    EMPTY = ""
+
+
+class Shade(StrEnum):
+    DARK = "dark"
+
+
+class Level(IntEnum):
+    LOW = -1
+    HIGH = 3
+    HUGE = 2**70  # beyond msgpack's 64 bits
+
+
+class Permission(IntFlag):
+    READ = 4
+    WRITE = 2
+    RUN = 1
+
+
+class Ratio(float, Enum):
+    HALF = 0.5
+    TINY = 5e-324
+    ENDLESS = float("inf")
+
+
+class LoudStr(str):
+    def __str__(self) -> str:
+        return self.upper() + "!"
+
+    def __repr__(self) -> str:
+        return f"LoudStr({str.__repr__(self)})"
+
+
+class OddInt(int):
+    def __int__(self) -> int:
+        return 7
+
+    def __index__(self) -> int:
+        return 8
+
+    def __str__(self) -> str:
+        return "odd"
+
+    def __repr__(self) -> str:
+        return f"OddInt({int.__repr__(self)})"
+
+
+class OddFloat(float):
+    def __float__(self) -> float:
+        return 7.0
+
+    def __str__(self) -> str:
+        return "odd"
+
+    def __repr__(self) -> str:
+        return f"OddFloat({float.__repr__(self)})"
+
+
+class OddBytes(bytes):
+    def __bytes__(self) -> bytes:
+        return b"odd"
+
+    def __str__(self) -> str:
+        return "odd"
+
+
+class OddBytearray(bytearray):
+    def __bytes__(self) -> bytes:
+        return b"odd"
+
+
+class OddList(list):  # type: ignore[type-arg]
+    def __repr__(self) -> str:
+        return f"OddList({list.__repr__(self)})"
+
+
+class OddTuple(tuple):  # type: ignore[type-arg]
+    def __repr__(self) -> str:
+        return f"OddTuple({tuple.__repr__(self)})"
+
+
+class OddDict(dict):  # type: ignore[type-arg]
+    def __repr__(self) -> str:
+        return f"OddDict({dict.__repr__(self)})"
+
+
+Pair = namedtuple("Pair", "first second")
+
+
+class OddDatetime(datetime):
+    tzinfo = property(lambda self: None)  # type: ignore[assignment]
+    fold = property(lambda self: 0)  # type: ignore[assignment]
+
+    def isoformat(self, *args: Any, **kwargs: Any) -> str:
+        return "2000-01-01T00:00:00"
+
+
+class OddDate(date):
+    def isoformat(self) -> str:
+        return "2000-01-01"
+
+
+class OddTime(time):
+    def isoformat(self, *args: Any, **kwargs: Any) -> str:
+        return "00:00:00"
+
+
+class OddTimedelta(timedelta):
+    days = property(lambda self: 0)  # type: ignore[assignment]
+    seconds = property(lambda self: 0)  # type: ignore[assignment]
+    microseconds = property(lambda self: 0)  # type: ignore[assignment]
+
+
+class OddDecimal(Decimal):
+    def __str__(self) -> str:
+        return "0"
+
+
+class OddUUID(UUID):
+    bytes = property(lambda self: b"\0" * 16)  # type: ignore[assignment]
+
+    def __int__(self) -> int:
+        return 0
+
+    def __str__(self) -> str:
+        return "odd"
+
+
+def members(enum: type[Enum]) -> st.SearchStrategy[tuple[Any, Any]]:
+    return st.sampled_from([(member, member.value) for member in enum])
+
+
+zones = st.sampled_from([None, UTC, ZoneInfo("Europe/Paris"), ZoneInfo("Asia/Kathmandu")])
+# Hashable, and of the key types a session's dicts may have.
+subclassed_keys = st.one_of(
+    members(Colour),
+    members(Shade),
+    members(Level),
+    members(Ratio),
+    st.integers(0, 7).map(lambda n: (Permission(n), n)),
+    st.text(max_size=5).map(lambda text: (LoudStr(text), text)),
+    st.integers().map(lambda n: (OddInt(n), n)),
+    st.floats(allow_nan=False).map(lambda x: (OddFloat(x), x)),
+)
+subclassed_scalars = st.one_of(
+    subclassed_keys,
+    st.binary().map(lambda data: (OddBytes(data), data)),
+    st.binary().map(lambda data: (OddBytearray(data), data)),
+    st.datetimes(timezones=zones).map(
+        lambda d: (OddDatetime(*d.timetuple()[:6], d.microsecond, d.tzinfo, fold=d.fold), d)
+    ),
+    st.dates().map(lambda d: (OddDate(d.year, d.month, d.day), d)),
+    st.times(timezones=st.sampled_from([None, UTC])).map(
+        lambda t: (OddTime(t.hour, t.minute, t.second, t.microsecond, t.tzinfo, fold=t.fold), t)
+    ),
+    st.timedeltas().map(lambda d: (OddTimedelta(d.days, d.seconds, d.microseconds), d)),
+    st.decimals(allow_nan=False).map(lambda d: (OddDecimal(d), d)),
+    st.uuids().map(lambda u: (OddUUID(int=u.int), u)),
+)
+
+
+def containers(items: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, Any]]:
+    """Lists, tuples and dicts of ``items``, and subclasses of each."""
+
+    def sequence(kind: Any, drawn: list[Any]) -> tuple[Any, Any]:
+        # Tuples come back as lists, as with Django's JSON serializer.
+        return kind(value for value, _ in drawn), [plain for _, plain in drawn]
+
+    def mapping(kind: Any, drawn: list[Any]) -> tuple[Any, Any]:
+        value = kind((key, item) for (key, _), (item, _) in drawn)
+        return value, {plain_key: plain for (_, plain_key), (_, plain) in drawn}
+
+    # Keys unique by their plain values: keys with equal plain values are one key.
+    entries = st.lists(st.tuples(subclassed_keys, items), max_size=4, unique_by=lambda e: e[0][1])
+    return st.one_of(
+        st.builds(
+            sequence,
+            st.sampled_from([list, OddList, tuple, OddTuple]),
+            st.lists(items, max_size=4),
+        ),
+        st.builds(sequence, st.just(Pair._make), st.lists(items, min_size=2, max_size=2)),
+        st.builds(mapping, st.sampled_from([dict, OddDict, OrderedDict]), entries),
+    )
+
+
+subclassed_values = st.recursive(subclassed_scalars, containers, max_leaves=10)
+
+
+def json_able(plain: Any) -> bool:
+    """Whether Django's JSON serializer stores ``plain`` as it is (lists, str keys, scalars)."""
+    if isinstance(plain, list):
+        return all(map(json_able, plain))
+    if isinstance(plain, dict):
+        return all(type(key) is str and json_able(item) for key, item in plain.items())
+    return isinstance(plain, str | int | float)
+
+
+def round_trip(value: Any) -> Any:
+    return codec.unpack(codec.pack("f", value))
+
+
+def assert_stored_as(value: Any, plain: Any) -> None:
+    back = round_trip(value)
+    assert same_type_equal(back, plain), (value, back, plain)
+    if json_able(plain):
+        serializer = JSONSerializer()
+        assert same_type_equal(back, serializer.loads(serializer.dumps(value))), value
+
+
+@settings(max_examples=400, deadline=None)
+@given(drawn=subclassed_scalars)
+def test_a_subclass_is_stored_as_its_base_value_anywhere(drawn: tuple[Any, Any]) -> None:
+    value, plain = drawn
+    assert_stored_as(value, plain)
+    assert_stored_as([value, [value]], [plain, [plain]])
+    assert_stored_as({"k": value}, {"k": plain})
+    if isinstance(value, str | int | float):
+        assert_stored_as({value: "v"}, {plain: "v"})
+        assert_stored_as({"k": {value: [value]}}, {"k": {plain: [plain]}})
+
+
+@settings(max_examples=400, deadline=None)
+@given(drawn=subclassed_values)
+def test_values_holding_subclasses_are_stored_as_plain_values(drawn: tuple[Any, Any]) -> None:
+    assert_stored_as(*drawn)
+
+
+def test_enum_members_are_stored_as_their_values_as_with_json() -> None:
+    serializer = JSONSerializer()
+    value = {"colour": Colour.RED, "levels": [Level.HIGH, Permission.READ | Permission.RUN]}
+    assert round_trip(value) == {"colour": "red", "levels": [3, 5]}
+    assert round_trip(value) == serializer.loads(serializer.dumps(value))
+    assert round_trip({Colour.RED: Ratio.HALF, Level.HIGH: 1}) == {"red": 0.5, 3: 1}
