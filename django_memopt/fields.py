@@ -9,6 +9,11 @@ decodes a field the first time it is read, and at save time works out the delta:
   bytes than were loaded, which catches ``session["cart"].append(x)``;
 * a field never read is never decoded nor re-encoded; a full write carries its stored
   bytes over (re-sealed when the session key changed, still without decoding).
+
+A field whose tag does not verify is absent, alike through every method and at every
+moment. Its tag is checked once, without decoding, the first time the field is named
+(``in``, reading, assigning, deleting) or the mapping shows its names (iteration, ``len``,
+``keys()``, ``repr``); decoding it later does not check it again.
 """
 
 from __future__ import annotations
@@ -23,13 +28,16 @@ __all__ = ["Delta", "SessionFields"]
 
 
 class _Unread:
+    """What the mapping holds for a stored field not decoded yet."""
+
     __slots__ = ()
 
     def __repr__(self) -> str:
         return "<unread>"
 
 
-_UNREAD: Final = _Unread()
+_UNREAD: Final = _Unread()  # its tag has been checked
+_UNCHECKED: Final = _Unread()  # its tag has not been checked yet: it may be corrupt
 _MISSING: Final = object()
 
 CorruptHandler = Callable[[str, CorruptField], None]
@@ -59,8 +67,11 @@ class SessionFields(MutableMapping[str, Any]):
     """A session's fields, decoded on first read.
 
     ``stored`` maps field names to stored bytes as the store returned them, sealed for
-    session ``sealed_for``. A field whose tag or payload is bad is treated as absent: it
-    is handed to ``on_corrupt``, dropped from this mapping and left in the store.
+    session ``sealed_for``. A field whose tag is bad is treated as absent: the first time
+    its tag is checked, it is handed to ``on_corrupt``, dropped from this mapping and left
+    in the store (a full write does not carry it over). A field whose tag is good but whose
+    payload cannot be decoded (written by a release that knows more types) counts as
+    present until it is read, then is dropped the same way.
     Each field decoded adds 1 to ``counts["fields_decoded"]`` when ``counts`` is given.
     """
 
@@ -75,6 +86,7 @@ class SessionFields(MutableMapping[str, Any]):
         "_replace",
         "_sealed_for",
         "_stored",
+        "_unchecked",
         "_values",
     )
 
@@ -89,7 +101,9 @@ class SessionFields(MutableMapping[str, Any]):
         self._codec = codec
         self._sealed_for = sealed_for
         self._stored: dict[str, bytes] = dict(stored) if stored else {}
-        self._values: dict[str, Any] = dict.fromkeys(self._stored, _UNREAD)
+        self._values: dict[str, Any] = dict.fromkeys(self._stored, _UNCHECKED)
+        # Whether some field may still be _UNCHECKED, so not known to be present.
+        self._unchecked = bool(self._stored)
         self._assigned: set[str] = set()
         self._deleted: set[str] = set()
         # Names whose value is in memory and whose stored bytes are known: decoded, or
@@ -104,12 +118,16 @@ class SessionFields(MutableMapping[str, Any]):
 
     def __getitem__(self, name: str) -> Any:
         value = self._values[name]
+        if value is _UNCHECKED:
+            if not self._verify(name):
+                raise KeyError(name)
+            value = _UNREAD
         if value is _UNREAD:
+            codec = self._codec
             try:
-                value = self._codec.decode(self._sealed_for or "", name, self._stored[name])
+                value = codec.unpack(codec.payload(self._stored[name]))
             except CorruptField as error:
-                del self._values[name], self._stored[name]
-                self._on_corrupt(name, error)
+                self._drop(name, error)
                 raise KeyError(name) from None
             self._values[name] = value
             self._held.add(name)
@@ -121,11 +139,16 @@ class SessionFields(MutableMapping[str, Any]):
     def __setitem__(self, name: str, value: Any) -> None:
         if not isinstance(name, str):
             raise TypeError(f"session keys must be str, not {type(name).__name__}")
+        if self._values.get(name) is _UNCHECKED:
+            # A dict keeps a present name in its place but appends an absent one.
+            self._verify(name)
         self._values[name] = value
         self._assigned.add(name)
         self._deleted.discard(name)
 
     def __delitem__(self, name: str) -> None:
+        if self._values[name] is _UNCHECKED and not self._verify(name):
+            raise KeyError(name)
         del self._values[name]
         self._assigned.discard(name)
         self._held.discard(name)
@@ -137,26 +160,33 @@ class SessionFields(MutableMapping[str, Any]):
         value = self._values.get(name, _MISSING)
         if value is _MISSING:
             return default
-        if value is _UNREAD:
+        if isinstance(value, _Unread):
             try:
                 return self[name]
             except KeyError:
                 return default
         return value
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._values
+    def __contains__(self, name: Any) -> bool:
+        value = self._values.get(name, _MISSING)
+        if value is _UNCHECKED:
+            return self._verify(name)
+        return value is not _MISSING
 
     def __iter__(self) -> Iterator[str]:
+        self._verify_all()
         return iter(self._values)
 
     def __reversed__(self) -> Iterator[str]:
+        self._verify_all()
         return reversed(self._values)
 
     def __len__(self) -> int:
+        self._verify_all()
         return len(self._values)
 
     def __repr__(self) -> str:
+        self._verify_all()
         return f"{type(self).__name__}({self._values!r})"
 
     def values(self) -> ValuesView[Any]:
@@ -168,16 +198,18 @@ class SessionFields(MutableMapping[str, Any]):
         return super().items()
 
     def popitem(self) -> tuple[str, Any]:
-        # Last in, first out, as dict.popitem (MutableMapping's pops the first).
-        for name in reversed(self._values):
-            value = self.pop(name, _UNREAD)
-            if value is not _UNREAD:
+        # Last in, first out, as dict.popitem (MutableMapping's pops the first). Over a
+        # copy: a field that cannot be decoded is dropped on the way.
+        for name in reversed(list(self)):
+            value = self.pop(name, _MISSING)
+            if value is not _MISSING:
                 return name, value
         raise KeyError("popitem(): session is empty")
 
     def clear(self) -> None:
         # Without decoding anything: the next save replaces whatever is stored.
         self._values.clear()
+        self._unchecked = False
         self._assigned.clear()
         self._held.clear()
         self._deleted.clear()
@@ -187,11 +219,32 @@ class SessionFields(MutableMapping[str, Any]):
         self.decode_all()
         return dict(self._values)
 
-    # -- lazy decoding -------------------------------------------------------------------
+    # -- lazy checking and decoding ------------------------------------------------------
+
+    def _verify(self, name: str) -> bool:
+        """Check the tag of ``name``, still _UNCHECKED; whether it is good (else dropped)."""
+        try:
+            self._codec.verify(self._sealed_for or "", name, self._stored[name])
+        except CorruptField as error:
+            self._drop(name, error)
+            return False
+        self._values[name] = _UNREAD
+        return True
+
+    def _drop(self, name: str, error: CorruptField) -> None:
+        del self._values[name], self._stored[name]
+        self._on_corrupt(name, error)
+
+    def _verify_all(self) -> None:
+        """Check every tag not checked yet, dropping the corrupt fields, without decoding."""
+        if self._unchecked:
+            for name in [name for name, value in self._values.items() if value is _UNCHECKED]:
+                self._verify(name)
+            self._unchecked = False
 
     def decode_all(self) -> None:
         """Decode every unread field, dropping the corrupt ones."""
-        for name in [name for name, value in self._values.items() if value is _UNREAD]:
+        for name in [name for name, value in self._values.items() if isinstance(value, _Unread)]:
             self.get(name)
 
     @property
@@ -216,10 +269,10 @@ class SessionFields(MutableMapping[str, Any]):
         sets: dict[str, bytes] = {}
         if full or self._replace or self._sealed_for != session_key:
             for name, value in list(self._values.items()):
-                if value is not _UNREAD:
+                if not isinstance(value, _Unread):
                     sets[name] = codec.seal(session_key, name, codec.pack(name, value))
                     continue
-                carried = self._carry_over(session_key, name, self._stored[name])
+                carried = self._carry_over(session_key, name, value)
                 if carried is not None:
                     sets[name] = carried
             return Delta(sets, replace=True)
@@ -232,23 +285,21 @@ class SessionFields(MutableMapping[str, Any]):
                 sets[name] = codec.seal(session_key, name, payload)
         return Delta(sets, frozenset(self._deleted - sets.keys()))
 
-    def _carry_over(self, session_key: str, name: str, stored: bytes) -> bytes | None:
-        """``stored`` sealed for ``session_key``; ``None`` if it fails its tag check."""
+    def _carry_over(self, session_key: str, name: str, value: _Unread) -> bytes | None:
+        """The stored bytes of ``name`` sealed for ``session_key``; ``None`` if corrupt."""
+        if value is _UNCHECKED and not self._verify(name):
+            return None  # never launder a bad field into a good tag: it stays behind
+        stored = self._stored[name]
         if self._sealed_for == session_key:
             return stored
-        try:
-            return self._codec.reseal(self._sealed_for or "", session_key, name, stored)
-        except CorruptField as error:
-            # Never launder a bad field into a good tag: it stays behind.
-            del self._values[name], self._stored[name]
-            self._on_corrupt(name, error)
-            return None
+        return self._codec.seal(session_key, name, self._codec.payload(stored))
 
     def saved(self, session_key: str, delta: Delta) -> None:
         """Record that ``delta`` was applied: it is the new baseline for changes."""
-        written = [name for name in delta.sets if self._values[name] is not _UNREAD]
+        written = [name for name in delta.sets if not isinstance(self._values[name], _Unread)]
         if delta.replace:
             self._stored = dict(delta.sets)
+            self._unchecked = False  # the delta checked every field it carried over
             self._held = set(written)
         else:
             self._stored.update(delta.sets)

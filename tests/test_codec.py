@@ -39,6 +39,15 @@ def test_payload_is_deterministic_and_order_sensitive() -> None:
     assert codec.pack("f", {"a": 1, "b": 2}) != codec.pack("f", {"b": 2, "a": 1})
 
 
+def test_verify_checks_the_tag_and_decode_is_open_then_unpack() -> None:
+    stored = codec.encode("sessionkey1", "field", {"a": [1]})
+    codec.verify("sessionkey1", "field", stored)
+    assert codec.payload(stored) == codec.open("sessionkey1", "field", stored)
+    assert codec.unpack(codec.payload(stored)) == codec.decode("sessionkey1", "field", stored)
+    with pytest.raises(CorruptField, match="tag"):
+        codec.verify("sessionkey1", "other", stored)
+
+
 def test_tag_binds_session_key_field_and_payload() -> None:
     stored = codec.encode("sessionkey1", "field", "value")
     assert codec.decode("sessionkey1", "field", stored) == "value"

@@ -1,16 +1,25 @@
-"""Property-based tests: the lazy mapping is a dict, and every supported value round-trips."""
+"""Property-based tests: the lazy mapping is a dict, and every supported value round-trips.
+
+A corrupt field (its tag does not verify) is absent: the mapping behaves as a dict without
+it, whatever is asked first, checking each tag once and decoding only what is read.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from django_memopt.backends.lmdb import SessionStore
-from django_memopt.codec import FieldCodec
+from django_memopt.codec import HEADER_SIZE, CorruptField, FieldCodec
 from django_memopt.fields import SessionFields
 from tests.contract import same_type_equal
 
@@ -59,6 +68,12 @@ operations = st.one_of(
     st.tuples(st.just("contains"), names),
     st.tuples(st.just("mutate"), names),
     st.tuples(st.just("views")),
+    st.tuples(st.just("len")),
+    st.tuples(st.just("iter")),
+    st.tuples(st.just("reversed")),
+    st.tuples(st.just("bool")),
+    st.tuples(st.just("repr")),
+    st.tuples(st.just("keys_contain"), names),
     # Saves and in-place changes interact (a value saved, then mutated): drawn more often.
     *[st.tuples(st.just("save")), st.tuples(st.just("mutate"), names)] * 3,
 )
@@ -103,6 +118,18 @@ def apply(mapping: Any, operation: tuple[Any, ...]) -> Any:
                 list(mapping.items()),
                 len(mapping),
             )
+        elif kind == "len":
+            return len(mapping)
+        elif kind == "iter":
+            return list(mapping)
+        elif kind == "reversed":
+            return list(reversed(mapping))
+        elif kind == "bool":
+            return bool(mapping)
+        elif kind == "repr":
+            repr(mapping)
+        elif kind == "keys_contain":
+            return args[0] in mapping.keys()  # noqa: SIM118 (the view's own membership)
     except KeyError:
         return KeyError
     return None
@@ -167,3 +194,194 @@ def test_values_round_trip_through_the_store_with_their_types(value: Any) -> Non
         assert same_type_equal(value, loaded), (value, loaded)
     finally:
         session.delete()
+
+
+# -- corrupt fields ----------------------------------------------------------------------------
+
+
+class CountingCodec(FieldCodec):
+    """A codec that counts the tag checks, by field, and the payloads decoded."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.verified: Counter[str] = Counter()
+        self.unpacked = 0
+
+    def verify(self, session_key: str, field: str, stored: bytes) -> None:
+        self.verified[field] += 1
+        super().verify(session_key, field, stored)
+
+    def unpack(self, payload: bytes | memoryview) -> Any:  # type: ignore[override]
+        self.unpacked += 1
+        return super().unpack(payload)
+
+
+def flipped(stored: bytes, at: int) -> bytes:
+    damaged = bytearray(stored)
+    damaged[at] ^= 0x01
+    return bytes(damaged)
+
+
+# Ways a stored field goes bad: (name, value) -> stored bytes whose tag does not verify.
+CORRUPTIONS: dict[str, Callable[[str, Any], bytes]] = {
+    "payload byte": lambda name, value: flipped(codec.encode(SESSION_KEY, name, value), -1),
+    "tag byte": lambda name, value: flipped(codec.encode(SESSION_KEY, name, value), 3),
+    "truncated": lambda name, value: codec.encode(SESSION_KEY, name, value)[: HEADER_SIZE - 1],
+    "other session": lambda name, value: codec.encode("o" * 32, name, value),
+    "other field": lambda name, value: codec.encode(SESSION_KEY, name + "~", value),
+    "other secret": lambda name, value: FieldCodec.from_secrets(["forger"]).encode(
+        SESSION_KEY, name, value
+    ),
+}
+
+
+def damaged_store(
+    drawn: dict[str, tuple[Any, str | None]],
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The stored fields of ``drawn`` (value, corruption or None), and the dict they read as."""
+    stored = {
+        name: CORRUPTIONS[damage](name, value)
+        if damage
+        else codec.encode(SESSION_KEY, name, value)
+        for name, (value, damage) in drawn.items()
+    }
+    good = {name: value for name, (value, damage) in drawn.items() if damage is None}
+    return stored, {name: codec.decode(SESSION_KEY, name, stored[name]) for name in good}
+
+
+def readable(stored: dict[str, bytes]) -> dict[str, Any]:
+    """What a fresh load of ``stored`` reads: the fields whose tags verify."""
+    model = {}
+    for name, raw in stored.items():
+        with contextlib.suppress(CorruptField):
+            model[name] = codec.decode(SESSION_KEY, name, raw)
+    return model
+
+
+fields_with_damage = st.dictionaries(
+    names, st.tuples(values, st.none() | st.sampled_from(sorted(CORRUPTIONS))), max_size=5
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(drawn=fields_with_damage, ops=st.lists(operations, max_size=25))
+def test_corrupt_fields_are_absent_whatever_is_asked_first(
+    drawn: dict[str, tuple[Any, str | None]], ops: list[Any]
+) -> None:
+    stored, model = damaged_store(drawn)
+    counting = CountingCodec.from_secrets(["property tests"])
+    logged: list[str] = []
+    fields = SessionFields(counting, SESSION_KEY, stored, lambda name, error: logged.append(name))
+    for operation in ops:
+        if operation == ("save",):
+            stored = apply_delta(stored, fields)
+            continue
+        # Only what each operation returns is compared: the mapping's whole key set is not
+        # looked at between operations, so each one may be the first to meet a bad field.
+        assert same_type_equal(apply(model, operation), apply(fields, operation)), operation
+    assert list(fields) == list(model)
+    assert same_type_equal(model, fields.copy())
+
+    corrupt = {name for name, (_, damage) in drawn.items() if damage}
+    assert set(logged) <= corrupt and len(logged) == len(set(logged)), logged
+    assert max(counting.verified.values(), default=0) <= 1, counting.verified  # each once
+    assert counting.unpacked == fields.decoded_count <= len(drawn)
+
+    # The saves keep every bad field out of what reads back (nothing laundered).
+    after = apply_delta(stored, fields)
+    assert same_type_equal(dict(sorted(model.items())), dict(sorted(readable(after).items())))
+
+
+def test_one_name_checks_one_tag_and_the_key_set_checks_each_once() -> None:
+    counting = CountingCodec.from_secrets(["property tests"])
+    stored = {f"k{i}": codec.encode(SESSION_KEY, f"k{i}", {"n": i}) for i in range(50)}
+    stored["k9"] = CORRUPTIONS["payload byte"]("k9", {"n": 9})
+    logged: list[str] = []
+    fields = SessionFields(counting, SESSION_KEY, stored, lambda name, error: logged.append(name))
+
+    assert "k7" in fields and "k9" not in fields
+    assert counting.verified == {"k7": 1, "k9": 1} and counting.unpacked == 0
+    assert fields["k7"] == {"n": 7} and fields.get("k8") == {"n": 8}
+    assert counting.verified == {"k7": 1, "k8": 1, "k9": 1} and counting.unpacked == 2
+
+    assert len(fields) == 49 and "k9" not in list(fields)
+    assert set(counting.verified) == set(stored) and set(counting.verified.values()) == {1}
+    assert counting.unpacked == 2  # the names were shown, nothing more was decoded
+    assert len(fields.keys()) == 49 and "k9" not in repr(fields)
+    assert len(dict(fields.items())) == 49
+    assert set(counting.verified.values()) == {1} and counting.unpacked == 49
+    assert logged == ["k9"]
+
+
+@pytest.mark.parametrize(
+    "first",
+    ["in", "get", "getitem", "del", "pop", "len", "iter", "keys", "items", "values", "repr"],
+)
+def test_a_bad_field_is_absent_from_the_first_question_on(first: str) -> None:
+    stored = {
+        "good": codec.encode(SESSION_KEY, "good", "g"),
+        "_auth_user_id": CORRUPTIONS["other secret"]("_auth_user_id", "1"),
+    }
+    logged: list[str] = []
+    fields = SessionFields(codec, SESSION_KEY, stored, lambda name, error: logged.append(name))
+    name = "_auth_user_id"
+    asks: dict[str, Callable[[], Any]] = {
+        "in": lambda: name in fields,
+        "get": lambda: fields.get(name),
+        "getitem": lambda: fields[name],
+        "del": lambda: fields.__delitem__(name),
+        "pop": lambda: fields.pop(name),
+        "values": lambda: list(fields.values()),
+        "len": lambda: len(fields),
+        "iter": lambda: list(fields),
+        "keys": lambda: list(fields.keys()),
+        "items": lambda: list(fields.items()),
+        "repr": lambda: repr(fields),
+    }
+    with contextlib.suppress(KeyError):
+        asks[first]()
+    assert name not in fields and name not in fields.keys()  # noqa: SIM118
+    assert fields.get(name) is None and fields.get(name, "absent") == "absent"
+    with pytest.raises(KeyError):
+        fields[name]
+    with pytest.raises(KeyError):
+        del fields[name]
+    assert fields.pop(name, "absent") == "absent"
+    assert list(fields) == ["good"] and len(fields) == 1
+    assert dict(fields.items()) == {"good": "g"} and list(fields.values()) == ["g"]
+    assert logged == [name]
+    # The bad field stays in the store, and never follows the session to a new key.
+    delta = fields.delta(SESSION_KEY)
+    assert name not in delta.sets and name not in delta.deletes
+    assert set(fields.delta("n" * 32).sets) == {"good"}
+
+
+@pytest.mark.parametrize("assign", ["set", "setdefault", "update"])
+def test_assigning_over_a_bad_field_adds_the_name_as_a_dict_would(assign: str) -> None:
+    stored = {
+        "bad": CORRUPTIONS["tag byte"]("bad", 1),
+        "good": codec.encode(SESSION_KEY, "good", "g"),
+    }
+    logged: list[str] = []
+    fields = SessionFields(codec, SESSION_KEY, stored, lambda name, error: logged.append(name))
+    if assign == "set":
+        fields["bad"] = 2
+    elif assign == "setdefault":
+        assert fields.setdefault("bad", 2) == 2
+    else:
+        fields.update(bad=2)
+    assert list(fields) == ["good", "bad"] and fields["bad"] == 2 and logged == ["bad"]
+    assert codec.decode(SESSION_KEY, "bad", fields.delta(SESSION_KEY).sets["bad"]) == 2
+
+
+def test_a_good_tag_over_an_undecodable_payload_is_dropped_when_read() -> None:
+    # Sealed with the key, so only a release that knows more types could have written it:
+    # it counts as present until it is read, then it is absent like any bad field.
+    payload = msgpack.packb(msgpack.ExtType(100, b"a type from the future"))
+    stored = {"future": codec.seal(SESSION_KEY, "future", payload)}
+    logged: list[str] = []
+    fields = SessionFields(codec, SESSION_KEY, stored, lambda name, error: logged.append(name))
+    assert "future" in fields and len(fields) == 1
+    with pytest.raises(KeyError):
+        fields["future"]
+    assert "future" not in fields and len(fields) == 0 and logged == ["future"]
