@@ -96,6 +96,25 @@ def hold_read_transaction(path: str, log_path: str, session_key: str) -> None:
         time.sleep(WAIT)
 
 
+def grow_in_bursts(
+    path: str, result_path: str, map_size: int, count: int, size: int, pause: float
+) -> None:
+    """With a map of ``map_size`` bytes, create ``count`` sessions of ``size`` random bytes,
+    ``pause`` seconds apart: another process's writes growing the file in bursts."""
+    with reporting(result_path) as result:
+        setup(path, MEMOPT_LMDB_MAP_SIZE=map_size)
+        from django_memopt.backends.lmdb import SessionStore
+
+        created = []
+        for _ in range(count):
+            session = SessionStore()
+            session["blob"] = os.urandom(size)
+            session.save()
+            created.append(session.session_key)
+            time.sleep(pause)
+        result["created"] = created
+
+
 def hold_write_transaction(path: str, log_path: str, session_key: str) -> None:
     """Write inside a transaction, say so, and hold it (and LMDB's write lock) until killed."""
     setup(path)

@@ -8,18 +8,23 @@ the entry points in ``tests/lmdb_workers.py``; each test has its own store direc
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import random
 import signal
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import lmdb
+import msgpack
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.sessions.backends.base import CreateError, UpdateError
@@ -28,7 +33,7 @@ from django.core.signals import setting_changed
 from django.test import override_settings
 
 from django_memopt.backends import lmdb as lmdb_backend
-from django_memopt.backends.base import SessionStoreError, SessionStoreFull
+from django_memopt.backends.base import Delta, SessionStoreError, SessionStoreFull
 from django_memopt.backends.lmdb import SessionStore, close_environments, environment
 from django_memopt.checks import check_settings
 from django_memopt.conf import conf
@@ -77,10 +82,33 @@ def index_entries() -> list[tuple[int, str]]:
         ]
 
 
-def put_raw(session_key: str, record: bytes) -> None:
+def put_raw(session_key: str | bytes, record: bytes) -> None:
     opened = environment()
+    key = session_key.encode() if isinstance(session_key, str) else session_key
     with opened.env.begin(write=True, db=opened.sessions) as txn:
-        txn.put(session_key.encode(), record)
+        txn.put(key, record)
+
+
+def layers_of(session_key: str) -> list[dict[Any, Any]]:
+    """The layers of a stored record, as msgpack gives them back."""
+    layers: list[dict[Any, Any]] = msgpack.unpackb(raw_records()[session_key][HEADER.size :])
+    return layers
+
+
+def put_layers(session_key: str, *layers: dict[Any, Any]) -> None:
+    """Store ``layers`` as the record of ``session_key``, under its current deadline."""
+    record = raw_records()[session_key]
+    put_raw(session_key, record[: HEADER.size] + msgpack.packb(list(layers)))
+
+
+def corruption_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The "Session data corrupted" lines logged so far, as Django logs bad session data."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "django.security.SuspiciousSession"
+        and "Session data corrupted" in record.getMessage()
+    ]
 
 
 def deadline_ms(record: bytes) -> int:
@@ -569,6 +597,241 @@ def test_full_map_raises_session_store_full_and_recovers(tmp_path: Path) -> None
         assert_index_matches_records()
 
 
+MAP_SIZE = 1024**2  # a map small enough to fill quickly
+
+
+def fill_map() -> tuple[list[str], list[str]]:
+    """Sessions of 400, then 40 random bytes until thirty in a row do not fit: (long-lived,
+    short-lived), every other one short-lived (30 seconds)."""
+    long_lived: list[str] = []
+    expiring: list[str] = []
+    for size, failures in ((400, 1), (40, 30)):
+        failed = 0
+        while failed < failures:
+            session = SessionStore()
+            session["blob"] = os.urandom(size)
+            expires = len(long_lived) > len(expiring)
+            if expires:
+                session.set_expiry(30)
+            try:
+                session.save()
+            except SessionStoreFull:
+                failed += 1
+                continue
+            failed = 0
+            assert session.session_key is not None
+            (expiring if expires else long_lived).append(session.session_key)
+    return long_lived, expiring
+
+
+@contextmanager
+def pinned(store: str, tmp_path: Path, session_key: str) -> Iterator[Any]:
+    """Another process reading session ``session_key``, whose snapshot keeps the pages
+    every later write frees from being reused, so the map fills up for deletes too."""
+    log = tmp_path / "pin.log"
+    with children() as start:
+        reader = start(lmdb_workers.hold_read_transaction, store, str(log), session_key)
+        _wait_for_lines(log, 1, reader)
+        yield reader
+
+
+def delete_until_full(session_keys: list[str]) -> None:
+    """Delete sessions from the end of ``session_keys``, as the store did before it had a
+    reserve, until one does not fit; that one stays the last of the list."""
+    opened = environment()
+    while True:
+        key = session_keys[-1].encode()
+        try:
+            with opened.env.begin(write=True) as txn:
+                index_key = lmdb_backend._index_key(
+                    deadline_ms(bytes(txn.get(key, db=opened.sessions))), key
+                )
+                txn.delete(key, db=opened.sessions)
+                txn.delete(index_key, db=opened.expiry)
+        except lmdb.MapFullError:
+            return
+        session_keys.pop()
+
+
+def assert_refused(size: int) -> None:
+    """A new session of ``size`` bytes does not fit: session writes never grow the map."""
+    session = SessionStore()
+    session["blob"] = os.urandom(size)
+    with pytest.raises(SessionStoreFull, match="MEMOPT_LMDB_MAP_SIZE"):
+        session.save()
+
+
+def assert_map_not_grown() -> None:
+    """This process maps no more than the configured size, or what the file holds."""
+    info = environment().env.info()
+    assert info["map_size"] <= max(MAP_SIZE, (info["last_pgno"] + 1) * 4096)
+
+
+@pytest.mark.parametrize("sweep", ["clear_expired", "clearsessions"])
+def test_logout_and_clearsessions_work_on_a_full_map(
+    tmp_path: Path, sweep: str, settings: Any
+) -> None:
+    store = str(tmp_path / "store")
+    settings.MEMOPT_LMDB_PATH, settings.MEMOPT_LMDB_MAP_SIZE = store, MAP_SIZE
+    pin_key = new_session(pin=True)
+    long_lived, expiring = fill_map()
+    assert len(long_lived) > 200 and len(expiring) > 200
+    with pinned(store, tmp_path, pin_key) as reader:
+        more_long_lived, more_expiring = fill_map()  # what pages were still free
+        long_lived += more_long_lived
+        expiring += more_expiring
+        assert_refused(4_000)
+
+        # A logout: the session is gone, and the room it took is not left to writes.
+        delete_until_full(long_lived)
+        logged_out = long_lived.pop()
+        session = SessionStore(logged_out)
+        session.flush()
+        assert not SessionStore().exists(logged_out)
+        assert SessionStore._read(logged_out) is None
+        assert logged_out not in raw_records()
+        assert_map_not_grown()
+        assert_refused(4_000)
+
+        # The pinning reader is killed: its stale slot still pins the pages.
+        os.kill(reader.pid, signal.SIGKILL)
+        finish([reader], 10)
+    # The sweep works with hundreds of expired sessions, more than it can delete in one
+    # transaction on a full map.
+    with mock.patch("time.time", return_value=time.time() + LATER):
+        if sweep == "clearsessions":
+            call_command("clearsessions")
+        else:
+            SessionStore.clear_expired()
+    assert sorted(raw_records()) == sorted([*long_lived, pin_key])
+    assert_map_not_grown()
+
+    # Writes work again in the room the sweep freed, and the sessions are intact.
+    for _ in range(len(expiring) // 4):
+        payload = os.urandom(400)
+        assert SessionStore(new_session(blob=payload))["blob"] == payload
+    assert all(len(SessionStore(key)["blob"]) in (400, 40) for key in long_lived)
+    assert_index_matches_records()
+
+
+def read_meanwhile(session_keys: list[str], threads: int = 4) -> Any:
+    """Threads loading, checking and listing sessions in a loop until the block ends: what
+    each saw go wrong (``errors``) and how many loads they made (``loads``)."""
+
+    @contextmanager
+    def reading() -> Iterator[dict[str, Any]]:
+        seen: dict[str, Any] = {"errors": [], "loads": 0}
+        stop = threading.Event()
+
+        def read(n: int) -> None:
+            rng = random.Random(n)
+            try:
+                while not stop.is_set():
+                    key = rng.choice(session_keys)
+                    session = SessionStore(key)
+                    blob = session.get("blob")
+                    if blob is not None and len(blob) not in (400, 40, 40_000):
+                        raise AssertionError(f"{key}: a blob of {len(blob)} bytes")
+                    SessionStore().exists(key)
+                    if rng.random() < 0.01:
+                        SessionStore.store_figures(sample=10)
+                    seen["loads"] += 1
+            except Exception as exc:  # noqa: BLE001 - the test reports it
+                seen["errors"].append(repr(exc))
+
+        workers = [threading.Thread(target=read, args=(n,)) for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        try:
+            yield seen
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(30)
+
+    return reading()
+
+
+def test_reads_in_other_threads_while_a_logout_grows_the_map(
+    tmp_path: Path, settings: Any
+) -> None:
+    store = str(tmp_path / "store")
+    settings.MEMOPT_LMDB_PATH, settings.MEMOPT_LMDB_MAP_SIZE = store, MAP_SIZE
+    pin_key = new_session(pin=True)
+    long_lived, _ = fill_map()
+    with pinned(store, tmp_path, pin_key):
+        more, _ = fill_map()
+        long_lived += more
+        delete_until_full(long_lived)
+        # Pinned: no page a logout frees is reused, so each one grows the map anew.
+        logged_out, kept = long_lived[-20:], long_lived[:-20]
+        with read_meanwhile(kept) as seen:
+            for key in logged_out:
+                SessionStore(key).flush()
+                time.sleep(0.005)
+        assert seen["errors"] == []
+        assert seen["loads"] > 100
+        info = environment().env.info()
+        assert (info["last_pgno"] + 1) * 4096 > MAP_SIZE, "no logout needed the reserve"
+        assert not any(SessionStore().exists(key) for key in logged_out)
+        assert all(SessionStore().exists(key) for key in kept)
+        assert_map_not_grown()
+
+
+def test_refused_writes_do_not_wait_for_reads_in_other_threads(store: str) -> None:
+    # A write refused by its own check (CreateError, UpdateError) aborts its transaction;
+    # py-lmdb aborts one only once no other thread is inside an LMDB call.
+    keys = [new_session(blob=os.urandom(400)) for _ in range(50)]
+    stored = SessionStore._read(keys[0])
+    assert stored is not None
+    sealed = {"a": stored.fields["blob"]}
+    refusals: list[str] = []
+
+    def refuse() -> None:
+        for _ in range(100):
+            for session_key, create, refusal in (
+                ("gone" + "0" * 28, False, UpdateError),
+                (keys[1], True, CreateError),
+            ):
+                try:
+                    SessionStore._write(
+                        session_key, Delta(sealed), time.time() + 60, create=create
+                    )
+                except refusal:
+                    refusals.append(refusal.__name__)
+
+    with read_meanwhile(keys) as seen:
+        refuser = threading.Thread(target=refuse)
+        refuser.start()
+        refuser.join(20)
+        stuck, done = refuser.is_alive(), len(refusals)
+    refuser.join(30)  # the readers have stopped: it goes on
+    assert not stuck, f"refused writes waited for the readers ({done} of 200 done)"
+    assert len(refusals) == 200
+    assert seen["errors"] == []
+
+
+def test_reads_in_other_threads_while_another_process_grows_the_file(
+    tmp_path: Path, settings: Any
+) -> None:
+    store = str(tmp_path / "store")
+    settings.MEMOPT_LMDB_PATH, settings.MEMOPT_LMDB_MAP_SIZE = store, MAP_SIZE
+    mine = [new_session(blob=os.urandom(400)) for _ in range(50)]
+    result = tmp_path / "grower.json"
+    with children() as start, read_meanwhile(mine) as seen:
+        # A process configured with a larger map writes well past this one's map.
+        grower = start(
+            lmdb_workers.grow_in_bursts, store, str(result), 16 * MAP_SIZE, 60, 40_000, 0.01
+        )
+        assert finish([grower]) == [0]
+    assert seen["errors"] == []
+    assert seen["loads"] > 100
+    created = result_of(result)["created"]
+    assert all(len(SessionStore(key)["blob"]) == 40_000 for key in created)
+    assert all(len(SessionStore(key)["blob"]) == 400 for key in mine)
+    assert_map_not_grown()
+
+
 # -- 7. corrupt records ----------------------------------------------------------------------
 
 CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
@@ -658,6 +921,68 @@ def test_create_over_corrupt_record_works(store: str, kind: str) -> None:
     session.save()
     assert dict(SessionStore(key).items()) == {"new": "fields"}
     assert_indexed(key, deadline_ms(raw_records()[key]), index_entries())
+
+
+def tampered(caplog: pytest.LogCaptureFixture) -> tuple[str, dict[str, bytes]]:
+    """A session whose record holds, besides its good fields ``a`` and ``c``, entries no
+    save writes: a name that is bytes, a value that is no bytes, and such entries in a
+    later layer; and what its good fields' stored bytes are."""
+    key = new_session(a=1, b="two", c=[3])
+    (sealed,) = layers_of(key)
+    put_layers(
+        key,
+        {"a": sealed["a"], b"b": sealed["b"], "c": sealed["c"], "n": 5, "m": ["x"]},
+        {b"late": sealed["b"], "o": {"no": "bytes"}, "c": sealed["c"], "gone": None},
+    )
+    caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+    return key, {"a": sealed["a"], "c": sealed["c"]}
+
+
+def test_entries_of_the_wrong_type_are_absent_and_logged_the_others_load(
+    store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, _ = tampered(caplog)
+    session = SessionStore(key)
+    assert session.get("a") == 1
+    assert session.session_key == key
+    assert dict(session.items()) == {"a": 1, "c": [3]}
+    assert sorted(session.keys()) == ["a", "c"]
+    assert "n" not in session and "b" not in session
+    logged = corruption_logged(caplog)
+    assert len(logged) == 5, logged  # b"b", "n", "m", b"late", "o": each one line
+    assert SessionStore().exists(key)
+    assert list(SessionStore.iter_session_keys()) == [key]
+    assert SessionStore.store_figures()["fields_per_session"] == 2
+
+
+def test_entries_of_the_wrong_type_are_never_written_back(
+    store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, good = tampered(caplog)
+    # An update appends a layer and leaves the old ones as they are (still dropped on
+    # reading); once the layers are merged, the bad entries are gone from the record.
+    for n in range(lmdb_backend.MAX_LAYERS):
+        session = SessionStore(key)
+        session["d"] = n
+        session.save()
+        assert dict(SessionStore(key).items()) == {"a": 1, "c": [3], "d": n}
+        if len(layers_of(key)) == 1:
+            break
+    else:
+        pytest.fail("the layers were never merged")
+    (merged,) = layers_of(key)
+    assert set(merged) == {"a", "c", "d"}
+    assert {name: merged[name] for name in good} == good
+
+    key, _ = tampered(caplog)
+    session = SessionStore(key)
+    session.cycle_key()
+    assert session.session_key != key
+    assert not SessionStore().exists(key)
+    (copied,) = layers_of(session.session_key)
+    assert set(copied) == {"a", "c"}
+    assert dict(SessionStore(session.session_key).items()) == {"a": 1, "c": [3]}
+    assert_index_matches_records()
 
 
 # -- 8. an unusable path ---------------------------------------------------------------------
@@ -757,6 +1082,35 @@ def test_iter_session_keys_lists_exactly_the_live_sessions(store: str) -> None:
     assert list(SessionStore.iter_session_keys()) == sorted([*live, short.session_key])
     with mock.patch("time.time", return_value=time.time() + LATER):
         assert list(SessionStore.iter_session_keys()) == sorted(live)
+
+
+@pytest.mark.parametrize(
+    "stray_key",
+    [b"\xff\xfe not utf-8", b"../../etc/passwd", b"A" * 32, "ключ".encode() * 8],
+)
+def test_listings_skip_and_log_once_records_under_keys_that_are_no_session_ids(
+    store: str, stray_key: bytes, caplog: pytest.LogCaptureFixture, settings: Any
+) -> None:
+    live = sorted(new_session(n=n) for n in range(3))
+    record = raw_records()[live[0]]
+    for n in range(3):  # several: the listing logs once, not once per key
+        put_raw(stray_key + str(n).encode(), record)
+    caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+    assert sorted(SessionStore.iter_session_keys()) == live
+    assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
+    caplog.clear()
+    assert sorted(key for key, _ in SessionStore.iter_sessions(batch=2)) == live
+    assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
+    caplog.clear()
+    figures = SessionStore.store_figures()
+    assert figures["sampled_sessions"] == 3
+    assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
+
+    settings.MEMOPT_FILTER = True
+    settings.MEMOPT_FILTER_PATH = os.path.join(store, "filter")
+    out = io.StringIO()
+    call_command("memopt_rebuild_filter", stdout=out)
+    assert "Added 3 live sessions" in out.getvalue()
 
 
 # -- 11. the default path --------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``SESSION_ENGINE = "django_memopt.backends.lmdb"``: sessions in an embedded LMDB store.
 
 Every worker process on the host opens the same environment (``MEMOPT_LMDB_PATH``); LMDB
-serialises writers across processes and never blocks readers. Two named databases:
+serialises writers across processes and never blocks readers. Named databases:
 
 ``sessions``
     session key -> record: ``FORMAT`` (1 byte), deadline in epoch milliseconds (8 bytes,
@@ -14,10 +14,18 @@ serialises writers across processes and never blocks readers. Two named database
     deadline rounded up to the minute (8 bytes, big-endian) + session key -> empty, so
     ``clear_expired`` reads only what has expired. Rounding means a session saved every
     few seconds moves its index entry once a minute, not on every save.
+``stats``
+    process token -> that process's counters, for ``manage.py memopt_stats``.
 
 A save reads the record, merges the delta and writes it back inside one write
 transaction, so concurrent writers keep each other's fields and a deleted session stays
 deleted.
+
+A full map refuses session writes (``SessionStoreFull``), but a logout or a sweep must
+still work then, when it is needed most, and a delete writes copies of the pages it
+changes before it frees any. So a delete that finds the map full runs again in a map grown
+for that one transaction (``_in_reserve``), then shrunk back: session writes never get
+the reserve.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -38,6 +47,7 @@ from django.dispatch import receiver
 from django_memopt.conf import conf
 
 from .base import (
+    SESSION_KEY_RE,
     CreateError,
     Delta,
     SessionStoreError,
@@ -45,6 +55,7 @@ from .base import (
     StoredSession,
     UpdateError,
     log_corrupt_record,
+    security_logger,
 )
 from .base import SessionBase as _SessionBase
 
@@ -59,9 +70,17 @@ HEADER_SIZE: Final = _HEADER.size
 # keep the writer lock free for requests.
 SWEEP_BATCH: Final = 500
 INDEX_GRANULARITY_MS: Final = 60_000
+# Expired sessions deleted per write transaction by clear_expired on a full map: the
+# pages each transaction frees serve the ones after it.
+FULL_SWEEP_BATCH: Final = 16
 # At most this many layers per record (a one-byte msgpack array header holds 15).
 MAX_LAYERS: Final = 8
 _FIXARRAY: Final = 0x90
+# A delete on a full map may grow it, for that transaction, in steps of 1 MiB per 64 MiB of
+# MEMOPT_LMDB_MAP_SIZE (at least 1 MiB), at most RESERVE_STEPS of them. A delete needs a
+# few pages; the steps are address space, and only the pages written take disk.
+RESERVE_STEP: Final = 1024**2
+RESERVE_STEPS: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +93,16 @@ class Environment:
     stats: Any  # each process's counters, for manage.py memopt_stats
     path: str
     pid: int
+    map_size: int  # MEMOPT_LMDB_MAP_SIZE when opened: the most session writes may fill
+
+    @property
+    def reserve(self) -> int:
+        """The most a delete on a full map may grow the map by, over ``map_size``."""
+        return RESERVE_STEPS * self.reserve_step
+
+    @property
+    def reserve_step(self) -> int:
+        return RESERVE_STEP * max(1, self.map_size // (64 * RESERVE_STEP))
 
 
 _environments: dict[str, Environment] = {}
@@ -85,6 +114,13 @@ _in_transaction: Final[set[int]] = set()
 # Environments inherited across fork() while a transaction was open: never closed.
 _stranded: list[Environment] = []
 FORK_WAIT_SECONDS: Final = 2.0
+# While a thread holds _pause_lock and _paused is set, new transactions of this process
+# wait for _resumed: see _pause().
+_pause_lock = threading.Lock()
+_paused = False
+_resumed = threading.Event()
+_resumed.set()
+RESIZE_WAIT_SECONDS: Final = 10.0
 
 
 def environment() -> Environment:
@@ -123,8 +159,11 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _current
+    global _current, _pause_lock, _paused
     _current = None
+    # A pause by another thread of the parent is over here: that thread is gone.
+    _pause_lock, _paused = threading.Lock(), False
+    _resumed.set()
     if _in_transaction:
         _stranded.extend(opened for opened in _environments.values() if opened.pid != os.getpid())
         _in_transaction.clear()
@@ -135,13 +174,14 @@ os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 def _open(path: str) -> Environment:
     durable = conf.MEMOPT_LMDB_DURABILITY == "system"
+    map_size = conf.MEMOPT_LMDB_MAP_SIZE
     try:
         # Sessions are not encrypted and their IDs are credentials: owner only.
         os.makedirs(path, mode=0o700, exist_ok=True)
         env = lmdb.open(
             path,
             mode=0o600,
-            map_size=conf.MEMOPT_LMDB_MAP_SIZE,
+            map_size=map_size,
             max_readers=conf.MEMOPT_LMDB_MAX_READERS,
             max_dbs=3,
             # "process": commits reach the OS page cache, which outlives any killed
@@ -162,7 +202,7 @@ def _open(path: str) -> Environment:
         raise SessionStoreError(
             f"Cannot open the LMDB session store at {path!r} (MEMOPT_LMDB_PATH): {exc}"
         ) from exc
-    return Environment(env, sessions, expiry, stats, path, os.getpid())
+    return Environment(env, sessions, expiry, stats, path, os.getpid(), map_size)
 
 
 def close_environments() -> None:
@@ -182,33 +222,172 @@ def _reopen_on_setting_change(*, setting: str, **kwargs: Any) -> None:
         close_environments()
 
 
-def _transaction(opened: Environment, body: Callable[[Any], T], *, write: bool) -> T:
-    """Run ``body`` in a transaction, adopting a map another process has grown."""
+def _transaction(
+    opened: Environment, body: Callable[[Any], T], *, write: bool, reserve: bool = False
+) -> T:
+    """Run ``body`` in a transaction; LMDB's failures become ``SessionStoreError``.
+
+    A map another process has grown is adopted. With ``reserve``, a write that finds the
+    map full runs again in a map grown for it (:func:`_in_reserve`): for deletes, which
+    must work on a full map. Session writes never are.
+    """
     thread = threading.get_ident()
-    for _attempt in range(3):
-        _in_transaction.add(thread)
-        try:
-            with opened.env.begin(write=write, buffers=True) as txn:
-                return body(txn)
-        except lmdb.MapResizedError:
-            opened.env.set_mapsize(0)
-        except lmdb.MapFullError as exc:
-            raise SessionStoreFull(
-                f"The LMDB session store at {opened.path!r} is full "
-                f"({opened.env.info()['map_size']} bytes). Raise MEMOPT_LMDB_MAP_SIZE and "
-                "restart; run clearsessions to drop expired sessions."
-            ) from exc
-        except lmdb.ReadersFullError as exc:
+    try:
+        for _attempt in range(3):
+            _in_transaction.add(thread)  # before looking at _paused: see _pause()
+            try:
+                if _paused:
+                    _wait_while_paused(thread)
+                txn = opened.env.begin(write=write, buffers=True)
+                try:
+                    result = body(txn)
+                except BaseException:
+                    _abort(txn, write)
+                    raise
+                txn.commit()
+                return result
+            except lmdb.MapResizedError:
+                pass
+            except lmdb.MapFullError:
+                if not reserve:
+                    raise
+                break
+            finally:
+                _in_transaction.discard(thread)
+            # Another process has grown the file: map it, and no more than this process's
+            # own size (LMDB rounds up to what the file holds), so as not to adopt a reserve.
+            with _alone():
+                opened.env.set_mapsize(opened.map_size)
+        else:
             raise SessionStoreError(
-                f"The LMDB session store at {opened.path!r} has no free reader slot: more "
-                "threads read at once than MEMOPT_LMDB_MAX_READERS "
-                f"({opened.env.info()['max_readers']}) allows. Raise it and restart."
-            ) from exc
-        except lmdb.Error as exc:
-            raise SessionStoreError(f"LMDB session store at {opened.path!r}: {exc}") from exc
+                f"LMDB session store at {opened.path!r}: map size keeps changing"
+            )
+        return _in_reserve(opened, body)
+    except lmdb.MapFullError as exc:
+        raise SessionStoreFull(
+            f"The LMDB session store at {opened.path!r} is full (MEMOPT_LMDB_MAP_SIZE is "
+            f"{opened.map_size} bytes"
+            + (
+                f", and a delete did not fit even in its reserve of {opened.reserve} bytes "
+                "over that). Raise MEMOPT_LMDB_MAP_SIZE and restart."
+                if reserve
+                else "). Raise MEMOPT_LMDB_MAP_SIZE and restart; run clearsessions to drop "
+                "expired sessions."
+            )
+        ) from exc
+    except lmdb.ReadersFullError as exc:
+        raise SessionStoreError(
+            f"The LMDB session store at {opened.path!r} has no free reader slot: more "
+            "threads read at once than MEMOPT_LMDB_MAX_READERS "
+            f"({opened.env.max_readers()}) allows. Raise it and restart."
+        ) from exc
+    except lmdb.DiskError as exc:
+        raise SessionStoreError(
+            f"The disk holding the LMDB session store at {opened.path!r} is full ({exc}): "
+            "nothing can be written to it, not even a delete, until space is freed."
+        ) from exc
+    except lmdb.Error as exc:
+        raise SessionStoreError(f"LMDB session store at {opened.path!r}: {exc}") from exc
+
+
+def _wait_while_paused(thread: int) -> None:
+    """Wait, counted out of ``_in_transaction``, until transactions are no longer paused."""
+    while _paused:
+        _in_transaction.discard(thread)
+        _resumed.wait()
+        _in_transaction.add(thread)
+
+
+@contextmanager
+def _pause(*, wait: bool = True) -> Iterator[None]:
+    """New transactions of this process wait meanwhile (those in flight go on).
+
+    A transaction counts itself in ``_in_transaction``, then looks at ``_paused``: so a
+    thread that sets ``_paused`` and then finds the count empty knows that none is in
+    flight, nor can start. Without ``wait``, if another thread holds the pause, this one
+    goes on at once: they are paused already.
+    """
+    global _paused
+    if not _pause_lock.acquire(blocking=wait):
+        yield
+        return
+    try:
+        _paused = True
+        _resumed.clear()
+        yield
+    finally:
+        _paused = False
+        _resumed.set()
+        _pause_lock.release()
+
+
+@contextmanager
+def _alone() -> Iterator[None]:
+    """No other thread of this process in a transaction meanwhile: for a resize, which
+    unmaps and maps the file again under every transaction of the process. Those in
+    flight, which last microseconds, are waited for."""
+    me = threading.get_ident()
+    with _pause():
+        _in_transaction.add(me)  # a fork meanwhile waits for this as for a transaction
+        try:
+            deadline = time.monotonic() + RESIZE_WAIT_SECONDS
+            while _in_transaction - {me}:
+                if time.monotonic() > deadline:
+                    raise SessionStoreError(
+                        "Cannot resize the LMDB session store: a transaction in another "
+                        f"thread of this process did not end within {RESIZE_WAIT_SECONDS} s."
+                    )
+                time.sleep(0.0005)
+            yield
         finally:
-            _in_transaction.discard(thread)
-    raise SessionStoreError(f"LMDB session store at {opened.path!r}: map size keeps changing")
+            _in_transaction.discard(me)
+
+
+def _abort(txn: Any, write: bool) -> None:
+    """Abort ``txn``, a write one with new transactions paused.
+
+    py-lmdb aborts a write transaction only once no other thread of the process is inside
+    an LMDB call, which the reads of a few busy threads may never allow. If another thread
+    holds the pause (a resize waiting for this transaction to end), it is paused already.
+    """
+    if not write:
+        txn.abort()
+        return
+    with _pause(wait=False):
+        txn.abort()
+
+
+def _in_reserve(opened: Environment, body: Callable[[Any], T]) -> T:
+    """Run the write ``body`` in a map grown above ``MEMOPT_LMDB_MAP_SIZE`` for it alone.
+
+    For deletes on a full map: the reader slots of killed processes (which keep old pages
+    from being reused) are cleared, then the map grows a step at a time, at most
+    ``opened.reserve`` over the configured size, and shrinks back afterwards (LMDB keeps
+    at least what the file holds), so that session writes never get the reserve. Raises
+    ``lmdb.MapFullError`` if even that is not enough.
+    """
+    env = opened.env
+    ceiling = opened.map_size + opened.reserve
+    with _alone():
+        env.reader_check()
+        size = env.info()["map_size"]
+        try:
+            for _attempt in range(RESERVE_STEPS + 3):
+                try:
+                    with env.begin(write=True, buffers=True) as txn:
+                        return body(txn)
+                except lmdb.MapFullError:
+                    if size >= ceiling:
+                        raise
+                except lmdb.MapResizedError:
+                    pass  # another process has grown the file: set_mapsize() maps it
+                size = min(size + opened.reserve_step, ceiling)
+                env.set_mapsize(size)
+            raise SessionStoreError(
+                f"LMDB session store at {opened.path!r}: map size keeps changing"
+            )
+        finally:
+            env.set_mapsize(opened.map_size)
 
 
 def _now_ms() -> int:
@@ -223,8 +402,31 @@ def _deadline(record: bytes | memoryview | None) -> int | None:
     return expires_ms if record_format == RECORD_FORMAT else None
 
 
-def _fields(record: bytes | memoryview) -> dict[str, bytes] | None:
-    """The sealed fields of a record, its layers merged; ``None`` if it is unreadable."""
+def _ignore_entry(name: str | bytes, stored: object) -> None:
+    pass
+
+
+def _log_bad_entry(name: str | bytes, stored: object) -> None:
+    """Log, as Django does for bad session data, an entry no save writes (it is dropped)."""
+    problem = (
+        "its name is not text"
+        if type(name) is not str
+        else f"its value is a {type(stored).__name__}, not bytes"
+    )
+    security_logger.warning("Session data corrupted: field %r (%s)", name[:64], problem)
+
+
+def _fields(
+    record: bytes | memoryview,
+    on_bad_entry: Callable[[str | bytes, object], None] = _ignore_entry,
+) -> dict[str, bytes] | None:
+    """The sealed fields of a record, its layers merged; ``None`` if it is unreadable.
+
+    An entry no save writes is left out and handed to ``on_bad_entry``: a name that is
+    not text, or a value that is neither bytes nor ``None`` (deleted by that layer). The
+    values of a first layer whose names are all text are not looked at (that would cost
+    every load): the codec refuses a value that is not bytes, and a merge drops it.
+    """
     try:
         layers = msgpack.unpackb(record[HEADER_SIZE:])
     except Exception:  # any msgpack error: the record is damaged
@@ -232,14 +434,39 @@ def _fields(record: bytes | memoryview) -> dict[str, bytes] | None:
     if type(layers) is not list or not layers or type(layers[0]) is not dict:
         return None
     fields: dict[str, bytes] = layers[0]
-    for layer in layers[1:]:
+    try:
+        "".join(fields)  # names are text or bytes (msgpack's strict_map_key): are all text?
+    except TypeError:
+        fields = {}
+    else:
+        layers = layers[1:]
+    for layer in layers:
         if type(layer) is not dict:
             return None
         for name, stored in layer.items():
-            if stored is None:
+            if type(name) is not str or (stored is not None and type(stored) is not bytes):
+                on_bad_entry(name, stored)
+            elif stored is None:
                 fields.pop(name, None)
             else:
                 fields[name] = stored
+    return fields
+
+
+def _merged(record: bytes | memoryview, delta: Delta) -> dict[str, bytes] | None:
+    """The fields of ``record`` with ``delta`` applied, for a rewrite; ``None`` if the
+    record is unreadable. Every entry is checked: a bad one is dropped (and logged), never
+    written back as if it were a sealed field."""
+    fields = _fields(record, _log_bad_entry)
+    if fields is None:
+        return None
+    for name, stored in list(fields.items()):
+        if type(stored) is not bytes:
+            _log_bad_entry(name, stored)
+            del fields[name]
+    fields.update(delta.sets)
+    for name in delta.deletes:
+        fields.pop(name, None)
     return fields
 
 
@@ -255,7 +482,8 @@ def _with_layer(record: memoryview, expires_ms: int, delta: Delta) -> bytes | No
     """``record`` with ``delta`` appended as a layer; ``None`` if its layers must merge.
 
     Only the container's first bytes are checked (an array of maps): a record damaged
-    further in stays unreadable, as it already was.
+    further in stays unreadable, as it already was, and an entry no save writes stays as
+    it was, left out of every read, until a merge drops it (:func:`_merged`).
     """
     if len(record) < HEADER_SIZE + 2 or not _is_map_marker(record[HEADER_SIZE + 1]):
         return None
@@ -271,6 +499,20 @@ def _with_layer(record: memoryview, expires_ms: int, delta: Delta) -> bytes | No
             record[HEADER_SIZE + 1 :],
             msgpack.packb(layer),
         )
+    )
+
+
+def _session_key(key: bytes) -> str | None:
+    """``key`` of the ``sessions`` database as a session key; ``None`` if it is none."""
+    session_key = key.decode("ascii", "replace")
+    return session_key if SESSION_KEY_RE.match(session_key) else None
+
+
+def _log_stray_key(key: bytes) -> None:
+    security_logger.warning(
+        "Session data corrupted: records under keys that are no session IDs (such as %r) "
+        "are left out of this listing of sessions",
+        key[:64],
     )
 
 
@@ -307,7 +549,7 @@ class SessionStore(_SessionBase):
             expires_ms = _deadline(record)
             if expires_ms is not None and expires_ms <= _now_ms():
                 return None
-            fields = None if expires_ms is None else _fields(record)
+            fields = None if expires_ms is None else _fields(record, _log_bad_entry)
             if fields is None:
                 log_corrupt_record()
                 return None
@@ -331,12 +573,9 @@ class SessionStore(_SessionBase):
                 raise UpdateError
             new = _record(new_ms, delta.sets) if delta.replace else None
             if new is None and (new := _with_layer(record, new_ms, delta)) is None:
-                fields = _fields(record)
+                fields = _merged(record, delta)
                 if fields is None:  # damaged: it reads as absent, so it is not there to update
                     raise UpdateError
-                fields.update(delta.sets)
-                for name in delta.deletes:
-                    fields.pop(name, None)
                 new = _record(new_ms, fields)
             txn.put(key, new, db=opened.sessions)
             _reindex(opened, txn, key, old_ms, new_ms)
@@ -371,7 +610,7 @@ class SessionStore(_SessionBase):
                 txn.delete(_index_key(old_ms, key), db=opened.expiry)
 
         opened = environment()
-        _transaction(opened, remove, write=True)
+        _transaction(opened, remove, write=True, reserve=True)  # a logout, even on a full map
 
     @classmethod
     def _contains(cls, session_key: str) -> bool:
@@ -388,13 +627,18 @@ class SessionStore(_SessionBase):
 
     @classmethod
     def clear_expired(cls) -> None:
-        """Delete expired sessions, walking the expiry index in short transactions."""
+        """Delete expired sessions, walking the expiry index in short transactions.
+
+        On a full map it goes on in transactions of ``FULL_SWEEP_BATCH`` sessions, each
+        in the reserve if need be: the pages one of them frees serve the next ones.
+        """
         opened = environment()
         now_ms = _now_ms()
+        batch = SWEEP_BATCH
 
         def sweep(txn: Any) -> bool:
             cursor = txn.cursor(db=opened.expiry)
-            for _ in range(SWEEP_BATCH):
+            for _ in range(batch):
                 if not cursor.first():
                     return True
                 index_key = bytes(cursor.key())
@@ -409,20 +653,31 @@ class SessionStore(_SessionBase):
                 cursor.delete()
             return False
 
-        while not _transaction(opened, sweep, write=True):
-            pass
+        while True:
+            try:
+                done = _transaction(opened, sweep, write=True, reserve=batch < SWEEP_BATCH)
+            except SessionStoreFull:
+                if batch < SWEEP_BATCH:
+                    raise
+                batch = FULL_SWEEP_BATCH
+                continue
+            if done:
+                return
 
     @classmethod
     def iter_sessions(cls, batch: int = 1000) -> Iterator[tuple[str, float]]:
         """The live sessions' keys and deadlines, in key order.
 
-        Read in batches of short transactions: none stays open while the caller works.
+        Read in batches of short transactions: none stays open while the caller works. A
+        record under a key that is no session ID is left out (and logged, once).
         """
         opened = environment()
         now_ms = _now_ms()
         after: bytes | None = None
+        stray: bytes | None = None
 
         def page(txn: Any) -> tuple[list[tuple[str, float]], bytes | None]:
+            nonlocal stray
             cursor = txn.cursor(db=opened.sessions)
             found = cursor.first() if after is None else cursor.set_range(after)
             if found and after is not None and bytes(cursor.key()) == after:
@@ -436,7 +691,11 @@ class SessionStore(_SessionBase):
                 record = cursor.value()
                 expires_ms = _deadline(record)
                 if expires_ms is not None and expires_ms > now_ms and _fields(record) is not None:
-                    live.append((last.decode(), expires_ms / 1000))
+                    if (session_key := _session_key(last)) is not None:
+                        live.append((session_key, expires_ms / 1000))
+                    elif stray is None:
+                        stray = last
+                        _log_stray_key(last)
                 found = cursor.next()
             return live, last
 
@@ -479,7 +738,7 @@ class SessionStore(_SessionBase):
             for key in keys:
                 txn.delete(key, db=opened.stats)
 
-        _transaction(opened, remove, write=True)
+        _transaction(opened, remove, write=True, reserve=True)  # a clean-up: as a delete
 
     @classmethod
     def store_figures(cls, sample: int = 1000) -> dict[str, Any]:
@@ -506,15 +765,20 @@ class SessionStore(_SessionBase):
                 found = cursor.next()
             # Consecutive records from a random key on (keys are random), wrapping round.
             sampled: list[int] = []
+            stray = None
             cursor = txn.cursor(db=opened.sessions)
             found = cursor.set_range(os.urandom(4).hex().encode())
             for _ in range(min(sample, stat["entries"])):
                 if not found and not cursor.first():
                     break
-                fields = _fields(cursor.value())
-                if fields is not None:
+                if _session_key(key := bytes(cursor.key())) is None:
+                    stray = stray or key
+                elif (fields := _fields(cursor.value())) is not None:
                     sampled.append(len(fields))
                 found = cursor.next()
+            if stray is not None:
+                _log_stray_key(stray)
+            info, env_stat = opened.env.info(), opened.env.stat()
             return {
                 "sessions": stat["entries"],
                 # Exact unless the count of expired records was capped (then at most).
@@ -524,12 +788,12 @@ class SessionStore(_SessionBase):
                 "expired_not_swept_capped": expired >= limit,
                 "fields_per_session": sum(sampled) / len(sampled) if sampled else 0.0,
                 "sampled_sessions": len(sampled),
+                "map_size": info["map_size"],
+                "map_used": (info["last_pgno"] + 1) * env_stat["psize"],
+                "readers_used": info["num_readers"],
+                "readers_max": info["max_readers"],
             }
 
-        figures = _transaction(opened, read, write=False)
-        info, env_stat = opened.env.info(), opened.env.stat()
-        figures["map_size"] = info["map_size"]
-        figures["map_used"] = (info["last_pgno"] + 1) * env_stat["psize"]
-        figures["readers_used"] = info["num_readers"]
-        figures["readers_max"] = info["max_readers"]
-        return figures
+        # The environment's own figures too are read inside the transaction: they read
+        # the map, which a resize in another thread may be replacing (see _alone()).
+        return _transaction(opened, read, write=False)
