@@ -968,7 +968,7 @@ def test_sessions_go_to_the_primary_never_a_replica() -> None:
                 assert SessionStore(session.session_key)["n"] == n + 1
             after = replica_raw.info("commandstats")
         # The replica only ever ran what replication sent it: no session read reached it.
-        for command in ("cmdstat_hgetall", "cmdstat_exists", "cmdstat_evalsha"):
+        for command in ("cmdstat_hgetall", "cmdstat_hget", "cmdstat_exists", "cmdstat_evalsha"):
             assert after.get(command, {}).get("calls", 0) == before.get(command, {}).get(
                 "calls", 0
             ), command
@@ -997,3 +997,86 @@ def test_sessions_work_over_resp3(dedicated: Dedicated) -> None:
         moved.cycle_key()
         assert not SessionStore().exists(key)
         assert SessionStore(moved.session_key)["b"] == [2, 3]
+
+
+# -- 10. tampered hashes ---------------------------------------------------------------------
+
+
+def corruption_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The "Session data corrupted" lines logged so far, as Django logs bad session data."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "django.security.SuspiciousSession"
+        and "Session data corrupted" in record.getMessage()
+    ]
+
+
+def test_a_field_whose_name_is_not_utf8_is_absent_and_logged(
+    dedicated: Dedicated, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = dedicated.raw
+    key = new_session(a=1, b="two")
+    name = hash_name(key)
+    sealed = raw.hget(name, b"b")
+    raw.hset(name, b"\x80 not utf-8", sealed)
+    raw.hset(name, "café".encode("latin-1"), sealed)
+    caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+    session = SessionStore(key)
+    assert dict(session.items()) == {"a": 1, "b": "two"}
+    assert session.session_key == key
+    assert len(corruption_logged(caplog)) == 2, corruption_logged(caplog)
+    assert SessionStore().exists(key)
+    assert list(SessionStore.iter_session_keys()) == [key]
+
+    session["c"] = 3  # the session goes on; what it does not name stays as stored
+    session.save()
+    assert dict(SessionStore(key).items()) == {"a": 1, "b": "two", "c": 3}
+    session = SessionStore(key)
+    session.cycle_key()
+    assert set(raw.hkeys(hash_name(session.session_key))) == {b"a", b"b", b"c", MARKER}
+
+
+@pytest.mark.parametrize(
+    "deadline", [b"soon", b"-5", b"nan", b"inf", b"1e400", b"12.5", b" 12", b"", b"9" * 400]
+)
+def test_a_session_whose_deadline_is_not_one_is_absent_and_logged(
+    dedicated: Dedicated, deadline: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = dedicated.raw
+    key = new_session(a=1)
+    other = new_session(b=2)
+    raw.hset(hash_name(key), MARKER, deadline)
+    caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+    session = SessionStore(key)
+    assert dict(session.items()) == {}
+    assert session.session_key is None  # a save starts a new session, under a new key
+    assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
+    assert not SessionStore().exists(key)
+    caplog.clear()
+    assert list(SessionStore.iter_session_keys()) == [other]
+    assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
+    session["c"] = 3
+    session.save()
+    assert session.session_key not in (None, key)
+
+
+def test_listings_skip_and_log_once_keys_under_session_names_that_are_no_session(
+    dedicated: Dedicated, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = dedicated.raw
+    live = sorted(new_session(n=n) for n in range(3))
+    for n in range(3):  # several: a listing logs once, not once per key
+        raw.set(hash_name(f"{n}string{'0' * 24}"), b"not a hash")
+        raw.hset(hash_name(f"{n}nodeadline{'0' * 22}"), b"a", b"no marker")
+        raw.hset(hash_name(f"{n}baddeadline{'0' * 21}"), mapping={b"a": b"1", MARKER: b"x"})
+    raw.set(DEFAULT_PREFIX + "not-a-session-id", b"x")  # skipped silently: no session name
+    caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+    assert sorted(SessionStore.iter_session_keys()) == live
+    assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
+    figures = SessionStore.store_figures()  # HLEN on a string does not fail the sample
+    assert figures["sampled_sessions"] == 3 + 9
+    string_key = f"0string{'0' * 24}"
+    assert SessionStore(string_key).load() == {}
+    assert not SessionStore().exists(string_key)
+

@@ -30,6 +30,8 @@ from django_memopt.backends.base import (
     SessionStoreFull,
     StoredSession,
     UpdateError,
+    log_corrupt_record,
+    security_logger,
 )
 from django_memopt.backends.base import SessionBase as _SessionBase
 from django_memopt.conf import conf
@@ -42,6 +44,8 @@ T = TypeVar("T")
 # exists, and a load learns the deadline without a second command. No session key name
 # encodes to it: the byte 0xFF never occurs in UTF-8.
 MARKER: Final = b"\xff"
+# A deadline in epoch milliseconds has at most this many digits (10**15 ms: the year 33658).
+DEADLINE_DIGITS: Final = 15
 
 # KEYS[1]: the session hash. ARGV: "c" (create) or "u" (update); "1" to drop every stored
 # field first; the deadline in epoch ms; the number of fields to set; their names and
@@ -165,21 +169,76 @@ def _key(session_key: str) -> bytes:
     return (conf.MEMOPT_REDIS_KEY_PREFIX + session_key).encode()
 
 
+def _deadline_ms(stored: Any) -> int | None:
+    """The deadline a marker field holds; ``None`` if it holds none our writes could have
+    stored (absent, not a hash, not a count of milliseconds: negative, NaN, huge, ...)."""
+    if type(stored) is bytes and stored.isdigit() and len(stored) <= DEADLINE_DIGITS:
+        return int(stored)
+    return None
+
+
+def _text_named(stored: dict[bytes, bytes]) -> dict[str, bytes]:
+    """The fields whose name is UTF-8 text; the others are dropped and logged."""
+    fields = {}
+    for name, value in stored.items():
+        try:
+            fields[name.decode("utf-8", "surrogatepass")] = value
+        except UnicodeDecodeError:
+            security_logger.warning(
+                "Session data corrupted: field %r (its name is not UTF-8)", name[:64]
+            )
+    return fields
+
+
+def _none_if_no_hash(command: Callable[[], T]) -> Callable[[], T | None]:
+    """``command`` on a key, answering ``None`` if the key holds another type than a hash
+    (which is no session)."""
+
+    def run() -> T | None:
+        try:
+            return command()
+        except redis_errors.ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                return None
+            raise
+
+    return run
+
+
+def _log_stray_key(key: bytes) -> None:
+    security_logger.warning(
+        "Session data corrupted: keys under session names that hold no session (not a "
+        "hash, or no valid deadline; such as %r) are left out of this listing of sessions",
+        key[:80],
+    )
+
+
 class SessionStore(_SessionBase):
     """Sessions in the Redis of the cache ``SESSION_CACHE_ALIAS``."""
 
     @classmethod
     def _read(cls, session_key: str) -> StoredSession | None:
-        reply = _call(lambda: _execute("HGETALL", _key(session_key)))
+        key = _key(session_key)
+        reply = _call(_none_if_no_hash(lambda: _execute("HGETALL", key)))
+        if not reply:  # no such key, or (None) one that is no hash
+            if reply is None:
+                log_corrupt_record()
+            return None
         if not isinstance(reply, dict):  # RESP2: a flat list of names and values
             reply = dict(zip(reply[::2], reply[1::2], strict=True))
         stored: dict[bytes, bytes] = reply
-        deadline = stored.pop(MARKER, None)
-        if deadline is None:
+        deadline_ms = _deadline_ms(stored.pop(MARKER, None))
+        if deadline_ms is None:
+            log_corrupt_record()
             return None
-        fields = {name.decode("utf-8", "surrogatepass"): value for name, value in stored.items()}
+        try:
+            fields = {
+                name.decode("utf-8", "surrogatepass"): value for name, value in stored.items()
+            }
+        except UnicodeDecodeError:
+            fields = _text_named(stored)
         size = sum(map(len, stored)) + sum(map(len, stored.values()))
-        return StoredSession(fields, int(deadline) / 1000, size)
+        return StoredSession(fields, deadline_ms / 1000, size)
 
     @classmethod
     def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
@@ -211,7 +270,10 @@ class SessionStore(_SessionBase):
 
     @classmethod
     def _contains(cls, session_key: str) -> bool:
-        return bool(_call(lambda: _execute("EXISTS", _key(session_key))))
+        # The marker, not EXISTS: as _read(), a hash without a valid deadline is no session.
+        key = _key(session_key)
+        deadline = _call(_none_if_no_hash(lambda: _execute("HGET", key, MARKER)))
+        return _deadline_ms(deadline) is not None
 
     @classmethod
     def clear_expired(cls) -> None:
@@ -243,8 +305,11 @@ class SessionStore(_SessionBase):
     def iter_sessions(cls) -> Iterator[tuple[str, float]]:
         """The live sessions' keys and deadlines (``SCAN``: never blocks Redis).
 
-        Keys under the prefix that are not session keys (another site's longer prefix)
-        are skipped; so is a session that expires between its listing and its reading.
+        Keys under the prefix whose rest is no session key (another site's longer prefix,
+        the ``~stats`` hash) are skipped; so is a session that expires
+        between its listing and its reading, or a hash without a deadline. A key under a
+        session's name that is no hash, or whose deadline is none, is skipped and logged
+        (once per listing).
         """
         pattern = _glob_escape(conf.MEMOPT_REDIS_KEY_PREFIX) + "*"
         skip = len(conf.MEMOPT_REDIS_KEY_PREFIX.encode())
@@ -257,10 +322,12 @@ class SessionStore(_SessionBase):
                 with connection().pipeline(transaction=False) as pipe:
                     for key in keys:
                         pipe.hget(key, MARKER)
-                    return pipe.execute()  # type: ignore[no-any-return]
+                    # A key that is no hash answers with an error, not the whole page.
+                    return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
             return read
 
+        logged = False
         cursor = 0
         while True:
             reply = _call(page(cursor))
@@ -272,9 +339,12 @@ class SessionStore(_SessionBase):
             ]
             if listed:
                 found = _call(deadlines([key for key, _ in listed]))
-                for (_, session_key), deadline in zip(listed, found, strict=True):
-                    if deadline is not None:
-                        yield session_key, int(deadline) / 1000
+                for (key, session_key), deadline in zip(listed, found, strict=True):
+                    if (deadline_ms := _deadline_ms(deadline)) is not None:
+                        yield session_key, deadline_ms / 1000
+                    elif deadline is not None and not logged:  # None: expired since SCAN
+                        _log_stray_key(key)
+                        logged = True
             if not cursor:
                 return
 
@@ -331,17 +401,23 @@ def _store_figures(sample: int) -> dict[str, Any]:
                 pipe.hlen(key)
             pipe.dbsize()
             pipe.info("memory")
-            return pipe.execute()  # type: ignore[no-any-return]
+            # A key that is no hash answers HLEN with an error, not the whole sample.
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+        for reply in replies[-2:]:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     replies = _call(details)
     dbsize, memory = replies[-2], replies[-1]
-    usage = [int(size) for size in replies[0:-2:3] if size is not None]
+    usage = [int(size) for size in replies[0:-2:3] if type(size) is int]
     encodings = Counter(
         (encoding.decode() if isinstance(encoding, bytes) else str(encoding))
         for encoding in replies[1:-2:3]
-        if encoding is not None
+        if isinstance(encoding, (bytes, str))
     )
-    lengths = [int(length) - 1 for length in replies[2:-2:3] if length]  # less the marker
+    # Less the marker; a key that is no hash answered with an error.
+    lengths = [length - 1 for length in replies[2:-2:3] if type(length) is int and length]
     sessions = len(found) if not cursor else round(dbsize * len(found) / max(scanned, 1))
     per_session = sum(usage) / len(usage) if usage else 0.0
     return {
