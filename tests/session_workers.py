@@ -153,3 +153,30 @@ def delete_when_busy(
             raise RuntimeError("the writers never got going")
         SessionStore(session_key).delete()
         result["deleted"] = True
+
+
+# -- store-wide values -----------------------------------------------------------------------
+
+
+def add_meta_racing(
+    store: str,
+    setup_args: tuple[Any, ...],
+    name: str,
+    values: list[str],
+    barrier: Any,
+    result_path: str,
+) -> None:
+    """One thread per value, all at once with the other processes: ``add_meta(name,
+    value)``. Reports what each call returned (``returned``), as text."""
+    with reporting(result_path) as result:
+        SessionStore = ready(store, setup_args)
+        returned: list[str] = []
+        start = threading.Barrier(len(values), timeout=WAIT)
+        barrier.wait(WAIT)
+
+        def add(n: int) -> None:
+            start.wait()
+            returned.append(SessionStore.add_meta(name, values[n].encode()).decode())
+
+        run_threads(len(values), add)
+        result["returned"] = returned

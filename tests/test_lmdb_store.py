@@ -1113,6 +1113,49 @@ def test_listings_skip_and_log_once_records_under_keys_that_are_no_session_ids(
     assert "Added 3 live sessions" in out.getvalue()
 
 
+def test_the_first_store_wide_value_wins_and_is_kept_apart_from_sessions(
+    store: str, tmp_path: Path
+) -> None:
+    assert SessionStore.read_meta("window") is None
+    key = new_session(a=1)
+    processes, threads = 4, 4
+    values = [[f"p{p}t{t}" for t in range(threads)] for p in range(processes)]
+    results = [tmp_path / f"meta-{p}.json" for p in range(processes)]
+    barrier = SPAWN.Barrier(processes)
+    with children() as start:
+        racers = [
+            start(
+                session_workers.add_meta_racing,
+                "lmdb",
+                (store,),
+                "window",
+                values[p],
+                barrier,
+                str(results[p]),
+            )
+            for p in range(processes)
+        ]
+        assert finish(racers) == [0] * processes
+    returned = [value for path in results for value in result_of(path)["returned"]]
+    assert len(returned) == processes * threads
+    winner = returned[0]
+    assert set(returned) == {winner}, "two callers got different values"
+    assert winner in {value for group in values for value in group}
+    assert SessionStore.read_meta("window") == winner.encode()
+    assert SessionStore.add_meta("window", b"too late") == winner.encode()
+    assert SessionStore.add_meta("other", b"\x00\xff") == b"\x00\xff"
+
+    # Kept across a reopen and a sweep, and never a session.
+    close_environments()
+    with mock.patch("time.time", return_value=time.time() + 10 * LATER):
+        SessionStore.clear_expired()
+    assert SessionStore.read_meta("window") == winner.encode()
+    assert SessionStore.read_meta("other") == b"\x00\xff"
+    assert list(SessionStore.iter_session_keys()) == [key]
+    assert SessionStore.store_figures()["sessions"] == 1
+    assert sorted(raw_records()) == [key]
+
+
 # -- 11. the default path --------------------------------------------------------------------
 
 

@@ -557,12 +557,15 @@ def _operations(key: str) -> dict[str, Callable[[], Any]]:
         "update": update,
         "delete": lambda: SessionStore(key).delete(),
         "cycle_key": lambda: SessionStore(key).cycle_key(),
+        "read_meta": lambda: SessionStore.read_meta("window"),
+        "add_meta": lambda: SessionStore.add_meta("window", b"later"),
     }
 
 
 def test_redis_stopped_fails_fast_and_restarted_works_again() -> None:
     with dedicated_redis("--appendonly", "yes", monitor=False) as running:
         key = new_session(a=1)
+        assert SessionStore.add_meta("window", b"until") == b"until"
         operations = _operations(key)
         running.server.stop()
         for operation, action in operations.items():
@@ -577,6 +580,8 @@ def test_redis_stopped_fails_fast_and_restarted_works_again() -> None:
         session["b"] = 2
         session.save()  # the restarted Redis has no script cached: loaded again
         assert dict(SessionStore(key).items()) == {"a": 1, "b": 2}
+        assert SessionStore.read_meta("window") == b"until"
+        assert SessionStore.add_meta("window", b"other") == b"until"
 
         # Restarted between two requests, with no failed request in between: the pooled
         # connections are stale, and the next request still works.
@@ -1080,3 +1085,48 @@ def test_listings_skip_and_log_once_keys_under_session_names_that_are_no_session
     assert SessionStore(string_key).load() == {}
     assert not SessionStore().exists(string_key)
 
+
+# -- 11. store-wide values -------------------------------------------------------------------
+
+
+def test_the_first_store_wide_value_wins_and_is_kept_apart_from_sessions(
+    shared: tuple[redis.Redis, str], tmp_path: Path
+) -> None:
+    raw, prefix = shared
+    assert SessionStore.read_meta("window") is None
+    key = new_session(a=1)
+    processes, threads = 4, 4
+    values = [[f"p{p}t{t}" for t in range(threads)] for p in range(processes)]
+    results = [tmp_path / f"meta-{p}.json" for p in range(processes)]
+    barrier = SPAWN.Barrier(processes)
+    setup_args = (django_settings.REDIS_TEST_PORT, prefix)
+    with children() as start:
+        racers = [
+            start(
+                session_workers.add_meta_racing,
+                "redis",
+                setup_args,
+                "window",
+                values[p],
+                barrier,
+                str(results[p]),
+            )
+            for p in range(processes)
+        ]
+        assert finish(racers) == [0] * processes
+    returned = [value for path in results for value in result_of(path)["returned"]]
+    assert len(returned) == processes * threads
+    winner = returned[0]
+    assert set(returned) == {winner}, "two callers got different values"
+    assert winner in {value for group in values for value in group}
+    assert SessionStore.read_meta("window") == winner.encode()
+    assert SessionStore.add_meta("window", b"too late") == winner.encode()
+    assert SessionStore.add_meta("other", b"\x00\xff") == b"\x00\xff"
+
+    # One hash without expiry, under a name no session takes, and never a session.
+    meta = (prefix + "~meta").encode()
+    assert raw.hgetall(meta) == {b"window": winner.encode(), b"other": b"\x00\xff"}
+    assert raw.ttl(meta) == -1
+    assert list(SessionStore.iter_session_keys()) == [key]
+    figures = SessionStore.store_figures()
+    assert (figures["sessions"], figures["sampled_sessions"]) == (1, 1)

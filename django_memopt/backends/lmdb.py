@@ -16,6 +16,8 @@ serialises writers across processes and never blocks readers. Named databases:
     few seconds moves its index entry once a minute, not on every save.
 ``stats``
     process token -> that process's counters, for ``manage.py memopt_stats``.
+``meta``
+    name -> value: store-wide values, each set once (``add_meta``); never expire.
 
 A save reads the record, merges the delta and writes it back inside one write
 transaction, so concurrent writers keep each other's fields and a deleted session stays
@@ -91,6 +93,7 @@ class Environment:
     sessions: Any
     expiry: Any
     stats: Any  # each process's counters, for manage.py memopt_stats
+    meta: Any
     path: str
     pid: int
     map_size: int  # MEMOPT_LMDB_MAP_SIZE when opened: the most session writes may fill
@@ -183,7 +186,7 @@ def _open(path: str) -> Environment:
             mode=0o600,
             map_size=map_size,
             max_readers=conf.MEMOPT_LMDB_MAX_READERS,
-            max_dbs=3,
+            max_dbs=4,
             # "process": commits reach the OS page cache, which outlives any killed
             # worker; "system": each commit is also flushed to disk (two fsyncs).
             sync=durable,
@@ -198,11 +201,12 @@ def _open(path: str) -> Environment:
         sessions = env.open_db(b"sessions")
         expiry = env.open_db(b"expiry")
         stats = env.open_db(b"stats")
+        meta = env.open_db(b"meta")
     except (OSError, lmdb.Error) as exc:
         raise SessionStoreError(
             f"Cannot open the LMDB session store at {path!r} (MEMOPT_LMDB_PATH): {exc}"
         ) from exc
-    return Environment(env, sessions, expiry, stats, path, os.getpid(), map_size)
+    return Environment(env, sessions, expiry, stats, meta, path, os.getpid(), map_size)
 
 
 def close_environments() -> None:
@@ -739,6 +743,34 @@ class SessionStore(_SessionBase):
                 txn.delete(key, db=opened.stats)
 
         _transaction(opened, remove, write=True, reserve=True)  # a clean-up: as a delete
+
+    # -- store-wide values ---------------------------------------------------------------
+
+    @classmethod
+    def read_meta(cls, name: str) -> bytes | None:
+        """The store-wide value ``name`` set by :meth:`add_meta`, or ``None`` if never set."""
+        opened = environment()
+
+        def read(txn: Any) -> bytes | None:
+            value = txn.get(name.encode(), db=opened.meta)
+            return None if value is None else bytes(value)
+
+        return _transaction(opened, read, write=False)
+
+    @classmethod
+    def add_meta(cls, name: str, value: bytes) -> bytes:
+        """Set the store-wide value ``name`` to ``value`` unless it is set; the value it holds.
+
+        One write transaction, which LMDB serialises across processes: the first wins.
+        """
+        opened = environment()
+        key = name.encode()
+
+        def add(txn: Any) -> bytes:
+            txn.put(key, value, db=opened.meta, overwrite=False)
+            return bytes(txn.get(key, db=opened.meta))
+
+        return _transaction(opened, add, write=True)
 
     @classmethod
     def store_figures(cls, sample: int = 1000) -> dict[str, Any]:

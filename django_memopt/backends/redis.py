@@ -8,6 +8,10 @@ field; the session's deadline is the key's expiry, and is also kept in the hash 
 ``MARKER``) so that a load is one ``HGETALL``. A save is one ``EVALSHA`` of a script that
 checks the session exists (or does not, for a create), applies the delta and sets the
 expiry, atomically: a ``MULTI`` block could not make the write conditional.
+
+Beside the sessions, under names no session key can take: ``<prefix>~stats`` (each
+process's counters) and ``<prefix>~meta`` (store-wide values, each set once), both hashes
+without expiry.
 """
 
 from __future__ import annotations
@@ -79,6 +83,12 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 """
 
+# KEYS[1]: the store-wide values' hash; ARGV: a name and a value. The value the name holds.
+ADD_META_SCRIPT: Final = """
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HGET', KEYS[1], ARGV[1])
+"""
+
 
 class SessionStoreUnavailable(SessionStoreError):
     """Redis could not be reached, or did not answer in time."""
@@ -109,7 +119,8 @@ def _forget_client(*, setting: str, **kwargs: Any) -> None:
 
 
 _SHAS: Final = {
-    script: hashlib.sha1(script.encode()).hexdigest() for script in (WRITE_SCRIPT, TOUCH_SCRIPT)
+    script: hashlib.sha1(script.encode()).hexdigest()
+    for script in (WRITE_SCRIPT, TOUCH_SCRIPT, ADD_META_SCRIPT)
 }
 
 
@@ -302,11 +313,27 @@ class SessionStore(_SessionBase):
         return _store_figures(sample)
 
     @classmethod
+    def read_meta(cls, name: str) -> bytes | None:
+        """The store-wide value ``name`` set by :meth:`add_meta`, or ``None`` if never set."""
+        value: bytes | None = _call(lambda: _execute("HGET", _meta_key(), name))
+        return value
+
+    @classmethod
+    def add_meta(cls, name: str, value: bytes) -> bytes:
+        """Set the store-wide value ``name`` to ``value`` unless it is set; the value it holds.
+
+        One script (``HSETNX``, then ``HGET``), which Redis runs alone: the first wins.
+        """
+        key = _meta_key()
+        stored: bytes = _call(lambda: _run_script(ADD_META_SCRIPT, key, name, value))
+        return stored
+
+    @classmethod
     def iter_sessions(cls) -> Iterator[tuple[str, float]]:
         """The live sessions' keys and deadlines (``SCAN``: never blocks Redis).
 
         Keys under the prefix whose rest is no session key (another site's longer prefix,
-        the ``~stats`` hash) are skipped; so is a session that expires
+        the ``~stats`` and ``~meta`` hashes) are skipped; so is a session that expires
         between its listing and its reading, or a hash without a deadline. A key under a
         session's name that is no hash, or whose deadline is none, is skipped and logged
         (once per listing).
@@ -356,6 +383,10 @@ def _glob_escape(text: str) -> str:
 def _stats_key() -> bytes:
     # "~" never occurs in a session key, so no session hash can take this name.
     return (conf.MEMOPT_REDIS_KEY_PREFIX + "~stats").encode()
+
+
+def _meta_key() -> bytes:
+    return (conf.MEMOPT_REDIS_KEY_PREFIX + "~meta").encode()  # as _stats_key()
 
 
 def _write_stats(token: str, record: bytes) -> None:
