@@ -11,10 +11,8 @@ class MemoptConfig(AppConfig):
     def ready(self) -> None:
         from . import gc_tuning, stats
         from .checks import check_settings
-        from .gate import forget_disabled_filter
 
         checks.register(check_settings)
-        forget_disabled_filter()
         stats.connect()
         # Last: the freeze should take in everything the app has loaded by now.
         gc_tuning.apply()

@@ -83,9 +83,10 @@ class Settings:
         return _setting("MEMOPT_FILTER", False)  # type: ignore[no-any-return]
 
     @property
-    def MEMOPT_UNSIGNED_IDS(self) -> bool:
-        """Whether session IDs without a tag (minted before signed IDs) are still let in."""
-        return _setting("MEMOPT_UNSIGNED_IDS", True)  # type: ignore[no-any-return]
+    def MEMOPT_UNSIGNED_IDS(self) -> bool | None:
+        """Whether session IDs without a tag are let in; ``None``: during the store's
+        migration window only."""
+        return _setting("MEMOPT_UNSIGNED_IDS", None)  # type: ignore[no-any-return]
 
     @property
     def MEMOPT_FILTER_PATH(self) -> str:

@@ -9,14 +9,20 @@ recorded in the filter first) and the counters.
 
 Never a false negative: the filter passes everything until it is known to hold every live
 session (a fresh file is filled from the store first), a damaged file is replaced and
-refilled, and every process records its writes in the file the others read.
+refilled, and every process records its writes in the file the others read, even a process
+with ``MEMOPT_FILTER`` off (it follows the file another configuration keeps, and never
+creates or removes one).
+
+IDs without a tag (minted by Django's engines, or by this app before signed IDs) are let
+through only inside a *migration window* the store records once for every process and
+host (:func:`unsigned_ids_admitted`); outside it they are turned away without a lookup.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
+import math
 import os
 import time
 from importlib import import_module
@@ -35,6 +41,7 @@ from .stats import add as count
 __all__ = [
     "GENERATIONS",
     "REJECT_REASONS",
+    "UNSIGNED_WINDOW",
     "admits",
     "confirm_write",
     "open_filter",
@@ -42,12 +49,14 @@ __all__ = [
     "session_filter",
     "session_ids",
     "session_store",
+    "unsigned_ids_admitted",
+    "unsigned_window_end",
 ]
 
 logger: Final = logging.getLogger("django_memopt.gate")
 
 #: Why a cookie's session ID was turned away: not a session ID at all, a tag that does not
-#: verify, no tag while ``MEMOPT_UNSIGNED_IDS`` is off, or an ID the filter knows no live
+#: verify, no tag outside the migration window, or an ID the filter knows no live
 #: session for. Counted (:mod:`django_memopt.stats`) as ``rejected_<reason>``.
 REJECT_REASONS: Final = ("malformed", "forged", "unsigned", "unknown")
 
@@ -62,6 +71,15 @@ AUTOMATIC_REBUILD_LIMIT: Final = 10_000
 # How often a process looks for a filter file replaced by another process.
 _REFRESH_SECONDS: Final = 1.0
 
+#: The store-wide value (``add_meta``) holding the end of the migration window for IDs
+#: without a tag, in seconds since the epoch, as ASCII digits (0: no window).
+UNSIGNED_WINDOW: Final = "unsigned-ids-until"
+#: Session keys read, when the window is decided, to look for IDs without a tag.
+WINDOW_SCAN_LIMIT: Final = 10_000
+# After the store failed to tell the window, IDs pass (the store is asked anyway and
+# fails with its own error) and the store is asked again this much later.
+_WINDOW_RETRY_SECONDS: Final = 5.0
+
 
 _ids: SessionIds | None = None
 
@@ -75,14 +93,21 @@ def session_ids() -> SessionIds:
 
 
 class _FilterState:
-    """This process's handle on the filter file; a forked child opens its own."""
+    """This process's handles on the filter file; a forked child opens its own."""
 
     def __init__(self) -> None:
         self.filter: SessionFilter | None = None
+        # With MEMOPT_FILTER off: the handle that records writes into a file others keep.
+        self.follower: SessionFilter | None = None
         self.pid = 0
         self.refresh_at = 0.0
         # After a failure to open the file, checks pass everything until then (monotonic).
         self.unavailable_until = 0.0
+        # The file this process last tried to fill from the store (once per file).
+        self.filled: bytes | None = None
+        # The migration window's end (seconds since the epoch), once the store told it.
+        self.window_end: float | None = None
+        self.window_retry_at = 0.0
 
 
 _state: Final = _FilterState()
@@ -124,24 +149,29 @@ def session_filter() -> SessionFilter | None:
     state = _state
     if state.pid != os.getpid():
         # After a fork the file lock would be shared with the parent: open anew.
-        state.filter = None
+        state.filter = state.follower = None
         state.pid = os.getpid()
     found = state.filter
     if found is None:
         if not conf.MEMOPT_FILTER:
             return None
         found = state.filter = open_filter()
-        state.refresh_at = time.monotonic() + _REFRESH_SECONDS
-        if not found.complete:
-            _fill_when_small(found)
     elif time.monotonic() >= state.refresh_at:
-        state.refresh_at = time.monotonic() + _REFRESH_SECONDS
         found.refresh()
+    else:
+        return found
+    state.refresh_at = time.monotonic() + _REFRESH_SECONDS
+    # A file new to this process that nobody has filled yet (created, or re-created after
+    # damage or removal): fill it now if that is cheap. Once per file, not per refresh.
+    if found.incarnation != state.filled and not found.complete:
+        state.filled = found.incarnation
+        _fill_when_small(found)
     return found
 
 
 def _fill_when_small(found: SessionFilter) -> None:
     """Fill a fresh filter from the store at once if that is cheap."""
+    listed_for = found.incarnation
     sessions = list(itertools.islice(session_store().iter_sessions(), AUTOMATIC_REBUILD_LIMIT + 1))
     if len(sessions) > AUTOMATIC_REBUILD_LIMIT:
         logger.warning(
@@ -150,7 +180,7 @@ def _fill_when_small(found: SessionFilter) -> None:
             found.path,
         )
         return
-    found.rebuild(sessions)
+    found.rebuild(sessions, listed_for=listed_for)
 
 
 def session_store() -> Any:
@@ -167,14 +197,70 @@ def session_store() -> Any:
     return store
 
 
+def unsigned_ids_admitted() -> bool:
+    """Whether IDs without a tag may name a session: ``MEMOPT_UNSIGNED_IDS`` if set, else
+    whether the migration window the store records (:func:`unsigned_window_end`) is open."""
+    forced: bool | None = conf.MEMOPT_UNSIGNED_IDS
+    if forced is not None:
+        return forced
+    end = _state.window_end
+    if end is None:
+        if time.monotonic() < _state.window_retry_at:
+            return True
+        from .backends.base import SessionStoreError
+
+        try:
+            end = _state.window_end = unsigned_window_end()
+        except SessionStoreError as exc:
+            _state.window_retry_at = time.monotonic() + _WINDOW_RETRY_SECONDS
+            logger.warning("The unsigned-ID migration window is unknown (%s): IDs pass", exc)
+            return True
+    return time.time() < end
+
+
+def unsigned_window_end() -> float:
+    """When the store stops accepting IDs without a tag (seconds since the epoch; 0: never
+    did). Decided once per store, by the first process to ask, and kept in the store.
+
+    A store that holds a session under such an ID, or more sessions than can be looked
+    through (``WINDOW_SCAN_LIMIT``), opens the window for ``SESSION_COOKIE_AGE``: the
+    sessions from before the switch keep working until they would have expired. An empty
+    store, or one whose every session has a signed ID, never opens it.
+    """
+    store = session_store()
+    stored = store.read_meta(UNSIGNED_WINDOW)
+    if stored is None:
+        stored = store.add_meta(UNSIGNED_WINDOW, b"%d" % _decide_window(store))
+    try:
+        return float(stored.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        logger.warning("The stored unsigned-ID migration window %r is unreadable: closed", stored)
+        return 0.0
+
+
+def _decide_window(store: Any) -> int:
+    ids = session_ids()
+    keys = itertools.islice(store.iter_session_keys(), WINDOW_SCAN_LIMIT + 1)
+    for scanned, session_key in enumerate(keys, 1):
+        if scanned > WINDOW_SCAN_LIMIT or ids.check(session_key).status == "unsigned":
+            end = math.ceil(time.time()) + settings.SESSION_COOKIE_AGE
+            logger.warning(
+                "Session IDs without a tag are accepted until %s (a migration window of "
+                "SESSION_COOKIE_AGE), then turned away; MEMOPT_UNSIGNED_IDS overrides it.",
+                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(end)),
+            )
+            return end
+    return 0
+
+
 def admits(session_key: str) -> bool:
     """Whether a cookie's session ID may name a live session (counted either way)."""
     count("checked")
-    status, _issued_at = session_ids().check(session_key)
+    status, issued_at = session_ids().check(session_key)
     if (
         status == "malformed"
         or status == "forged"
-        or (status == "unsigned" and not conf.MEMOPT_UNSIGNED_IDS)
+        or (status == "unsigned" and not unsigned_ids_admitted())
     ):
         count("rejected_" + status)
         return False
@@ -186,7 +272,7 @@ def admits(session_key: str) -> bool:
             # Never turn a user away for it; saves fail with the reason meanwhile.
             _state.unavailable_until = time.monotonic() + 60
             logger.exception("The session-ID filter is unavailable: IDs pass for a minute")
-    if found is not None and not found.might_contain(session_key):
+    if found is not None and not found.might_contain(session_key, issued_at):
         count("rejected_unknown")
         return False
     count("passed")
@@ -202,15 +288,25 @@ def record_write(session_key: str, expires_at: float) -> None:
 
 
 def confirm_write(session_key: str, expires_at: float) -> None:
-    """After the write: record it again if the filter file was replaced meanwhile.
+    """After the write: record it again if the filter file was replaced meanwhile, or, with
+    the filter off here, in the file that processes of another configuration may keep.
 
     A process that re-creates the filter lists the store afterwards; a session written
     after that listing was recorded in the file being replaced. Adding it to the new
-    file before the response leaves means nobody can present its ID in between.
+    file before the response leaves means nobody can present its ID in between. A
+    follower records after the write for the same reason: a file created before the
+    write was there to be found, one created after it was filled from the store.
     """
     found = _state.filter
-    if found is not None and not found.is_current():
-        found.add(session_key, expires_at)  # remaps to the file now at the path first
+    if found is not None:
+        if not found.is_current():
+            found.add(session_key, expires_at)  # moves to the file now at the path first
+    elif not conf.MEMOPT_FILTER:
+        follower = _state.follower
+        if follower is None or _state.pid != os.getpid():
+            _state.pid = os.getpid()
+            follower = _state.follower = SessionFilter.follow(conf.MEMOPT_FILTER_PATH)
+        follower.add(session_key, expires_at)
 
 
 @receiver(setting_changed)
@@ -223,17 +319,11 @@ def _forget(*, setting: str, **kwargs: Any) -> None:
         "SESSION_ENGINE",
         "SESSION_COOKIE_AGE",
     ):
-        if _state.filter is not None:
-            _state.filter.close()
-        _state.filter = None
+        for handle in (_state.filter, _state.follower):
+            if handle is not None:
+                handle.close()
+        _state.filter = _state.follower = None
         _state.unavailable_until = 0.0
-        forget_disabled_filter()
-
-
-def forget_disabled_filter() -> None:
-    """With ``MEMOPT_FILTER`` off, remove the filter file: while off, writes are not
-    recorded, so a file left behind would miss sessions when the filter is turned on."""
-    if not conf.MEMOPT_FILTER:
-        # Missing, or the settings are invalid (the system checks say how): nothing to do.
-        with contextlib.suppress(OSError, TypeError, ValueError):
-            os.unlink(conf.MEMOPT_FILTER_PATH)
+    if setting in ("MEMOPT_LMDB_PATH", "SESSION_ENGINE", "CACHES", "MEMOPT_REDIS_KEY_PREFIX"):
+        _state.window_end = None
+        _state.window_retry_at = 0.0

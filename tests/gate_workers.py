@@ -6,21 +6,24 @@ session-ID filter) at the path it is given, and reports through ``tests.processe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import string
 import time
 from pathlib import Path
+from typing import Any
 
 from tests import lmdb_workers
 from tests.processes import WAIT, reporting
 
 DONE = "done"
+KEEP = 500  # sessions each churn() worker keeps
 
 
-def setup(path: str) -> None:
+def setup(path: str, **overrides: Any) -> None:
     """Django from ``tests.settings``, the LMDB store at ``path`` and the filter on."""
-    lmdb_workers.setup(path, MEMOPT_FILTER=True)
+    lmdb_workers.setup(path, MEMOPT_FILTER=True, **overrides)
 
 
 def create_sessions(path: str, log_path: str, count: int, result_path: str) -> None:
@@ -114,4 +117,142 @@ def reopen_and_check(path: str, keys_path: str, result_path: str) -> None:
         keys = Path(keys_path).read_text().split()
         found = session_filter()
         result["complete"] = found is not None and found.complete
+        result["admitted"] = sum(admits(key) for key in keys)
+
+
+def _new_keys(log_dir: str, offsets: dict[str, int]) -> list[str]:
+    """The session keys logged in ``log_dir`` since the last call (whole lines only)."""
+    keys: list[str] = []
+    for name in sorted(os.listdir(log_dir)):
+        log_path = os.path.join(log_dir, name)
+        with open(log_path, "rb") as log:
+            log.seek(offsets.get(log_path, 0))
+            data = log.read()
+        whole = data[: data.rfind(b"\n") + 1]  # a line still being written: next time
+        offsets[log_path] = offsets.get(log_path, 0) + len(whole)
+        keys += whole.decode().split()
+    return keys
+
+
+def churn(path: str, log_dir: str, worker: int, seconds: float, result_path: str) -> None:
+    """For ``seconds``: create a session, log its key once saved, ask the gate about every
+    key any worker logged since (each once) and about one ID nobody saved, and delete this
+    worker's sessions but the newest ``KEEP`` (so that a re-created filter is refilled).
+
+    Reports the sessions the gate turned away that the store holds (there must be none)
+    and the unknown IDs it turned away (it was filtering some of the time).
+    """
+    setup(path, MEMOPT_FILTER_CAPACITY=50_000)
+    from django_memopt.backends.lmdb import SessionStore
+    from django_memopt.gate import admits, session_ids
+
+    with reporting(result_path) as result, open(f"{log_dir}/{worker}.log", "a") as log:
+        offsets: dict[str, int] = {}
+        created = checked = unknown_turned_away = 0
+        mine: list[str] = []
+        turned_away: list[str] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            session = SessionStore()
+            session["worker"] = worker
+            session.save()
+            log.write(f"{session.session_key}\n")
+            log.flush()
+            created += 1
+            mine.append(str(session.session_key))
+            if len(mine) > KEEP:
+                SessionStore().delete(mine.pop(0))
+            for session_key in _new_keys(log_dir, offsets):
+                checked += 1
+                # Turned away rightly if its worker deleted it since; wrongly if it is there.
+                if not admits(session_key) and SessionStore().exists(session_key):
+                    turned_away.append(session_key)
+            unknown_turned_away += not admits(session_ids().mint())
+        result.update(
+            created=created,
+            checked=checked,
+            turned_away=len(turned_away),
+            examples=turned_away[:5],
+            unknown_turned_away=unknown_turned_away,
+        )
+
+
+def vandalise(filter_path: str, seconds: float, result_path: str) -> None:
+    """For ``seconds``, do to the filter file what operators and temp cleaners do: remove
+    it (with or without its lock file), put a stale copy or garbage in its place, truncate
+    it (to nothing or to half) and zero it in place, every 5 to 30 ms."""
+
+    def remove() -> None:
+        os.unlink(filter_path)
+
+    def remove_with_lock() -> None:
+        os.unlink(filter_path)
+        os.unlink(f"{filter_path}.lock")
+
+    def put_in_place(data: bytes) -> None:
+        temporary = f"{filter_path}.vandal"
+        with open(temporary, "wb") as file:
+            file.write(data)
+        os.replace(temporary, filter_path)
+
+    stale: list[bytes] = []
+
+    def copy_back_stale() -> None:
+        with open(filter_path, "rb") as file:
+            stale.append(file.read())
+        if len(stale) > 1:
+            put_in_place(stale.pop(0))
+
+    def garbage() -> None:
+        put_in_place(os.urandom(os.path.getsize(filter_path)))
+
+    def truncate_to_nothing() -> None:
+        os.truncate(filter_path, 0)
+
+    def truncate_to_half() -> None:
+        os.truncate(filter_path, os.path.getsize(filter_path) // 2)
+
+    def zero_in_place() -> None:
+        with open(filter_path, "r+b") as file:
+            file.write(bytes(os.path.getsize(filter_path)))
+
+    actions = [
+        remove,
+        remove_with_lock,
+        copy_back_stale,
+        garbage,
+        truncate_to_nothing,
+        truncate_to_half,
+        zero_in_place,
+    ]
+    with reporting(result_path) as result:
+        done: dict[str, int] = {}
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            action = random.choice(actions)
+            with contextlib.suppress(FileNotFoundError):
+                action()
+                done[action.__name__] = done.get(action.__name__, 0) + 1
+            time.sleep(random.uniform(0.005, 0.03))
+        result["done"] = done
+
+
+def check_after_truncation(
+    path: str, keys_path: str, ready_path: str, truncated_path: str, result_path: str
+) -> None:
+    """Open the filter, say so, wait until the parent truncated its file, then ask the
+    gate about every listed live session."""
+    setup(path)
+    from django_memopt.gate import admits, session_filter
+
+    with reporting(result_path) as result:
+        keys = Path(keys_path).read_text().split()
+        found = session_filter()
+        assert found is not None and found.complete
+        assert all(admits(key) for key in keys)
+        Path(ready_path).touch()
+        deadline = time.monotonic() + WAIT
+        while not os.path.exists(truncated_path):
+            assert time.monotonic() < deadline, "the parent never truncated the file"
+            time.sleep(0.005)
         result["admitted"] = sum(admits(key) for key in keys)

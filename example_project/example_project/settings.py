@@ -73,9 +73,6 @@ else:
     )
 
 if SESSION_ENGINE.startswith("django_memopt."):
-    # Every session ID this site has issued is signed, so unsigned ones are refused
-    # without asking the store.
-    MEMOPT_UNSIGNED_IDS = False
     # The statistics page is near-live: each worker flushes at most every second.
     MEMOPT_STATS_INTERVAL = 1
 
