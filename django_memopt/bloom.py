@@ -12,7 +12,7 @@ operators and temp cleaners remove, truncate and overwrite. Every process reads 
 pages of the page cache, so the host still holds the filter in memory once.
 
 Layout: a *blocked* Bloom filter. An ID hashes to one block of :data:`BLOCK` positions
-and to ``hashes`` positions inside it, so a check is one keyed BLAKE2b digest and one
+and to ``hashes`` positions inside it, so a check is one keyed BLAKE2s digest and one
 ``pread`` of one block. A position is one byte holding one bit per generation slot (so at
 most 8). File (little-endian)::
 
@@ -76,6 +76,7 @@ BLOCK: Final = 512  # positions per block: one pread of 512 bytes per check
 MAX_GENERATIONS = 8  # one bit of a position byte each
 MAX_HASHES = 8
 _BLOCK_MASK = BLOCK - 1
+_BLOCK_BITS = BLOCK.bit_length() - 1
 _GATE = struct.Struct("<8s8sQB7x")
 _GATE_END = _GATE.size
 _PARAMS = struct.Struct("<IIQddQIQ16s16s")
@@ -225,7 +226,9 @@ class _Shape(NamedTuple):
 
     blocks: int
     hasher: Callable[[], Any]  # a keyed BLAKE2b, copied per ID
-    unpack: Callable[[bytes], tuple[int, ...]]  # digest -> (block word, offsets...)
+    # digest -> words: the first picks the block (its bits above the first position's),
+    # and the low bits of each are a position in the block.
+    unpack: Callable[[bytes], tuple[int, ...]]
 
 
 class _View(NamedTuple):
@@ -242,6 +245,15 @@ class _View(NamedTuple):
 
 
 _NO_VIEW: Final = _View(None, None, -1, -math.inf, b"")
+
+
+def _placed(shape: _Shape, session_key: str) -> tuple[int, tuple[int, ...]]:
+    """Where ``session_key``'s block starts in the file, and the words whose low bits are
+    its positions in the block."""
+    digest = shape.hasher()
+    digest.update(_encode(session_key))
+    words = shape.unpack(digest.digest())
+    return DATA_AT + (words[0] >> _BLOCK_BITS) % shape.blocks * BLOCK, words
 
 
 @dataclass(frozen=True)
@@ -362,29 +374,30 @@ class SessionFilter:
         knows; an ID minted long enough ago is turned away without a ``stat``.
         """
         view = self._view
-        file, shape, found, until, _ = view
+        file, shape, found, until, gate = view
         if found < 0 or self._clock() >= until:
             view = self._load_view(view)
             if view.live < 0:
                 return True
-            file, shape, found = view.file, view.shape, view.live
+            file, shape, found, until, gate = view
         blocks, hasher, unpack = shape  # type: ignore[misc]
-        digest = hasher()
-        try:  # inlined _encode(): a call costs a tenth of a check
+        digest = hasher()  # inlined _placed(): a call costs a tenth of a check
+        try:
             digest.update(session_key.encode())
         except UnicodeEncodeError:
             digest.update(_encode(session_key))
         words = unpack(digest.digest())
+        at = DATA_AT + (words[0] >> _BLOCK_BITS) % blocks * BLOCK
         try:
-            block = _pread(file.fd, BLOCK, DATA_AT + words[0] % blocks * BLOCK)  # type: ignore[union-attr]
-            for word in words[1:]:
+            block = _pread(file.fd, BLOCK, at)  # type: ignore[union-attr]
+            for word in words:
                 found &= block[word & _BLOCK_MASK]
                 if not found:
                     # Inlined _confirm_absent() for an ID minted long ago: a flood's case.
                     if (
                         issued_at is not None
                         and issued_at + FIRST_WRITE_GRACE < self._confirmed_at
-                        and _pread(file.fd, _GATE_END, 0) == view.gate  # type: ignore[union-attr]
+                        and _pread(file.fd, _GATE_END, 0) == gate  # type: ignore[union-attr]
                     ):
                         return False
                     return not self._confirm_absent(view, session_key, issued_at)
@@ -398,12 +411,10 @@ class SessionFilter:
         read: only a confirmed absence may turn an ID away)."""
         file, shape, found = view.file, view.shape, view.live
         assert file is not None and shape is not None  # live >= 0
-        digest = shape.hasher()
-        digest.update(_encode(session_key))
-        words = shape.unpack(digest.digest())
+        at, words = _placed(shape, session_key)
         try:
-            block = _pread(file.fd, BLOCK, DATA_AT + words[0] % shape.blocks * BLOCK)
-            for word in words[1:]:
+            block = _pread(file.fd, BLOCK, at)
+            for word in words:
                 found &= block[word & _BLOCK_MASK]
         except (OSError, IndexError):
             return True
@@ -594,16 +605,13 @@ class SessionFilter:
             slots[slot] = (number, latest)
             # The header goes first: a reader that sees the new bits sees the slot live.
             self._write_header(header._replace(seq=header.seq + bump, slots=tuple(slots)))
-        fd, shape, bit = self._file.fd, self._shape, 1 << slot
+        fd, bit = self._file.fd, 1 << slot
         for key, _ in items:
-            hasher = shape.hasher()
-            hasher.update(_encode(key))
-            words = shape.unpack(hasher.digest())
-            at = DATA_AT + words[0] % shape.blocks * BLOCK
+            at, words = _placed(self._shape, key)
             block = bytearray(os.pread(fd, BLOCK, at))
             if len(block) < BLOCK:  # truncated under us: the next add re-creates the file
                 return
-            for word in words[1:]:
+            for word in words:
                 block[word & _BLOCK_MASK] |= bit
             os.pwrite(fd, block, at)
 
@@ -763,9 +771,11 @@ class SessionFilter:
         self._capacity, self._fp_rate = header.capacity, header.fp_rate
         self._generations, self._window = header.generations, header.window
         self._positions, self._hashes = header.positions, header.hashes
-        hasher = hashlib.blake2b(digest_size=8 + 2 * header.hashes, key=header.key)
+        hasher = hashlib.blake2s(digest_size=6 + 2 * header.hashes, key=header.key)
         self._shape = _Shape(
-            header.positions // BLOCK, hasher.copy, struct.Struct(f"<Q{header.hashes}H").unpack
+            header.positions // BLOCK,
+            hasher.copy,
+            struct.Struct(f"<Q{header.hashes - 1}H").unpack,
         )
         # The old descriptor is not closed here: another thread may be reading through it.
         self._file = _OpenFile(fd)
