@@ -9,10 +9,11 @@ class MemoptConfig(AppConfig):
     verbose_name = "django-memopt"
 
     def ready(self) -> None:
-        from . import gc_tuning, stats
+        from . import gate, gc_tuning, stats
         from .checks import check_settings
 
         checks.register(check_settings)
+        gate.plug_in()
         stats.connect()
         # Last: the freeze should take in everything the app has loaded by now.
         gc_tuning.apply()

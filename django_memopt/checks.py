@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.utils.module_loading import import_string
 
+from .backends.base import SessionStoreError
 from .conf import DURABILITY_CHOICES, conf
 from .gc_tuning import (
     DEFAULT_FIRST_THRESHOLD_313,
@@ -47,8 +48,6 @@ def _lmdb_store_error() -> str | None:
     store as the engine will, creating the directory. The environment stays open for the
     engine to use; a fork afterwards is handled as for any other.
     """
-    from .backends.base import SessionStoreError
-
     try:
         from .backends.lmdb import environment
     except ImportError:

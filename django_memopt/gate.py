@@ -25,26 +25,33 @@ import logging
 import math
 import os
 import time
-from importlib import import_module
 from typing import Any, Final
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from .backends.base import (
+    EngineHooks,
+    SessionBase,
+    SessionStoreError,
+    add_hooks,
+    session_ids,
+    session_store,
+)
 from .bloom import SessionFilter
 from .conf import conf
-from .session_ids import SessionIds
-from .stats import add as count
+from .counters import add as count
 
 __all__ = [
     "GENERATIONS",
+    "FILTER_RETRY_SECONDS",
     "REJECT_REASONS",
     "UNSIGNED_WINDOW",
     "admits",
     "confirm_write",
     "open_filter",
+    "plug_in",
     "record_write",
     "session_filter",
     "session_ids",
@@ -70,6 +77,10 @@ AUTOMATIC_REBUILD_LIMIT: Final = 10_000
 
 # How often a process looks for a filter file replaced by another process.
 _REFRESH_SECONDS: Final = 1.0
+#: After the filter file could not be opened (or re-created), checks let every ID through
+#: for this many seconds, counted as ``filter_unavailable``, before trying again; saves
+#: fail meanwhile with the reason, naming the setting to fix.
+FILTER_RETRY_SECONDS: Final = 60
 
 #: The store-wide value (``add_meta``) holding the end of the migration window for IDs
 #: without a tag, in seconds since the epoch, as ASCII digits (0: no window).
@@ -79,17 +90,6 @@ WINDOW_SCAN_LIMIT: Final = 10_000
 # After the store failed to tell the window, IDs pass (the store is asked anyway and
 # fails with its own error) and the store is asked again this much later.
 _WINDOW_RETRY_SECONDS: Final = 5.0
-
-
-_ids: SessionIds | None = None
-
-
-def session_ids() -> SessionIds:
-    """Mints and checks session IDs with keys from ``SECRET_KEY`` and its fallbacks."""
-    global _ids
-    if _ids is None:
-        _ids = SessionIds.from_secrets((settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS))
-    return _ids
 
 
 class _FilterState:
@@ -131,8 +131,6 @@ def open_filter() -> SessionFilter:
             window=_window(),
         )
     except OSError as exc:
-        from .backends.base import SessionStoreError
-
         setting = (
             "MEMOPT_FILTER_PATH"
             if hasattr(settings, "MEMOPT_FILTER_PATH")
@@ -183,20 +181,6 @@ def _fill_when_small(found: SessionFilter) -> None:
     found.rebuild(sessions, listed_for=listed_for)
 
 
-def session_store() -> Any:
-    """The ``SessionStore`` class of ``SESSION_ENGINE``; ``ImproperlyConfigured`` if that is
-    not one of this app's engines (the app may be installed for its collector tuning)."""
-    from .backends.base import SessionBase
-
-    store = import_module(settings.SESSION_ENGINE).SessionStore
-    if not issubclass(store, SessionBase):
-        raise ImproperlyConfigured(
-            f"SESSION_ENGINE {settings.SESSION_ENGINE!r} is not a django-memopt engine "
-            "(django_memopt.backends.lmdb or django_memopt.backends.redis)."
-        )
-    return store
-
-
 def unsigned_ids_admitted() -> bool:
     """Whether IDs without a tag may name a session: ``MEMOPT_UNSIGNED_IDS`` if set, else
     whether the migration window the store records (:func:`unsigned_window_end`) is open."""
@@ -207,8 +191,6 @@ def unsigned_ids_admitted() -> bool:
     if end is None:
         if time.monotonic() < _state.window_retry_at:
             return True
-        from .backends.base import SessionStoreError
-
         try:
             end = _state.window_end = unsigned_window_end()
         except SessionStoreError as exc:
@@ -238,7 +220,7 @@ def unsigned_window_end() -> float:
         return 0.0
 
 
-def _decide_window(store: Any) -> int:
+def _decide_window(store: type[SessionBase]) -> int:
     ids = session_ids()
     keys = itertools.islice(store.iter_session_keys(), WINDOW_SCAN_LIMIT + 1)
     for scanned, session_key in enumerate(keys, 1):
@@ -265,13 +247,20 @@ def admits(session_key: str) -> bool:
         count("rejected_" + status)
         return False
     found = None
-    if time.monotonic() >= _state.unavailable_until:
+    if time.monotonic() < _state.unavailable_until:
+        count("filter_unavailable")
+    else:
         try:
             found = session_filter()
-        except Exception:
+        except SessionStoreError as exc:
             # Never turn a user away for it; saves fail with the reason meanwhile.
-            _state.unavailable_until = time.monotonic() + 60
-            logger.exception("The session-ID filter is unavailable: IDs pass for a minute")
+            _state.unavailable_until = time.monotonic() + FILTER_RETRY_SECONDS
+            count("filter_unavailable")
+            logger.warning(
+                "The session-ID filter is unavailable (%s): IDs pass for %d s",
+                exc,
+                FILTER_RETRY_SECONDS,
+            )
     if found is not None and not found.might_contain(session_key, issued_at):
         count("rejected_unknown")
         return False
@@ -309,11 +298,33 @@ def confirm_write(session_key: str, expires_at: float) -> None:
         follower.add(session_key, expires_at)
 
 
+class _FilterHooks(EngineHooks):
+    """The filter's side of every persisted write."""
+
+    def before_write(self, session_key: str, expires_at: float) -> None:
+        record_write(session_key, expires_at)
+
+    def after_write(self, session_key: str, expires_at: float) -> None:
+        confirm_write(session_key, expires_at)
+
+
+_hooks: Final = _FilterHooks()
+
+
+def plug_in() -> None:
+    """Record every write of this process's engines in the filter (or the file others keep).
+
+    Done when the gate is imported, and by the app's ``ready()``: a process with the app
+    installed records its writes even if it never serves a request through the middleware.
+    """
+    add_hooks(_hooks)
+
+
+plug_in()
+
+
 @receiver(setting_changed)
 def _forget(*, setting: str, **kwargs: Any) -> None:
-    global _ids
-    if setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
-        _ids = None
     if setting.startswith("MEMOPT_FILTER") or setting in (
         "MEMOPT_LMDB_PATH",
         "SESSION_ENGINE",

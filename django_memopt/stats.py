@@ -1,11 +1,11 @@
 """What the app does, counted per process and summed across processes by ``memopt_stats``.
 
-Each thread counts into a dictionary of its own (exact, and no lock on the hot path). A
-process flushes the totals of its threads to the store under a key of its own at most
-every ``MEMOPT_STATS_INTERVAL`` seconds, when a request finishes, and at exit, SIGTERM
-included. A flush replaces that process's record with its totals so far, so records are
-never counted twice, and the record of a process that has died stays: a process killed
-outright loses only what it counted since its last flush.
+The counting is :mod:`django_memopt.counters` (re-exported here). A process flushes the
+totals of its threads to the store under a key of its own at most every
+``MEMOPT_STATS_INTERVAL`` seconds, when a request finishes, and at exit, SIGTERM included.
+A flush replaces that process's record with its totals so far, so records are never
+counted twice, and the record of a process that has died stays: a process killed outright
+loses only what it counted since its last flush.
 """
 
 from __future__ import annotations
@@ -28,7 +28,19 @@ import msgpack
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_finished
 
+from .backends.base import SessionBase, SessionStoreError, session_store
 from .conf import conf
+from .counters import (
+    ENGINE_COUNTERS,
+    GATE_COUNTERS,
+    add,
+    counted_anything,
+    counter,
+    process_started,
+    process_token,
+    process_totals,
+)
+from .gc_tuning import figures as collector_figures
 
 __all__ = [
     "ENGINE_COUNTERS",
@@ -44,30 +56,6 @@ __all__ = [
 
 logger: Final = logging.getLogger("django_memopt.stats")
 
-#: The engine's counters: sessions loaded (and of those, not found), saves by kind, the
-#: fields loads brought and how many of them were decoded, the bytes saves wrote and what
-#: whole-session rewrites would have written.
-ENGINE_COUNTERS: Final = (
-    "loads",
-    "misses",
-    "creates",
-    "updates",
-    "touches",
-    "fields_loaded",
-    "fields_decoded",
-    "bytes_written",
-    "bytes_rewrite",
-)
-#: The session-ID gate's counters: cookies checked, let through, and turned away by reason.
-GATE_COUNTERS: Final = (
-    "checked",
-    "passed",
-    "rejected_malformed",
-    "rejected_forged",
-    "rejected_unsigned",
-    "rejected_unknown",
-)
-
 RECORD_VERSION: Final = 1
 #: The exit status after SIGTERM: what shells and container runtimes report for a process
 #: SIGTERM killed.
@@ -77,81 +65,39 @@ SIGTERM_EXIT_STATUS: Final = 128 + signal.SIGTERM
 SIGTERM_GRACE_SECONDS: Final = 5.0
 
 
-class _Process:
-    """This process's counters: one Counter per thread, and when it last flushed."""
+class _Schedule:
+    """When this process flushes next (monotonic); a forked child flushes at once."""
 
-    def __init__(self) -> None:
-        self.token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns():x}"
-        self.started = time.time()
-        self.threads: list[Counter[str]] = []
-        self.lock = threading.Lock()  # guards ``threads``; counting never takes it
-        self.local = threading.local()
-        self.next_flush = 0.0
+    next_flush = 0.0
 
 
-_process = _Process()
+_schedule = _Schedule()
 
 
 def _reset_in_child() -> None:
-    # A forked worker starts counting from zero under its own key; the parent's counts
-    # stay the parent's.
-    global _process
-    _process = _Process()
+    _schedule.next_flush = 0.0
 
 
 os.register_at_fork(after_in_child=_reset_in_child)
 
 
-def counter() -> Counter[str]:
-    """This thread's counters, to add to directly where several counts come at once."""
-    process = _process
-    try:
-        return process.local.counts  # type: ignore[no-any-return]
-    except AttributeError:
-        counts: Counter[str] = Counter()
-        with process.lock:
-            process.threads.append(counts)
-        process.local.counts = counts
-        return counts
-
-
-def add(name: str, amount: int = 1) -> None:
-    """Count ``amount`` more of ``name`` in this thread."""
-    counter()[name] += amount
-
-
-def process_totals() -> dict[str, int]:
-    """This process's counts so far, over all its threads."""
-    total: Counter[str] = Counter()
-    with _process.lock:
-        threads = list(_process.threads)
-    for counts in threads:
-        # A copy first: another thread may be adding a key while this one iterates.
-        total.update(counts.copy())
-    return dict(total)
-
-
 def _record() -> bytes:
-    from .gc_tuning import figures
-
     record = {
         "version": RECORD_VERSION,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "started": _process.started,
+        "started": process_started(),
         "flushed": time.time(),
         "counts": process_totals(),
-        "gc": figures(),
+        "gc": collector_figures(),
     }
     packed: bytes = msgpack.packb(record)
     return packed
 
 
-def _store() -> Any:
+def _store() -> type[SessionBase] | None:
     """The engine's ``SessionStore``, or None if ``SESSION_ENGINE`` is not one of this app's
     (the app may be installed for its collector tuning alone)."""
-    from .gate import session_store
-
     try:
         return session_store()
     except ImproperlyConfigured:
@@ -162,15 +108,12 @@ def flush() -> None:
     """Write this process's record to the store now (nowhere if the engine is not ours)."""
     store = _store()
     if store is not None:
-        store.write_stats(_process.token, _record())
+        store.put_value("stats", process_token(), _record())
 
 
 def _flush_logging_failure(failure: str) -> None:
     """Flush; a store error is logged in one line (a store that is down would otherwise
     print a traceback every interval), anything unexpected with its traceback."""
-    # Not at import: the engine's base module imports this one.
-    from .backends.base import SessionStoreError
-
     try:
         flush()
     except SessionStoreError as exc:
@@ -184,15 +127,15 @@ def _flush_when_due(**kwargs: Any) -> None:
     if interval is None:
         return
     now = time.monotonic()
-    if now < _process.next_flush:
+    if now < _schedule.next_flush:
         return
-    _process.next_flush = now + interval
+    _schedule.next_flush = now + interval
     # Counting must never fail a request; the next flush tries again.
     _flush_logging_failure("django-memopt could not flush its counters to the session store")
 
 
 def _flush_at_exit() -> None:
-    if conf.MEMOPT_STATS_INTERVAL is None or not _process.threads:
+    if conf.MEMOPT_STATS_INTERVAL is None or not counted_anything():
         return
     _flush_logging_failure("django-memopt could not flush its counters at exit")
 
@@ -208,7 +151,7 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     connection handed back.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
-    if conf.MEMOPT_STATS_INTERVAL is None or not _process.threads:
+    if conf.MEMOPT_STATS_INTERVAL is None or not counted_anything():
         signal.raise_signal(signal.SIGTERM)  # nothing to flush: die as before
     # Even if the exit hangs (a non-daemon thread that never ends, code that swallows
     # SystemExit, a store that does not answer), SIGTERM ends the process. A bare thread:

@@ -3,6 +3,11 @@
 A store module subclasses :class:`SessionBase` and provides the storage primitives at the
 bottom of the class; they take a validated session key and move bytes. Everything a
 Django user can observe is decided here, once, for every store.
+
+The engine is the centre of the package: it imports only the Django-free core (codec,
+fields, counters, session IDs) and the settings. What hangs off it (the session-ID gate
+today) plugs in through :class:`EngineHooks`, and finds the configured engine through
+:func:`session_store`.
 """
 
 from __future__ import annotations
@@ -19,25 +24,31 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.contrib.sessions.backends.base import SessionBase as DjangoSessionBase
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.module_loading import import_string
 
 from django_memopt.codec import CorruptField, FieldCodec
 from django_memopt.conf import conf
+from django_memopt.counters import add as count
+from django_memopt.counters import counter
 from django_memopt.fields import Delta, SessionFields
-from django_memopt.gate import confirm_write, record_write, session_ids
-from django_memopt.stats import add as count
-from django_memopt.stats import counter
+from django_memopt.session_ids import SessionIds
 
 __all__ = [
     "CreateError",
     "Delta",
+    "EngineHooks",
     "SessionBase",
     "SessionStoreError",
     "SessionStoreFull",
     "StoredSession",
     "UpdateError",
+    "add_hooks",
     "log_corrupt_record",
+    "session_ids",
+    "session_store",
 ]
 
 T = TypeVar("T")
@@ -68,7 +79,35 @@ class StoredSession:
     size: int = 0
 
 
+class EngineHooks:
+    """What hangs off the engine's writes, each method a no-op here: the session-ID gate's
+    filter today (``django_memopt.gate``), a client-side cache or a per-user index later.
+
+    Subclass, override what you need, and plug an instance in with :func:`add_hooks`.
+    Hooks run in the saving thread, around every persisted write (a create, an update, an
+    expiry refresh), in the order they were added; an exception fails the save.
+    """
+
+    def before_write(self, session_key: str, expires_at: float) -> None:
+        """Session ``session_key`` is about to be written, live until ``expires_at``."""
+
+    def after_write(self, session_key: str, expires_at: float) -> None:
+        """That write is done (not called if it failed)."""
+
+
+_hooks: tuple[EngineHooks, ...] = ()
+
+
+def add_hooks(hooks: EngineHooks) -> None:
+    """Plug ``hooks`` into every engine of this process (once per object)."""
+    global _hooks
+    if hooks not in _hooks:
+        _hooks = (*_hooks, hooks)
+
+
 _codec: FieldCodec | None = None
+_ids: SessionIds | None = None
+_store: type[SessionBase] | None = None
 
 
 def field_codec() -> FieldCodec:
@@ -79,11 +118,37 @@ def field_codec() -> FieldCodec:
     return _codec
 
 
+def session_ids() -> SessionIds:
+    """Mints and checks session IDs with keys from ``SECRET_KEY`` and its fallbacks."""
+    global _ids
+    if _ids is None:
+        _ids = SessionIds.from_secrets((settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS))
+    return _ids
+
+
+def session_store() -> type[SessionBase]:
+    """The ``SessionStore`` class of ``SESSION_ENGINE``, resolved once; ``ImproperlyConfigured``
+    if that is not one of this app's engines (the app may be installed for its collector
+    tuning alone)."""
+    global _store
+    if _store is None:
+        store = import_string(f"{settings.SESSION_ENGINE}.SessionStore")
+        if not (isinstance(store, type) and issubclass(store, SessionBase)):
+            raise ImproperlyConfigured(
+                f"SESSION_ENGINE {settings.SESSION_ENGINE!r} is not a django-memopt engine "
+                "(django_memopt.backends.lmdb or django_memopt.backends.redis)."
+            )
+        _store = store
+    return _store
+
+
 @receiver(setting_changed)
-def _forget_codec(*, setting: str, **kwargs: Any) -> None:
-    global _codec
+def _forget_settings(*, setting: str, **kwargs: Any) -> None:
+    global _codec, _ids, _store
     if setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
-        _codec = None
+        _codec = _ids = None
+    if setting == "SESSION_ENGINE":
+        _store = None
 
 
 def _log_corrupt(name: str, error: CorruptField) -> None:
@@ -225,16 +290,20 @@ class SessionBase(DjangoSessionBase):
             return self.create()
         expires_at = time.time() + self.get_expiry_age()
         delta = fields.delta(session_key, full=must_create)
+        hooks = _hooks
         if must_create or delta:
-            record_write(session_key, expires_at)
+            for hook in hooks:
+                hook.before_write(session_key, expires_at)
             self._write(session_key, delta, expires_at, create=must_create)
         elif self._touch_due(expires_at):
-            record_write(session_key, expires_at)
+            for hook in hooks:
+                hook.before_write(session_key, expires_at)
             self._touch(session_key, expires_at)
             count("touches")
         else:
             return
-        confirm_write(session_key, expires_at)
+        for hook in hooks:
+            hook.after_write(session_key, expires_at)
         fields.saved(session_key, delta)
         if must_create or delta:
             written = _delta_size(delta)

@@ -7,8 +7,9 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
+from django_memopt.backends.base import session_store
 from django_memopt.conf import conf
-from django_memopt.gate import open_filter, session_store
+from django_memopt.gate import open_filter
 
 
 class Command(BaseCommand):

@@ -12,9 +12,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_memopt import stats
-from django_memopt.backends.base import SessionStoreError
+from django_memopt.backends.base import SessionStoreError, session_store
 from django_memopt.conf import conf
-from django_memopt.gate import open_filter, session_store
+from django_memopt.gate import open_filter
 
 SECTIONS = ("store", "filter", "engine", "gc", "flushes")
 # The GC figures that are not running totals.
