@@ -108,7 +108,7 @@ def flush() -> None:
     """Write this process's record to the store now (nowhere if the engine is not ours)."""
     store = _store()
     if store is not None:
-        store.write_stats(process_token(), _record())
+        store.put_value("stats", process_token(), _record())
 
 
 def _flush_logging_failure(failure: str) -> None:

@@ -32,6 +32,7 @@ from django.core.management import call_command
 from django.core.signals import setting_changed
 from django.test import override_settings
 
+from django_memopt import records
 from django_memopt.backends import lmdb as lmdb_backend
 from django_memopt.backends.base import Delta, SessionStoreError, SessionStoreFull
 from django_memopt.backends.lmdb import SessionStore, close_environments, environment
@@ -113,7 +114,7 @@ def corruption_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def deadline_ms(record: bytes) -> int:
     record_format, deadline = HEADER.unpack_from(record)
-    assert record_format == lmdb_backend.RECORD_FORMAT
+    assert record_format == records.FORMAT
     return int(deadline)
 
 
@@ -127,10 +128,10 @@ def assert_indexed(session_key: str, deadline: int, entries: list[tuple[int, str
 
 def assert_index_matches_records() -> None:
     """One index entry per record, due at the record's deadline, and no other entry."""
-    records = {key: deadline_ms(record) for key, record in raw_records().items()}
+    stored = {key: deadline_ms(record) for key, record in raw_records().items()}
     entries = index_entries()
-    assert sorted(key for _, key in entries) == sorted(records)
-    for key, deadline in records.items():
+    assert sorted(key for _, key in entries) == sorted(stored)
+    for key, deadline in stored.items():
         assert_indexed(key, deadline, entries)
 
 
@@ -452,19 +453,19 @@ def test_clear_expired_removes_expired_only_without_reading_live_records(store: 
     assert len(live_before) == len(live)
     assert {key for _, key in index_entries()} == set(live) | set(expired)
 
-    counting = mock.Mock(wraps=lmdb_backend._deadline)
+    counting = mock.Mock(wraps=records.deadline)
     with (
-        mock.patch.object(lmdb_backend, "_deadline", counting),
+        mock.patch.object(records, "deadline", counting),
         mock.patch("time.time", return_value=time.time() + LATER),
     ):
         SessionStore.clear_expired()
     # The sweep looks at what has expired, not at every session.
     assert len(expired) <= counting.call_count <= 2 * len(expired)
 
-    records = raw_records()
-    assert not set(expired) & set(records)
-    assert {key: record for key, record in records.items() if key in live} == live_before
-    assert set(records) == set(live)
+    stored = raw_records()
+    assert not set(expired) & set(stored)
+    assert {key: record for key, record in stored.items() if key in live} == live_before
+    assert set(stored) == set(live)
     assert {key for _, key in index_entries()} == set(live)
     assert_index_matches_records()
     assert all(SessionStore(key)["n"] == n for n, key in enumerate(live[:20]))
@@ -532,12 +533,12 @@ def test_extended_session_is_not_swept_at_its_old_deadline(store: str) -> None:
     doomed = created_expiring_in(10)
     with mock.patch("time.time", return_value=now + LATER):
         SessionStore.clear_expired()
-    records = raw_records()
-    assert sorted(records) == sorted([touched, rewritten, stale])
+    stored = raw_records()
+    assert sorted(stored) == sorted([touched, rewritten, stale])
     assert SessionStore(touched)["a"] == 1
     assert SessionStore(rewritten)["b"] == 2
     assert SessionStore(stale)["b"] == 2
-    assert doomed not in records
+    assert doomed not in stored
     assert_index_matches_records()  # the stale entry went, the current ones stayed
 
 
@@ -643,7 +644,7 @@ def delete_until_full(session_keys: list[str]) -> None:
         key = session_keys[-1].encode()
         try:
             with opened.env.begin(write=True) as txn:
-                index_key = lmdb_backend._index_key(
+                index_key = records.index_key(
                     deadline_ms(bytes(txn.get(key, db=opened.sessions))), key
                 )
                 txn.delete(key, db=opened.sessions)
@@ -835,12 +836,10 @@ def test_reads_in_other_threads_while_another_process_grows_the_file(
 # -- 7. corrupt records ----------------------------------------------------------------------
 
 CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
-    "garbage body": lambda record: record[: lmdb_backend.HEADER_SIZE] + b"\xc1 not msgpack",
-    "body not a map": lambda record: record[: lmdb_backend.HEADER_SIZE] + b"\x93\x01\x02\x03",
+    "garbage body": lambda record: record[: records.HEADER_SIZE] + b"\xc1 not msgpack",
+    "body not a map": lambda record: record[: records.HEADER_SIZE] + b"\x93\x01\x02\x03",
     "truncated body": lambda record: record[:-3],
-    "garbage header": lambda record: (
-        b"\xde" * lmdb_backend.HEADER_SIZE + record[lmdb_backend.HEADER_SIZE :]
-    ),
+    "garbage header": lambda record: b"\xde" * records.HEADER_SIZE + record[records.HEADER_SIZE :],
     "truncated header": lambda record: record[:5],
 }
 
@@ -961,7 +960,7 @@ def test_entries_of_the_wrong_type_are_never_written_back(
     key, good = tampered(caplog)
     # An update appends a layer and leaves the old ones as they are (still dropped on
     # reading); once the layers are merged, the bad entries are gone from the record.
-    for n in range(lmdb_backend.MAX_LAYERS):
+    for n in range(records.MAX_LAYERS):
         session = SessionStore(key)
         session["d"] = n
         session.save()

@@ -413,35 +413,81 @@ class SessionBase(DjangoSessionBase):
         return (session_key for session_key, _ in cls.iter_sessions())
 
     @classmethod
-    def write_stats(cls, token: str, record: bytes) -> None:
-        """Store one process's statistics record under ``token``, replacing its last one."""
-        raise NotImplementedError("subclasses of SessionBase must provide write_stats()")
-
-    @classmethod
-    def read_stats(cls) -> dict[str, bytes]:
-        """Every process's statistics record, by token."""
-        raise NotImplementedError("subclasses of SessionBase must provide read_stats()")
-
-    @classmethod
-    def remove_stats(cls, tokens: Iterable[str]) -> None:
-        """Forget the statistics records of these processes (absent ones are ignored)."""
-        raise NotImplementedError("subclasses of SessionBase must provide remove_stats()")
-
-    @classmethod
-    def read_meta(cls, name: str) -> bytes | None:
-        """The store-wide value ``name`` set by :meth:`add_meta`, or ``None`` if never set."""
-        raise NotImplementedError("subclasses of SessionBase must provide read_meta()")
-
-    @classmethod
-    def add_meta(cls, name: str, value: bytes) -> bytes:
-        """Set the store-wide value ``name`` to ``value`` unless it is set; the value it holds.
-
-        Atomic across processes and hosts: the first caller's value wins, and every caller
-        gets that one back. Such values never expire and are not sessions.
-        """
-        raise NotImplementedError("subclasses of SessionBase must provide add_meta()")
-
-    @classmethod
     def store_figures(cls, sample: int = 1000) -> dict[str, Any]:
         """The store's own figures (sessions, bytes, ...), sampling rather than scanning."""
         raise NotImplementedError("subclasses of SessionBase must provide store_figures()")
+
+    # Store-wide values: bytes under names (non-empty text, at most 200 bytes in UTF-8),
+    # in spaces ("stats": each process's counters; "meta": values set once) beside the
+    # sessions. They never expire and are never sessions: a space's name (check_space())
+    # can never be a session key. A store raises ValueError for a space so misnamed.
+
+    @classmethod
+    def read_values(cls, space: str) -> dict[str, bytes]:
+        """Every value of ``space``, by name (``{}`` for a space never written)."""
+        raise NotImplementedError("subclasses of SessionBase must provide read_values()")
+
+    @classmethod
+    def read_value(cls, space: str, name: str) -> bytes | None:
+        """The value ``name`` of ``space``, or ``None`` if it is not set."""
+        raise NotImplementedError("subclasses of SessionBase must provide read_value()")
+
+    @classmethod
+    def put_value(cls, space: str, name: str, value: bytes) -> None:
+        """Set the value ``name`` of ``space`` to ``value``, replacing what it held."""
+        raise NotImplementedError("subclasses of SessionBase must provide put_value()")
+
+    @classmethod
+    def add_value(cls, space: str, name: str, value: bytes) -> bytes:
+        """Set the value ``name`` of ``space`` to ``value`` unless it is set; the value it
+        holds.
+
+        Atomic across threads, processes and hosts: the first caller's value wins, and
+        every caller gets that one back.
+        """
+        raise NotImplementedError("subclasses of SessionBase must provide add_value()")
+
+    @classmethod
+    def remove_values(cls, space: str, names: Iterable[str]) -> None:
+        """Forget the values ``names`` of ``space`` (those not set are ignored). Works on a
+        full store, as a delete does."""
+        raise NotImplementedError("subclasses of SessionBase must provide remove_values()")
+
+    # The previous release's names, kept while callers move to the values above.
+
+    @classmethod
+    def write_stats(cls, token: str, record: bytes) -> None:
+        cls.put_value("stats", token, record)
+
+    @classmethod
+    def read_stats(cls) -> dict[str, bytes]:
+        return cls.read_values("stats")
+
+    @classmethod
+    def remove_stats(cls, tokens: Iterable[str]) -> None:
+        cls.remove_values("stats", tokens)
+
+    @classmethod
+    def read_meta(cls, name: str) -> bytes | None:
+        return cls.read_value("meta", name)
+
+    @classmethod
+    def add_meta(cls, name: str, value: bytes) -> bytes:
+        return cls.add_value("meta", name, value)
+
+
+# A space is named in lowercase ASCII, so it fits every store's naming (a Redis key
+# <prefix>~<space>, where no session key has a "~"; an LMDB named database), and is not
+# one of the names stores keep for the sessions themselves.
+SPACE_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+RESERVED_SPACES: Final = frozenset({"sessions", "expiry"})
+
+
+def check_space(space: str) -> None:
+    """Raise ``ValueError`` unless ``space`` can name a space of store-wide values."""
+    if not SPACE_RE.match(space) or space in RESERVED_SPACES:
+        raise ValueError(
+            f"{space!r} cannot name a space of store-wide values: use lowercase ASCII "
+            f"letters, digits and '_' (at most 32, a letter first), not "
+            f"{' or '.join(sorted(RESERVED_SPACES))}"
+        )

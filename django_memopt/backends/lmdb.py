@@ -4,20 +4,15 @@ Every worker process on the host opens the same environment (``MEMOPT_LMDB_PATH`
 serialises writers across processes and never blocks readers. Named databases:
 
 ``sessions``
-    session key -> record: ``FORMAT`` (1 byte), deadline in epoch milliseconds (8 bytes,
-    big-endian), then a msgpack array of layers, oldest first, each a map of field name ->
-    sealed field bytes (or nil: deleted by that layer). A load is one ``get`` that merges
-    the layers without decoding any value. A save appends its delta as a new layer,
-    copying the stored bytes as they are, so its cost does not grow with what it did not
-    touch; past ``MAX_LAYERS`` the save merges them back into one.
+    session key -> the session as one record (:mod:`django_memopt.records`): its deadline
+    and layers of sealed fields. A load is one ``get`` that merges the layers without
+    decoding any value; a save appends its delta as a layer.
 ``expiry``
-    deadline rounded up to the minute (8 bytes, big-endian) + session key -> empty, so
-    ``clear_expired`` reads only what has expired. Rounding means a session saved every
-    few seconds moves its index entry once a minute, not on every save.
-``stats``
-    process token -> that process's counters, for ``manage.py memopt_stats``.
-``meta``
-    name -> value: store-wide values, each set once (``add_meta``); never expire.
+    :func:`django_memopt.records.index_key` (the deadline rounded up to the minute, then
+    the session key) -> empty, so ``clear_expired`` reads only what has expired. Rounding
+    means a session saved every few seconds moves its index entry once a minute.
+one per space of store-wide values (``stats``, ``meta``, ...)
+    name -> value (:meth:`SessionStore.read_values` and the like); opened on first use.
 
 A save reads the record, merges the delta and writes it back inside one write
 transaction, so concurrent writers keep each other's fields and a deleted session stays
@@ -33,19 +28,18 @@ the reserve.
 from __future__ import annotations
 
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import lmdb
-import msgpack
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from django_memopt import records
 from django_memopt.conf import conf
 
 from .base import (
@@ -56,6 +50,7 @@ from .base import (
     SessionStoreFull,
     StoredSession,
     UpdateError,
+    check_space,
     log_corrupt_record,
     security_logger,
 )
@@ -65,19 +60,23 @@ __all__ = ["SessionStore", "close_environments", "environment"]
 
 T = TypeVar("T")
 
-RECORD_FORMAT: Final = 1
-_HEADER: Final = struct.Struct(">BQ")
-HEADER_SIZE: Final = _HEADER.size
 # Expired sessions deleted per write transaction by clear_expired: short transactions
 # keep the writer lock free for requests.
 SWEEP_BATCH: Final = 500
-INDEX_GRANULARITY_MS: Final = 60_000
 # Expired sessions deleted per write transaction by clear_expired on a full map: the
 # pages each transaction frees serve the ones after it.
 FULL_SWEEP_BATCH: Final = 16
-# At most this many layers per record (a one-byte msgpack array header holds 15).
-MAX_LAYERS: Final = 8
-_FIXARRAY: Final = 0x90
+# Named databases beside "sessions" and "expiry": one per space of store-wide values.
+MAX_SPACES: Final = 14
+# The previous names of what django_memopt.records holds now, for code that still reaches
+# in here (benchmarks/bench_pooling.py, tests/test_corrupt_fields.py): remove once it
+# reads records.
+RECORD_FORMAT, _HEADER, HEADER_SIZE, _record = (
+    records.FORMAT,
+    records.HEADER,
+    records.HEADER_SIZE,
+    records.pack,
+)
 # A delete on a full map may grow it, for that transaction, in steps of 1 MiB per 64 MiB of
 # MEMOPT_LMDB_MAP_SIZE (at least 1 MiB), at most RESERVE_STEPS of them. A delete needs a
 # few pages; the steps are address space, and only the pages written take disk.
@@ -87,16 +86,16 @@ RESERVE_STEPS: Final = 4
 
 @dataclass(frozen=True, slots=True)
 class Environment:
-    """An LMDB environment opened by this process, and its two databases."""
+    """An LMDB environment opened by this process, and its databases."""
 
     env: Any  # lmdb.Environment
     sessions: Any
     expiry: Any
-    stats: Any  # each process's counters, for manage.py memopt_stats
-    meta: Any
     path: str
     pid: int
     map_size: int  # MEMOPT_LMDB_MAP_SIZE when opened: the most session writes may fill
+    # The databases of the spaces of store-wide values used so far (see _space()).
+    spaces: dict[str, Any] = field(default_factory=dict)
 
     @property
     def reserve(self) -> int:
@@ -110,6 +109,8 @@ class Environment:
 
 _environments: dict[str, Environment] = {}
 _open_lock: Final = threading.Lock()
+# Held while a space's database is opened (see _space()).
+_space_lock = threading.Lock()
 # The environment of the current settings in this process: the hot path reads no setting.
 _current: Environment | None = None
 # Threads of this process inside one of our transactions (set.add/discard are atomic).
@@ -162,10 +163,10 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _current, _pause_lock, _paused
+    global _current, _pause_lock, _paused, _space_lock
     _current = None
-    # A pause by another thread of the parent is over here: that thread is gone.
-    _pause_lock, _paused = threading.Lock(), False
+    # A pause or an opening by another thread of the parent is over here: it is gone.
+    _pause_lock, _paused, _space_lock = threading.Lock(), False, threading.Lock()
     _resumed.set()
     if _in_transaction:
         _stranded.extend(opened for opened in _environments.values() if opened.pid != os.getpid())
@@ -186,7 +187,7 @@ def _open(path: str) -> Environment:
             mode=0o600,
             map_size=map_size,
             max_readers=conf.MEMOPT_LMDB_MAX_READERS,
-            max_dbs=4,
+            max_dbs=2 + MAX_SPACES,
             # "process": commits reach the OS page cache, which outlives any killed
             # worker; "system": each commit is also flushed to disk (two fsyncs).
             sync=durable,
@@ -200,13 +201,11 @@ def _open(path: str) -> Environment:
         env.reader_check()
         sessions = env.open_db(b"sessions")
         expiry = env.open_db(b"expiry")
-        stats = env.open_db(b"stats")
-        meta = env.open_db(b"meta")
     except (OSError, lmdb.Error) as exc:
         raise SessionStoreError(
             f"Cannot open the LMDB session store at {path!r} (MEMOPT_LMDB_PATH): {exc}"
         ) from exc
-    return Environment(env, sessions, expiry, stats, meta, path, os.getpid(), map_size)
+    return Environment(env, sessions, expiry, path, os.getpid(), map_size)
 
 
 def close_environments() -> None:
@@ -398,18 +397,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _deadline(record: bytes | memoryview | None) -> int | None:
-    """The record's deadline in epoch ms; ``None`` for no record or an unreadable one."""
-    if record is None or len(record) < HEADER_SIZE:
-        return None
-    record_format, expires_ms = _HEADER.unpack_from(record)
-    return expires_ms if record_format == RECORD_FORMAT else None
-
-
-def _ignore_entry(name: str | bytes, stored: object) -> None:
-    pass
-
-
 def _log_bad_entry(name: str | bytes, stored: object) -> None:
     """Log, as Django does for bad session data, an entry no save writes (it is dropped)."""
     problem = (
@@ -418,92 +405,6 @@ def _log_bad_entry(name: str | bytes, stored: object) -> None:
         else f"its value is a {type(stored).__name__}, not bytes"
     )
     security_logger.warning("Session data corrupted: field %r (%s)", name[:64], problem)
-
-
-def _fields(
-    record: bytes | memoryview,
-    on_bad_entry: Callable[[str | bytes, object], None] = _ignore_entry,
-) -> dict[str, bytes] | None:
-    """The sealed fields of a record, its layers merged; ``None`` if it is unreadable.
-
-    An entry no save writes is left out and handed to ``on_bad_entry``: a name that is
-    not text, or a value that is neither bytes nor ``None`` (deleted by that layer). The
-    values of a first layer whose names are all text are not looked at (that would cost
-    every load): the codec refuses a value that is not bytes, and a merge drops it.
-    """
-    try:
-        layers = msgpack.unpackb(record[HEADER_SIZE:])
-    except Exception:  # any msgpack error: the record is damaged
-        return None
-    if type(layers) is not list or not layers or type(layers[0]) is not dict:
-        return None
-    fields: dict[str, bytes] = layers[0]
-    try:
-        "".join(fields)  # names are text or bytes (msgpack's strict_map_key): are all text?
-    except TypeError:
-        fields = {}
-    else:
-        layers = layers[1:]
-    for layer in layers:
-        if type(layer) is not dict:
-            return None
-        for name, stored in layer.items():
-            if type(name) is not str or (stored is not None and type(stored) is not bytes):
-                on_bad_entry(name, stored)
-            elif stored is None:
-                fields.pop(name, None)
-            else:
-                fields[name] = stored
-    return fields
-
-
-def _merged(record: bytes | memoryview, delta: Delta) -> dict[str, bytes] | None:
-    """The fields of ``record`` with ``delta`` applied, for a rewrite; ``None`` if the
-    record is unreadable. Every entry is checked: a bad one is dropped (and logged), never
-    written back as if it were a sealed field."""
-    fields = _fields(record, _log_bad_entry)
-    if fields is None:
-        return None
-    for name, stored in list(fields.items()):
-        if type(stored) is not bytes:
-            _log_bad_entry(name, stored)
-            del fields[name]
-    fields.update(delta.sets)
-    for name in delta.deletes:
-        fields.pop(name, None)
-    return fields
-
-
-def _record(expires_ms: int, fields: dict[str, bytes]) -> bytes:
-    return _HEADER.pack(RECORD_FORMAT, expires_ms) + msgpack.packb([fields])
-
-
-def _is_map_marker(byte: int) -> bool:
-    return 0x80 <= byte <= 0x8F or byte in (0xDE, 0xDF)
-
-
-def _with_layer(record: memoryview, expires_ms: int, delta: Delta) -> bytes | None:
-    """``record`` with ``delta`` appended as a layer; ``None`` if its layers must merge.
-
-    Only the container's first bytes are checked (an array of maps): a record damaged
-    further in stays unreadable, as it already was, and an entry no save writes stays as
-    it was, left out of every read, until a merge drops it (:func:`_merged`).
-    """
-    if len(record) < HEADER_SIZE + 2 or not _is_map_marker(record[HEADER_SIZE + 1]):
-        return None
-    layers = record[HEADER_SIZE] - _FIXARRAY
-    if not 1 <= layers < MAX_LAYERS:
-        return None
-    layer: dict[str, bytes | None] = dict.fromkeys(delta.deletes)
-    layer.update(delta.sets)
-    return b"".join(
-        (
-            _HEADER.pack(RECORD_FORMAT, expires_ms),
-            bytes((_FIXARRAY + layers + 1,)),
-            record[HEADER_SIZE + 1 :],
-            msgpack.packb(layer),
-        )
-    )
 
 
 def _session_key(key: bytes) -> str | None:
@@ -520,21 +421,31 @@ def _log_stray_key(key: bytes) -> None:
     )
 
 
-def _index_bucket(expires_ms: int) -> int:
-    """The deadline rounded up, so a bucket that has passed holds only expired sessions."""
-    return -(-expires_ms // INDEX_GRANULARITY_MS) * INDEX_GRANULARITY_MS
-
-
-def _index_key(expires_ms: int, key: bytes) -> bytes:
-    return _index_bucket(expires_ms).to_bytes(8, "big") + key
-
-
 def _reindex(opened: Environment, txn: Any, key: bytes, old_ms: int | None, new_ms: int) -> None:
-    if old_ms is not None and _index_bucket(old_ms) == _index_bucket(new_ms):
+    if old_ms is not None and records.index_bucket(old_ms) == records.index_bucket(new_ms):
         return
     if old_ms is not None:
-        txn.delete(_index_key(old_ms, key), db=opened.expiry)
-    txn.put(_index_key(new_ms, key), b"", db=opened.expiry)
+        txn.delete(records.index_key(old_ms, key), db=opened.expiry)
+    txn.put(records.index_key(new_ms, key), b"", db=opened.expiry)
+
+
+def _space(opened: Environment, space: str) -> Any:
+    """The named database of ``space`` in ``opened``, opened (and made) on first use.
+
+    LMDB allows one transaction of a process at a time to open databases, hence the lock;
+    the handle serves every transaction once the one that opened it has committed.
+    """
+    db = opened.spaces.get(space)
+    if db is None:
+        check_space(space)
+        with _space_lock:
+            db = opened.spaces.get(space)
+            if db is None:
+                db = _transaction(
+                    opened, lambda txn: opened.env.open_db(space.encode(), txn=txn), write=True
+                )
+                opened.spaces[space] = db
+    return db
 
 
 class SessionStore(_SessionBase):
@@ -550,10 +461,10 @@ class SessionStore(_SessionBase):
             record = txn.get(session_key.encode(), db=opened.sessions)
             if record is None:
                 return None
-            expires_ms = _deadline(record)
+            expires_ms = records.deadline(record)
             if expires_ms is not None and expires_ms <= _now_ms():
                 return None
-            fields = None if expires_ms is None else _fields(record, _log_bad_entry)
+            fields = None if expires_ms is None else records.fields(record, _log_bad_entry)
             if fields is None:
                 log_corrupt_record()
                 return None
@@ -569,18 +480,19 @@ class SessionStore(_SessionBase):
 
         def write(txn: Any) -> None:
             record = txn.get(key, db=opened.sessions)
-            old_ms = _deadline(record)
+            old_ms = records.deadline(record)
             live = old_ms is not None and old_ms > _now_ms()
-            if create and live and _fields(record) is not None:
+            if create and live and records.fields(record) is not None:
                 raise CreateError
             if not create and not live:
                 raise UpdateError
-            new = _record(new_ms, delta.sets) if delta.replace else None
-            if new is None and (new := _with_layer(record, new_ms, delta)) is None:
-                fields = _merged(record, delta)
+            sets, deletes = delta.sets, delta.deletes
+            new = records.pack(new_ms, sets) if delta.replace else None
+            if new is None and (new := records.with_layer(record, new_ms, sets, deletes)) is None:
+                fields = records.merged(record, sets, deletes, _log_bad_entry)
                 if fields is None:  # damaged: it reads as absent, so it is not there to update
                     raise UpdateError
-                new = _record(new_ms, fields)
+                new = records.pack(new_ms, fields)
             txn.put(key, new, db=opened.sessions)
             _reindex(opened, txn, key, old_ms, new_ms)
 
@@ -594,11 +506,10 @@ class SessionStore(_SessionBase):
 
         def touch(txn: Any) -> None:
             record = txn.get(key, db=opened.sessions)
-            old_ms = _deadline(record)
+            old_ms = records.deadline(record)
             if old_ms is None or old_ms <= _now_ms():
                 raise UpdateError
-            body = bytes(record[HEADER_SIZE:])
-            txn.put(key, _HEADER.pack(RECORD_FORMAT, new_ms) + body, db=opened.sessions)
+            txn.put(key, records.with_deadline(record, new_ms), db=opened.sessions)
             _reindex(opened, txn, key, old_ms, new_ms)
 
         opened = environment()
@@ -609,9 +520,9 @@ class SessionStore(_SessionBase):
         key = session_key.encode()
 
         def remove(txn: Any) -> None:
-            old_ms = _deadline(txn.get(key, db=opened.sessions))
+            old_ms = records.deadline(txn.get(key, db=opened.sessions))
             if txn.delete(key, db=opened.sessions) and old_ms is not None:
-                txn.delete(_index_key(old_ms, key), db=opened.expiry)
+                txn.delete(records.index_key(old_ms, key), db=opened.expiry)
 
         opened = environment()
         _transaction(opened, remove, write=True, reserve=True)  # a logout, even on a full map
@@ -620,10 +531,12 @@ class SessionStore(_SessionBase):
     def _contains(cls, session_key: str) -> bool:
         def contains(txn: Any) -> bool:
             record = txn.get(session_key.encode(), db=opened.sessions)
-            expires_ms = _deadline(record)
+            expires_ms = records.deadline(record)
             # Exactly what _read() would serve; a damaged record is not a session.
             return (
-                expires_ms is not None and expires_ms > _now_ms() and _fields(record) is not None
+                expires_ms is not None
+                and expires_ms > _now_ms()
+                and records.fields(record) is not None
             )
 
         opened = environment()
@@ -650,9 +563,9 @@ class SessionStore(_SessionBase):
                 if bucket > now_ms:
                     return True
                 key = index_key[8:]
-                expires_ms = _deadline(txn.get(key, db=opened.sessions))
+                expires_ms = records.deadline(txn.get(key, db=opened.sessions))
                 # Only if the record is still in that bucket (else its entry is elsewhere).
-                if expires_ms is not None and _index_bucket(expires_ms) == bucket:
+                if expires_ms is not None and records.index_bucket(expires_ms) == bucket:
                     txn.delete(key, db=opened.sessions)
                 cursor.delete()
             return False
@@ -693,8 +606,12 @@ class SessionStore(_SessionBase):
                     break
                 last = bytes(cursor.key())
                 record = cursor.value()
-                expires_ms = _deadline(record)
-                if expires_ms is not None and expires_ms > now_ms and _fields(record) is not None:
+                expires_ms = records.deadline(record)
+                if (
+                    expires_ms is not None
+                    and expires_ms > now_ms
+                    and records.fields(record) is not None
+                ):
                     if (session_key := _session_key(last)) is not None:
                         live.append((session_key, expires_ms / 1000))
                     elif stray is None:
@@ -709,68 +626,62 @@ class SessionStore(_SessionBase):
             if after is None:
                 return
 
-    # -- statistics ----------------------------------------------------------------------
+    # -- store-wide values: one named database per space ---------------------------------
 
     @classmethod
-    def write_stats(cls, token: str, record: bytes) -> None:
-        """Store one process's statistics record under ``token``, replacing its last one."""
+    def read_values(cls, space: str) -> dict[str, bytes]:
         opened = environment()
-        _transaction(
-            opened, lambda txn: txn.put(token.encode(), record, db=opened.stats), write=True
-        )
-
-    @classmethod
-    def read_stats(cls) -> dict[str, bytes]:
-        """Every process's statistics record, by token."""
-        opened = environment()
+        db = _space(opened, space)
 
         def read(txn: Any) -> dict[str, bytes]:
             return {
-                bytes(token).decode("utf-8", "replace"): bytes(record)
-                for token, record in txn.cursor(db=opened.stats)
+                bytes(name).decode("utf-8", "replace"): bytes(value)
+                for name, value in txn.cursor(db=db)
             }
 
         return _transaction(opened, read, write=False)
 
     @classmethod
-    def remove_stats(cls, tokens: Iterable[str]) -> None:
-        """Forget the statistics records of these processes (absent ones are ignored)."""
+    def read_value(cls, space: str, name: str) -> bytes | None:
         opened = environment()
-        keys = [token.encode() for token in tokens]
-
-        def remove(txn: Any) -> None:
-            for key in keys:
-                txn.delete(key, db=opened.stats)
-
-        _transaction(opened, remove, write=True, reserve=True)  # a clean-up: as a delete
-
-    # -- store-wide values ---------------------------------------------------------------
-
-    @classmethod
-    def read_meta(cls, name: str) -> bytes | None:
-        """The store-wide value ``name`` set by :meth:`add_meta`, or ``None`` if never set."""
-        opened = environment()
+        db = _space(opened, space)
 
         def read(txn: Any) -> bytes | None:
-            value = txn.get(name.encode(), db=opened.meta)
+            value = txn.get(name.encode(), db=db)
             return None if value is None else bytes(value)
 
         return _transaction(opened, read, write=False)
 
     @classmethod
-    def add_meta(cls, name: str, value: bytes) -> bytes:
-        """Set the store-wide value ``name`` to ``value`` unless it is set; the value it holds.
-
-        One write transaction, which LMDB serialises across processes: the first wins.
-        """
+    def put_value(cls, space: str, name: str, value: bytes) -> None:
         opened = environment()
+        db = _space(opened, space)
+        _transaction(opened, lambda txn: txn.put(name.encode(), value, db=db), write=True)
+
+    @classmethod
+    def add_value(cls, space: str, name: str, value: bytes) -> bytes:
+        """One write transaction, which LMDB serialises across processes: the first wins."""
+        opened = environment()
+        db = _space(opened, space)
         key = name.encode()
 
         def add(txn: Any) -> bytes:
-            txn.put(key, value, db=opened.meta, overwrite=False)
-            return bytes(txn.get(key, db=opened.meta))
+            txn.put(key, value, db=db, overwrite=False)
+            return bytes(txn.get(key, db=db))
 
         return _transaction(opened, add, write=True)
+
+    @classmethod
+    def remove_values(cls, space: str, names: Iterable[str]) -> None:
+        opened = environment()
+        db = _space(opened, space)
+        keys = [name.encode() for name in names]
+
+        def remove(txn: Any) -> None:
+            for key in keys:
+                txn.delete(key, db=db)
+
+        _transaction(opened, remove, write=True, reserve=True)  # a clean-up: as a delete
 
     @classmethod
     def store_figures(cls, sample: int = 1000) -> dict[str, Any]:
@@ -791,7 +702,7 @@ class SessionStore(_SessionBase):
             cursor = txn.cursor(db=opened.expiry)
             found = cursor.first()
             while found and expired < limit:
-                if int.from_bytes(bytes(cursor.key())[:8], "big") >= _index_bucket(now_ms):
+                if int.from_bytes(bytes(cursor.key())[:8], "big") >= records.index_bucket(now_ms):
                     break
                 expired += 1
                 found = cursor.next()
@@ -805,7 +716,7 @@ class SessionStore(_SessionBase):
                     break
                 if _session_key(key := bytes(cursor.key())) is None:
                     stray = stray or key
-                elif (fields := _fields(cursor.value())) is not None:
+                elif (fields := records.fields(cursor.value())) is not None:
                     sampled.append(len(fields))
                 found = cursor.next()
             if stray is not None:

@@ -9,9 +9,9 @@ field; the session's deadline is the key's expiry, and is also kept in the hash 
 checks the session exists (or does not, for a create), applies the delta and sets the
 expiry, atomically: a ``MULTI`` block could not make the write conditional.
 
-Beside the sessions, under names no session key can take: ``<prefix>~stats`` (each
-process's counters) and ``<prefix>~meta`` (store-wide values, each set once), both hashes
-without expiry.
+Beside the sessions, under names no session key can take (no session key has a ``~``):
+one hash without expiry per space of store-wide values, ``<prefix>~<space>`` (such as
+``~stats``, each process's counters, and ``~meta``, values set once).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from django_memopt.backends.base import (
     SessionStoreFull,
     StoredSession,
     UpdateError,
+    check_space,
     log_corrupt_record,
     security_logger,
 )
@@ -83,8 +84,8 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS[1]: the store-wide values' hash; ARGV: a name and a value. The value the name holds.
-ADD_META_SCRIPT: Final = """
+# KEYS[1]: a space's hash; ARGV: a name and a value. The value the name then holds.
+ADD_VALUE_SCRIPT: Final = """
 redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('HGET', KEYS[1], ARGV[1])
 """
@@ -120,7 +121,7 @@ def _forget_client(*, setting: str, **kwargs: Any) -> None:
 
 _SHAS: Final = {
     script: hashlib.sha1(script.encode()).hexdigest()
-    for script in (WRITE_SCRIPT, TOUCH_SCRIPT, ADD_META_SCRIPT)
+    for script in (WRITE_SCRIPT, TOUCH_SCRIPT, ADD_VALUE_SCRIPT)
 }
 
 
@@ -291,49 +292,51 @@ class SessionStore(_SessionBase):
         """Nothing to do: Redis expires sessions itself."""
 
     @classmethod
-    def write_stats(cls, token: str, record: bytes) -> None:
-        """Store one process's statistics record under ``token``, replacing its last one."""
-        _write_stats(token, record)
-
-    @classmethod
-    def read_stats(cls) -> dict[str, bytes]:
-        """Every process's statistics record, by token."""
-        return _read_stats()
-
-    @classmethod
-    def remove_stats(cls, tokens: Iterable[str]) -> None:
-        """Forget the statistics records of these processes (absent ones are ignored)."""
-        names = list(tokens)
-        if names:
-            _call(lambda: _execute("HDEL", _stats_key(), *names))
-
-    @classmethod
     def store_figures(cls, sample: int = 1000) -> dict[str, Any]:
         """What Redis knows of the sessions (sampled: see :func:`_store_figures`)."""
         return _store_figures(sample)
 
+    # -- store-wide values: one hash per space -------------------------------------------
+
     @classmethod
-    def read_meta(cls, name: str) -> bytes | None:
-        """The store-wide value ``name`` set by :meth:`add_meta`, or ``None`` if never set."""
-        value: bytes | None = _call(lambda: _execute("HGET", _meta_key(), name))
+    def read_values(cls, space: str) -> dict[str, bytes]:
+        key = _space_key(space)
+        reply = _call(lambda: _execute("HGETALL", key))
+        if not isinstance(reply, dict):  # RESP2: a flat list of names and values
+            reply = dict(zip(reply[::2], reply[1::2], strict=True))
+        return {name.decode("utf-8", "replace"): value for name, value in reply.items()}
+
+    @classmethod
+    def read_value(cls, space: str, name: str) -> bytes | None:
+        key = _space_key(space)
+        value: bytes | None = _call(lambda: _execute("HGET", key, name))
         return value
 
     @classmethod
-    def add_meta(cls, name: str, value: bytes) -> bytes:
-        """Set the store-wide value ``name`` to ``value`` unless it is set; the value it holds.
+    def put_value(cls, space: str, name: str, value: bytes) -> None:
+        key = _space_key(space)
+        _call(lambda: _execute("HSET", key, name, value))
 
-        One script (``HSETNX``, then ``HGET``), which Redis runs alone: the first wins.
-        """
-        key = _meta_key()
-        stored: bytes = _call(lambda: _run_script(ADD_META_SCRIPT, key, name, value))
+    @classmethod
+    def add_value(cls, space: str, name: str, value: bytes) -> bytes:
+        """One script (``HSETNX``, then ``HGET``), which Redis runs alone: the first wins."""
+        key = _space_key(space)
+        stored: bytes = _call(lambda: _run_script(ADD_VALUE_SCRIPT, key, name, value))
         return stored
+
+    @classmethod
+    def remove_values(cls, space: str, names: Iterable[str]) -> None:
+        key = _space_key(space)
+        listed = list(names)
+        if listed:
+            _call(lambda: _execute("HDEL", key, *listed))
 
     @classmethod
     def iter_sessions(cls) -> Iterator[tuple[str, float]]:
         """The live sessions' keys and deadlines (``SCAN``: never blocks Redis).
 
         Keys under the prefix whose rest is no session key (another site's longer prefix,
-        the ``~stats`` and ``~meta`` hashes) are skipped; so is a session that expires
+        the hashes of store-wide values) are skipped; so is a session that expires
         between its listing and its reading, or a hash without a deadline. A key under a
         session's name that is no hash, or whose deadline is none, is skipped and logged
         (once per listing).
@@ -380,24 +383,10 @@ def _glob_escape(text: str) -> str:
     return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
 
 
-def _stats_key() -> bytes:
+def _space_key(space: str) -> bytes:
     # "~" never occurs in a session key, so no session hash can take this name.
-    return (conf.MEMOPT_REDIS_KEY_PREFIX + "~stats").encode()
-
-
-def _meta_key() -> bytes:
-    return (conf.MEMOPT_REDIS_KEY_PREFIX + "~meta").encode()  # as _stats_key()
-
-
-def _write_stats(token: str, record: bytes) -> None:
-    _call(lambda: _execute("HSET", _stats_key(), token, record))
-
-
-def _read_stats() -> dict[str, bytes]:
-    reply = _call(lambda: _execute("HGETALL", _stats_key()))
-    if not isinstance(reply, dict):
-        reply = dict(zip(reply[::2], reply[1::2], strict=True))
-    return {token.decode("utf-8", "replace"): record for token, record in reply.items()}
+    check_space(space)
+    return f"{conf.MEMOPT_REDIS_KEY_PREFIX}~{space}".encode()
 
 
 def _store_figures(sample: int) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def collect(sample: int) -> dict[str, Any]:
     """The report's sections; raises ``SessionStoreError`` if the store is unreachable."""
     store = session_store()
     store_section = {"engine": settings.SESSION_ENGINE, **store.store_figures(sample)}
-    records = stats.read_records(store.read_stats())
+    records = stats.read_records(store.read_values("stats"))
     total = stats.summed(records)
     counts = total["counts"]
     engine = {name: counts.get(name, 0) for name in stats.ENGINE_COUNTERS}
@@ -224,9 +224,9 @@ class Command(BaseCommand):
 
     def _prune(self, older_than: float) -> None:
         store = session_store()
-        records = stats.read_records(store.read_stats())
+        records = stats.read_records(store.read_values("stats"))
         stale = stats.stale_tokens(records, older_than, time.time())
-        store.remove_stats(stale)
+        store.remove_values("stats", stale)
         self.stderr.write(
             f"Forgot the records of {len(stale)} of {len(records)} processes "
             f"(none flushed in the last {older_than:g} s)."
