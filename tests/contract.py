@@ -6,27 +6,44 @@ also runs against each engine, see ``test_django_suite.py``) plus what django-me
 promises on top: lazy decoding, delta saves, no lost updates, no resurrection, sealed
 fields, hostile keys. Store state is inspected through the engine's own primitives
 (``_read``/``_write``), so the same tests run unchanged against every store.
+
+:class:`StoreContract` holds what every store must do on real files and servers, with
+several processes: concurrent writers and a logout racing them, damaged and tampered
+data, listings, store-wide values. A store joins it with one subclass of
+:class:`StoreUnderTest` (how the tests reach that store's raw data) and one line::
+
+    class TestStoreContract(StoreContract):
+        store_type = MyStore
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import time
 import uuid
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, ClassVar, Final
 from unittest import mock
 from zoneinfo import ZoneInfo
 
+import pytest
+from django.conf import settings as django_settings
 from django.contrib.sessions.backends.base import CreateError, UpdateError
+from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
 from django_memopt.backends.base import SessionBase
 from django_memopt.codec import MAX_FIELD_SIZE, FieldCodec
 from django_memopt.fields import Delta
+from tests import session_workers
+from tests.processes import SPAWN, children, finish, result_of
 
 HOSTILE_KEYS = [
     "x" * 1240,
@@ -805,3 +822,385 @@ class MiddlewareFlows:
         assert after is not None
         assert after.fields == before.fields
         assert after.expires_at >= before.expires_at + 899
+
+
+# -- the store contract ----------------------------------------------------------------------
+
+
+def new_session(store: type[SessionBase], **fields: Any) -> str:
+    """The key of a new session of ``store`` holding ``fields``."""
+    session = store()
+    session.update(fields)
+    session.save()
+    assert session.session_key is not None
+    return session.session_key
+
+
+def corruption_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The "Session data corrupted" lines logged so far, as Django logs bad session data."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "django.security.SuspiciousSession"
+        and "Session data corrupted" in record.getMessage()
+    ]
+
+
+def start_worker(
+    start: Any,
+    store: StoreUnderTest,
+    worker: Any,
+    args: tuple[Any, ...],
+    barrier: Any,
+    result: Path,
+) -> Any:
+    """``worker`` of ``tests/session_workers.py`` started by ``start`` (see
+    ``processes.children``) in a child configured for ``store``, reporting to ``result``."""
+    return start(worker, store.name, store.setup_args, *args, barrier, str(result))
+
+
+class StoreUnderTest:
+    """One store as the store contract sees it: a store of the test's own, and its raw data.
+
+    A subclass per store says how to reach beneath the engine: to list what is stored, to
+    damage it, to plant what no save writes.
+    """
+
+    #: ``django_memopt.backends.<name>``; ``tests/<name>_workers.py`` configures a child.
+    name: ClassVar[str]
+    SessionStore: ClassVar[type[SessionBase]]
+    #: Ways to damage a stored session (:meth:`damage`), after which it reads as absent.
+    corruptions: ClassVar[tuple[str, ...]]
+    #: Whether a listing logs a session it skips as damaged (else it skips it silently).
+    listing_logs_damage: ClassVar[bool]
+    #: Kinds of entries that are no session, where listings look (:meth:`plant_strays`).
+    strays: ClassVar[tuple[str, ...]]
+
+    #: The arguments of this store's ``setup()`` in a child process (see session_workers).
+    setup_args: tuple[Any, ...]
+
+    @classmethod
+    def isolated(cls, tmp_path: Path) -> AbstractContextManager[StoreUnderTest]:
+        """This store, empty, of this test's own, as the configured engine meanwhile."""
+        raise NotImplementedError
+
+    def stored_keys(self) -> list[str]:
+        """The keys of every session with data in the store (expired or damaged too), sorted."""
+        raise NotImplementedError
+
+    def stored_names(self, session_key: str) -> set[str | bytes]:
+        """The names of every field entry stored for the session, whatever their type."""
+        raise NotImplementedError
+
+    def check_consistent(self) -> None:
+        """Assert that the store's own bookkeeping (indexes, expiries) matches its sessions."""
+
+    def reopen(self) -> None:
+        """Drop this process's handles on the store, as a restarted worker would."""
+        raise NotImplementedError
+
+    def damage(self, session_key: str, kind: str) -> None:
+        """Damage the stored session as ``kind`` (one of :attr:`corruptions`) says."""
+        raise NotImplementedError
+
+    def plant_bad_entries(self, session_key: str) -> tuple[set[str], int]:
+        """Add field entries no save writes to the stored session (turning some of its
+        fields into such entries, maybe); the names of the fields left good, and how many
+        entries are bad."""
+        raise NotImplementedError
+
+    def plant_strays(self, kind: str, count: int) -> None:
+        """Store ``count`` entries of ``kind`` (one of :attr:`strays`) where listings look."""
+        raise NotImplementedError
+
+
+class StoreContract:
+    """What every store does, on a real store of each test's own. Subclass with
+    ``store_type`` set to the store's :class:`StoreUnderTest`."""
+
+    store_type: ClassVar[type[StoreUnderTest]]
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        for argument, kinds in (
+            ("corruption", self.store_type.corruptions),
+            ("stray", self.store_type.strays),
+        ):
+            if argument in metafunc.fixturenames:
+                metafunc.parametrize(argument, kinds)
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[StoreUnderTest]:
+        with self.store_type.isolated(tmp_path) as store:
+            yield store
+
+    # -- many writers, one session: no lost updates -----------------------------------
+
+    def test_processes_and_threads_writing_one_session_lose_no_update(
+        self, store: StoreUnderTest, tmp_path: Path
+    ) -> None:
+        processes, threads, rounds = 4, 8, 25
+        SessionStore = store.SessionStore
+        key = new_session(SessionStore, base="kept")
+        names = [[f"p{p}t{t}" for t in range(threads)] for p in range(processes)]
+        results = [tmp_path / f"result-{p}.json" for p in range(processes)]
+        barrier = SPAWN.Barrier(processes)
+        with children() as start:
+            worker = session_workers.update_own_fields
+            workers = [
+                start_worker(start, store, worker, (key, names[p], rounds), barrier, results[p])
+                for p in range(processes)
+            ]
+            exit_codes = finish(workers)
+        saves = [result_of(path)["saves"] for path in results]
+        assert exit_codes == [0] * processes
+        assert saves == [threads * rounds] * processes
+        expected = {"base": "kept"} | {name: rounds for group in names for name in group}
+        assert dict(SessionStore(key).items()) == expected
+        assert list(SessionStore.iter_session_keys()) == [key]
+        assert store.stored_keys() == [key]
+        store.check_consistent()
+
+    def test_threads_writing_one_session_lose_no_update(self, store: StoreUnderTest) -> None:
+        threads, rounds = 12, 25
+        SessionStore = store.SessionStore
+        key = new_session(SessionStore, base="kept")
+        names = [f"t{t}" for t in range(threads)]
+        saves, errors = session_workers.hammer(SessionStore, key, names, rounds)
+        assert errors == []
+        assert saves == threads * rounds
+        expected = {"base": "kept"} | dict.fromkeys(names, rounds)
+        assert dict(SessionStore(key).items()) == expected
+
+    # -- a logout racing updates: no resurrection -------------------------------------
+
+    def test_logout_racing_updates_stays_logged_out(
+        self, store: StoreUnderTest, tmp_path: Path
+    ) -> None:
+        SessionStore = store.SessionStore
+        key = new_session(SessionStore, user="someone")
+        late = SessionStore(key)
+        assert late["user"] == "someone"  # a request that loaded the session before the logout
+        names = [[f"p{p}t{t}" for t in range(4)] for p in range(2)]
+        all_names = [name for group in names for name in group]
+        results = [tmp_path / f"writer-{p}.json" for p in range(2)]
+        deleter_result = tmp_path / "deleter.json"
+        barrier = SPAWN.Barrier(3)
+        with children() as start:
+            worker = session_workers.update_until_deleted
+            workers = [
+                start_worker(start, store, worker, (key, names[p], 2000), barrier, results[p])
+                for p in range(2)
+            ]
+            deleter = start_worker(
+                start,
+                store,
+                session_workers.delete_when_busy,
+                (key, all_names),
+                barrier,
+                deleter_result,
+            )
+            exit_codes = finish([*workers, deleter])
+        outcomes: dict[str, str] = {}
+        for path in results:
+            outcomes |= result_of(path)["outcomes"]
+        assert result_of(deleter_result)["deleted"] is True
+        assert exit_codes == [0, 0, 0]
+        assert sorted(outcomes) == sorted(all_names)
+        # Every writer stopped because of the logout: its save was refused, or its load
+        # found nothing (a request would then start a new session under a new key).
+        assert set(outcomes.values()) <= {"UpdateError", "gone at load"}, outcomes
+        assert "UpdateError" in outcomes.values(), outcomes
+        assert not SessionStore().exists(key)
+        assert SessionStore._read(key) is None
+        assert store.stored_keys() == []
+        # And a save from a request that loaded the session before the logout is refused.
+        late["after"] = "logout"
+        with pytest.raises(UpdateError):
+            late.save()
+        assert store.stored_keys() == []
+        store.check_consistent()
+
+    # -- damaged and tampered data ----------------------------------------------------
+
+    def damaged(self, store: StoreUnderTest, corruption: str, **fields: Any) -> str:
+        """A session stored with ``fields`` and loaded; then damaged as ``corruption``."""
+        key = new_session(store.SessionStore, **fields)
+        assert dict(store.SessionStore(key).items()) == fields
+        store.damage(key, corruption)
+        return key
+
+    def test_damaged_session_loads_as_a_fresh_session_and_is_logged(
+        self, store: StoreUnderTest, corruption: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        key = self.damaged(store, corruption, a=1, b="two")
+        caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+        session = store.SessionStore(key)
+        assert dict(session.items()) == {}
+        assert session.session_key is None  # a save creates a new session, under a new key
+        assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
+        session["c"] = 3
+        session.save()
+        assert session.session_key not in (None, key)
+        assert dict(store.SessionStore(session.session_key).items()) == {"c": 3}
+
+    def test_damaged_session_is_not_listed_as_a_live_session(
+        self, store: StoreUnderTest, corruption: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        key = self.damaged(store, corruption, a=1)
+        other = new_session(store.SessionStore, b=2)
+        assert store.SessionStore().exists(key) is False
+        caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+        assert list(store.SessionStore.iter_session_keys()) == [other]
+        logged = corruption_logged(caplog)
+        assert len(logged) == (1 if store.listing_logs_damage else 0), logged
+
+    def test_entries_of_the_wrong_type_are_absent_and_logged_the_others_load(
+        self, store: StoreUnderTest, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        SessionStore = store.SessionStore
+        fields: dict[str, Any] = {"a": 1, "b": "two", "c": [3]}
+        key = new_session(SessionStore, **fields)
+        good, bad = store.plant_bad_entries(key)
+        kept = {name: value for name, value in fields.items() if name in good}
+        caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+        session = SessionStore(key)
+        assert session.get("a") == 1
+        assert session.session_key == key
+        assert dict(session.items()) == kept
+        assert sorted(session.keys()) == sorted(kept)
+        assert all(name not in session for name in set(fields) - good)
+        assert len(corruption_logged(caplog)) == bad, corruption_logged(caplog)
+        assert SessionStore().exists(key)
+        assert list(SessionStore.iter_session_keys()) == [key]
+
+        # The session goes on: what it does not name stays as stored; a bad entry is
+        # never copied.
+        session["d"] = 4
+        session.save()
+        assert dict(SessionStore(key).items()) == kept | {"d": 4}
+        session = SessionStore(key)
+        session.cycle_key()
+        assert session.session_key != key
+        assert not SessionStore().exists(key)
+        assert store.stored_names(session.session_key) == {*good, "d"}
+        assert dict(SessionStore(session.session_key).items()) == kept | {"d": 4}
+        store.check_consistent()
+
+    # -- listings ---------------------------------------------------------------------
+
+    def test_iter_session_keys_lists_exactly_the_live_sessions(
+        self, store: StoreUnderTest
+    ) -> None:
+        SessionStore = store.SessionStore
+        assert list(SessionStore.iter_session_keys()) == []
+        live = [new_session(SessionStore, n=n) for n in range(1100)]  # more than one batch
+        deleted = new_session(SessionStore, n="deleted")
+        SessionStore(deleted).delete()
+        with mock.patch(
+            "time.time", return_value=time.time() - 2 * django_settings.SESSION_COOKIE_AGE
+        ):
+            expired = new_session(SessionStore, n="expired")
+        listed = list(SessionStore.iter_session_keys())
+        assert len(listed) == len(set(listed))
+        assert sorted(listed) == sorted(live)
+        assert expired not in listed and deleted not in listed
+        deadline = time.time() + django_settings.SESSION_COOKIE_AGE
+        for _key, expires_at in SessionStore.iter_sessions():
+            assert deadline - 60 <= expires_at <= deadline + 1
+
+    def test_listings_skip_and_log_once_entries_that_are_no_session(
+        self, store: StoreUnderTest, stray: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+    ) -> None:
+        SessionStore = store.SessionStore
+        live = sorted(new_session(SessionStore, n=n) for n in range(3))
+        store.plant_strays(stray, 3)  # several: a listing logs once, not once per entry
+        caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+        assert sorted(SessionStore.iter_session_keys()) == live
+        assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
+        caplog.clear()
+        assert sorted(key for key, _ in SessionStore.iter_sessions()) == live
+        assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
+        assert SessionStore.store_figures()["sampled_sessions"] >= len(live)
+
+        out = io.StringIO()
+        with override_settings(MEMOPT_FILTER=True, MEMOPT_FILTER_PATH=str(tmp_path / "filter")):
+            call_command("memopt_rebuild_filter", stdout=out)
+        assert "Added 3 live sessions" in out.getvalue()
+
+    # -- store-wide values ------------------------------------------------------------
+
+    def test_the_first_store_wide_value_wins_and_is_kept_apart_from_sessions(
+        self, store: StoreUnderTest, tmp_path: Path
+    ) -> None:
+        SessionStore = store.SessionStore
+        assert SessionStore.read_value("meta", "window") is None
+        key = new_session(SessionStore, a=1)
+        processes, threads = 4, 4
+        values = [[f"p{p}t{t}" for t in range(threads)] for p in range(processes)]
+        results = [tmp_path / f"meta-{p}.json" for p in range(processes)]
+        barrier = SPAWN.Barrier(processes)
+        with children() as start:
+            worker = session_workers.add_value_racing
+            racers = [
+                start_worker(start, store, worker, ("meta", "window", values[p]), barrier, path)
+                for p, path in enumerate(results)
+            ]
+            assert finish(racers) == [0] * processes
+        returned = [value for path in results for value in result_of(path)["returned"]]
+        assert len(returned) == processes * threads
+        winner = returned[0]
+        assert set(returned) == {winner}, "two callers got different values"
+        assert winner in {value for group in values for value in group}
+        assert SessionStore.read_value("meta", "window") == winner.encode()
+        assert SessionStore.add_value("meta", "window", b"too late") == winner.encode()
+        assert SessionStore.add_value("meta", "other", b"\x00\xff") == b"\x00\xff"
+
+        # Kept across a reopen and a sweep, never expired, and never a session.
+        store.reopen()
+        with mock.patch("time.time", return_value=time.time() + 10 * 600):
+            SessionStore.clear_expired()
+        assert SessionStore.read_values("meta") == {
+            "window": winner.encode(),
+            "other": b"\x00\xff",
+        }
+        assert list(SessionStore.iter_session_keys()) == [key]
+        assert SessionStore.store_figures()["sessions"] == 1
+        assert store.stored_keys() == [key]
+
+    def test_store_wide_values_are_set_replaced_and_removed_by_space(
+        self, store: StoreUnderTest
+    ) -> None:
+        SessionStore = store.SessionStore
+        assert SessionStore.read_values("stats") == {}
+        SessionStore.remove_values("stats", ["never set"])  # not an error
+        SessionStore.put_value("stats", "worker-1", b"\x00first")
+        SessionStore.put_value("stats", "worker-1", b"\x00second")  # replaced
+        SessionStore.put_value("stats", "wörker-2", b"")
+        SessionStore.put_value("stats_v2", "worker-1", b"another space")
+        assert SessionStore.add_value("meta", "worker-1", b"set once") == b"set once"
+        assert SessionStore.read_values("stats") == {"worker-1": b"\x00second", "wörker-2": b""}
+        assert SessionStore.read_value("stats", "wörker-2") == b""
+        assert SessionStore.read_value("stats", "worker-3") is None
+        assert SessionStore.read_values("stats_v2") == {"worker-1": b"another space"}
+        assert SessionStore.read_value("meta", "worker-1") == b"set once"
+
+        SessionStore.remove_values("stats", iter(["worker-1", "worker-3"]))
+        assert SessionStore.read_values("stats") == {"wörker-2": b""}
+        assert SessionStore.read_value("stats_v2", "worker-1") == b"another space"
+        assert SessionStore.read_value("meta", "worker-1") == b"set once"
+        store.reopen()
+        assert SessionStore.read_values("stats") == {"wörker-2": b""}
+        assert list(SessionStore.iter_session_keys()) == []
+        assert store.stored_keys() == []
+
+        # A space's name can never be a session key, nor a store's own.
+        for space in ("sessions", "expiry", "Stats", "", "a~b", "x" * 33, "1abc", "é"):
+            for primitive, *args in (
+                (SessionStore.read_values,),
+                (SessionStore.read_value, "a"),
+                (SessionStore.put_value, "a", b"v"),
+                (SessionStore.add_value, "a", b"v"),
+                (SessionStore.remove_values, ["a"]),
+            ):
+                with pytest.raises(ValueError, match="space"):
+                    primitive(space, *args)

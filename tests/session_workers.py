@@ -158,16 +158,17 @@ def delete_when_busy(
 # -- store-wide values -----------------------------------------------------------------------
 
 
-def add_meta_racing(
+def add_value_racing(
     store: str,
     setup_args: tuple[Any, ...],
+    space: str,
     name: str,
     values: list[str],
     barrier: Any,
     result_path: str,
 ) -> None:
-    """One thread per value, all at once with the other processes: ``add_meta(name,
-    value)``. Reports what each call returned (``returned``), as text."""
+    """One thread per value, all at once with the other processes: ``add_value(space,
+    name, value)``. Reports what each call returned (``returned``), as text."""
     with reporting(result_path) as result:
         SessionStore = ready(store, setup_args)
         returned: list[str] = []
@@ -176,7 +177,7 @@ def add_meta_racing(
 
         def add(n: int) -> None:
             start.wait()
-            returned.append(SessionStore.add_meta(name, values[n].encode()).decode())
+            returned.append(SessionStore.add_value(space, name, values[n].encode()).decode())
 
         run_threads(len(values), add)
         result["returned"] = returned

@@ -1,16 +1,164 @@
-"""The session contract, Django's own session tests and the middleware flows, on LMDB."""
+"""The session and store contracts, Django's own session tests and the middleware flows,
+on LMDB; and how the store contract reaches LMDB's raw data (also used by
+``test_lmdb_store.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 from unittest import mock
 
+import msgpack
 import sessions_tests.tests as django_session_tests
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory, SimpleTestCase, override_settings
 
-from django_memopt.backends.lmdb import SessionStore
+from django_memopt import records
+from django_memopt.backends.lmdb import SessionStore, close_environments, environment
 from django_memopt.middleware import SessionMiddleware as GateSessionMiddleware
-from tests.contract import GATE_MIDDLEWARE, MiddlewareFlows, SessionContract
+from tests.contract import (
+    GATE_MIDDLEWARE,
+    MiddlewareFlows,
+    SessionContract,
+    StoreContract,
+    StoreUnderTest,
+)
+
+# -- LMDB's raw data -------------------------------------------------------------------------
+
+
+def raw_records() -> dict[str, bytes]:
+    """Every record in the ``sessions`` database, as stored."""
+    opened = environment()
+    with opened.env.begin(db=opened.sessions) as txn:
+        return {bytes(key).decode(): bytes(value) for key, value in txn.cursor()}
+
+
+def index_entries() -> list[tuple[int, str]]:
+    """Every entry of the ``expiry`` index: (due time in epoch ms, session key), in order."""
+    opened = environment()
+    with opened.env.begin(db=opened.expiry) as txn:
+        return [
+            (int.from_bytes(key[:8], "big"), bytes(key[8:]).decode()) for key, _ in txn.cursor()
+        ]
+
+
+def put_raw(session_key: str | bytes, record: bytes) -> None:
+    opened = environment()
+    key = session_key.encode() if isinstance(session_key, str) else session_key
+    with opened.env.begin(write=True, db=opened.sessions) as txn:
+        txn.put(key, record)
+
+
+def layers_of(session_key: str) -> list[dict[Any, Any]]:
+    """The layers of a stored record, as msgpack gives them back."""
+    stored = raw_records()[session_key][records.HEADER_SIZE :]
+    layers: list[dict[Any, Any]] = msgpack.unpackb(stored)
+    return layers
+
+
+def put_layers(session_key: str, *layers: dict[Any, Any]) -> None:
+    """Store ``layers`` as the record of ``session_key``, under its current deadline."""
+    record = raw_records()[session_key]
+    put_raw(session_key, record[: records.HEADER_SIZE] + msgpack.packb(list(layers)))
+
+
+def deadline_ms(record: bytes) -> int:
+    record_format, deadline = records.HEADER.unpack_from(record)
+    assert record_format == records.FORMAT
+    return int(deadline)
+
+
+def assert_indexed(session_key: str, deadline: int, entries: list[tuple[int, str]]) -> None:
+    """The session has one index entry, due no earlier than its deadline (else the sweep
+    would pass it by while it is live) and not long after it."""
+    due = [at for at, key in entries if key == session_key]
+    assert len(due) == 1, f"{session_key}: index entries at {due}"
+    assert deadline <= due[0] <= deadline + 3_600_000, (session_key, deadline, due)
+
+
+def assert_index_matches_records() -> None:
+    """One index entry per record, due at the record's deadline, and no other entry."""
+    stored = {key: deadline_ms(record) for key, record in raw_records().items()}
+    entries = index_entries()
+    assert sorted(key for _, key in entries) == sorted(stored)
+    for key, deadline in stored.items():
+        assert_indexed(key, deadline, entries)
+
+
+HEADER_SIZE = records.HEADER_SIZE
+CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
+    "garbage body": lambda record: record[:HEADER_SIZE] + b"\xc1 not msgpack",
+    "body not a map": lambda record: record[:HEADER_SIZE] + b"\x93\x01\x02\x03",
+    "truncated body": lambda record: record[:-3],
+    "garbage header": lambda record: b"\xde" * HEADER_SIZE + record[HEADER_SIZE:],
+    "truncated header": lambda record: record[:5],
+}
+# Keys that are no session ID, under which a listing finds records.
+STRAY_KEYS: dict[str, bytes] = {
+    "not UTF-8": b"\xff\xfe not utf-8",
+    "a path": b"../../etc/passwd",
+    "upper case": b"A" * 32,
+    "not ASCII": "ключ".encode() * 8,
+}
+
+
+class LmdbStore(StoreUnderTest):
+    name = "lmdb"
+    SessionStore = SessionStore
+    corruptions = tuple(CORRUPTIONS)
+    # A damaged record is skipped where a listing reads it, without a line: only its load
+    # is logged.
+    listing_logs_damage = False
+    strays = tuple(STRAY_KEYS)
+
+    def __init__(self, path: str) -> None:
+        self.setup_args = (path,)
+
+    @classmethod
+    @contextmanager
+    def isolated(cls, tmp_path: Path) -> Iterator[LmdbStore]:
+        path = str(tmp_path / "store")
+        with override_settings(
+            SESSION_ENGINE="django_memopt.backends.lmdb", MEMOPT_LMDB_PATH=path
+        ):
+            yield cls(path)
+
+    def stored_keys(self) -> list[str]:
+        return sorted(raw_records())
+
+    def stored_names(self, session_key: str) -> set[str | bytes]:
+        return {name for layer in layers_of(session_key) for name in layer}
+
+    def check_consistent(self) -> None:
+        assert_index_matches_records()
+
+    def reopen(self) -> None:
+        close_environments()
+
+    def damage(self, session_key: str, kind: str) -> None:
+        put_raw(session_key, CORRUPTIONS[kind](raw_records()[session_key]))
+
+    def plant_bad_entries(self, session_key: str) -> tuple[set[str], int]:
+        # A name that is bytes, values that are no bytes, and such entries in a later layer.
+        (sealed,) = layers_of(session_key)
+        put_layers(
+            session_key,
+            {"a": sealed["a"], b"b": sealed["b"], "c": sealed["c"], "n": 5, "m": ["x"]},
+            {b"late": sealed["b"], "o": {"no": "bytes"}, "c": sealed["c"], "gone": None},
+        )
+        return {"a", "c"}, 5  # b"b", "n", "m", b"late", "o": each one line
+
+    def plant_strays(self, kind: str, count: int) -> None:
+        record = next(iter(raw_records().values()))
+        for n in range(count):
+            put_raw(STRAY_KEYS[kind] + str(n).encode(), record)
+
+
+class TestStoreContract(StoreContract):
+    store_type = LmdbStore
 
 
 class TestContract(SessionContract, SimpleTestCase):

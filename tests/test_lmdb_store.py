@@ -1,30 +1,30 @@
-"""The LMDB store under stress and failure, on real LMDB files.
+"""What only the LMDB store does, under stress and failure, on real LMDB files.
 
-Several processes and threads writing one session, a logout racing updates, writers killed
-with ``SIGKILL``, ``fork()``, the expiry index, a full map, corrupt records, unusable paths
-and the durability flags. Child processes are started with the "spawn" context and run
+Writers killed with ``SIGKILL``, reader slots, ``fork()``, the expiry index, a full map
+and its reserve, damaged records and layers, unusable paths, permissions and the
+durability flags. What every store does (concurrent writers, a logout racing them,
+damaged data, listings, store-wide values) is the store contract, run on LMDB by
+``test_lmdb_contract.py``. Child processes are started with the "spawn" context and run
 the entry points in ``tests/lmdb_workers.py``; each test has its own store directory.
 """
 
 from __future__ import annotations
 
-import io
+import functools
 import logging
 import os
 import random
 import signal
-import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import lmdb
-import msgpack
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.sessions.backends.base import CreateError, UpdateError
@@ -38,11 +38,22 @@ from django_memopt.backends.base import Delta, SessionStoreError, SessionStoreFu
 from django_memopt.backends.lmdb import SessionStore, close_environments, environment
 from django_memopt.checks import check_settings
 from django_memopt.conf import conf
-from tests import lmdb_workers, session_workers
-from tests.processes import SPAWN, children, finish, result_of
+from tests import contract, lmdb_workers
+from tests.contract import corruption_logged
+from tests.processes import children, finish, result_of
+from tests.test_lmdb_contract import (
+    CORRUPTIONS,
+    STRAY_KEYS,
+    LmdbStore,
+    assert_index_matches_records,
+    assert_indexed,
+    deadline_ms,
+    index_entries,
+    layers_of,
+    put_raw,
+    raw_records,
+)
 
-# Generous bounds for a loaded 2-core machine; a healthy run needs a fraction of each.
-HEADER = struct.Struct(">BQ")  # record layout: format byte, deadline in epoch ms
 # Seconds ahead at which sessions given 30 seconds have expired and are due in the expiry
 # index (whatever its granularity), while sessions of the default age are still live.
 LATER = 600
@@ -59,80 +70,7 @@ def store(tmp_path: Path) -> Iterator[str]:
         yield path
 
 
-def new_session(**fields: Any) -> str:
-    session = SessionStore()
-    session.update(fields)
-    session.save()
-    assert session.session_key is not None
-    return session.session_key
-
-
-def raw_records() -> dict[str, bytes]:
-    """Every record in the ``sessions`` database, as stored."""
-    opened = environment()
-    with opened.env.begin(db=opened.sessions) as txn:
-        return {bytes(key).decode(): bytes(value) for key, value in txn.cursor()}
-
-
-def index_entries() -> list[tuple[int, str]]:
-    """Every entry of the ``expiry`` index: (due time in epoch ms, session key), in order."""
-    opened = environment()
-    with opened.env.begin(db=opened.expiry) as txn:
-        return [
-            (int.from_bytes(key[:8], "big"), bytes(key[8:]).decode()) for key, _ in txn.cursor()
-        ]
-
-
-def put_raw(session_key: str | bytes, record: bytes) -> None:
-    opened = environment()
-    key = session_key.encode() if isinstance(session_key, str) else session_key
-    with opened.env.begin(write=True, db=opened.sessions) as txn:
-        txn.put(key, record)
-
-
-def layers_of(session_key: str) -> list[dict[Any, Any]]:
-    """The layers of a stored record, as msgpack gives them back."""
-    layers: list[dict[Any, Any]] = msgpack.unpackb(raw_records()[session_key][HEADER.size :])
-    return layers
-
-
-def put_layers(session_key: str, *layers: dict[Any, Any]) -> None:
-    """Store ``layers`` as the record of ``session_key``, under its current deadline."""
-    record = raw_records()[session_key]
-    put_raw(session_key, record[: HEADER.size] + msgpack.packb(list(layers)))
-
-
-def corruption_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The "Session data corrupted" lines logged so far, as Django logs bad session data."""
-    return [
-        record.getMessage()
-        for record in caplog.records
-        if record.name == "django.security.SuspiciousSession"
-        and "Session data corrupted" in record.getMessage()
-    ]
-
-
-def deadline_ms(record: bytes) -> int:
-    record_format, deadline = HEADER.unpack_from(record)
-    assert record_format == records.FORMAT
-    return int(deadline)
-
-
-def assert_indexed(session_key: str, deadline: int, entries: list[tuple[int, str]]) -> None:
-    """The session has one index entry, due no earlier than its deadline (else the sweep
-    would pass it by while it is live) and not long after it."""
-    due = [at for at, key in entries if key == session_key]
-    assert len(due) == 1, f"{session_key}: index entries at {due}"
-    assert deadline <= due[0] <= deadline + 3_600_000, (session_key, deadline, due)
-
-
-def assert_index_matches_records() -> None:
-    """One index entry per record, due at the record's deadline, and no other entry."""
-    stored = {key: deadline_ms(record) for key, record in raw_records().items()}
-    entries = index_entries()
-    assert sorted(key for _, key in entries) == sorted(stored)
-    for key, deadline in stored.items():
-        assert_indexed(key, deadline, entries)
+new_session = functools.partial(contract.new_session, SessionStore)
 
 
 def reader_pids(env: Any) -> list[int]:
@@ -141,102 +79,7 @@ def reader_pids(env: Any) -> list[int]:
     return [int(line.split()[0]) for line in lines if line.split()]
 
 
-# -- 1. many writers, one session: no lost updates ------------------------------------------
-
-
-def test_processes_and_threads_writing_one_session_lose_no_update(
-    store: str, tmp_path: Path
-) -> None:
-    processes, threads, rounds = 4, 8, 25
-    key = new_session(base="kept")
-    names = [[f"p{p}t{t}" for t in range(threads)] for p in range(processes)]
-    results = [tmp_path / f"result-{p}.json" for p in range(processes)]
-    barrier = SPAWN.Barrier(processes)
-    with children() as start:
-        workers = [
-            start(
-                session_workers.update_own_fields,
-                "lmdb",
-                (store,),
-                key,
-                names[p],
-                rounds,
-                barrier,
-                str(results[p]),
-            )
-            for p in range(processes)
-        ]
-        exit_codes = finish(workers)
-    saves = [result_of(path)["saves"] for path in results]
-    assert exit_codes == [0] * processes
-    assert saves == [threads * rounds] * processes
-    expected = {"base": "kept"} | {name: rounds for group in names for name in group}
-    assert dict(SessionStore(key).items()) == expected
-    assert list(SessionStore.iter_session_keys()) == [key]
-    assert_index_matches_records()
-
-
-def test_threads_writing_one_session_lose_no_update(store: str) -> None:
-    threads, rounds = 12, 25
-    key = new_session(base="kept")
-    names = [f"t{t}" for t in range(threads)]
-    saves, errors = session_workers.hammer(SessionStore, key, names, rounds)
-    assert errors == []
-    assert saves == threads * rounds
-    assert dict(SessionStore(key).items()) == {"base": "kept"} | dict.fromkeys(names, rounds)
-
-
-# -- 2. a logout racing updates: no resurrection --------------------------------------------
-
-
-def test_logout_racing_updates_stays_logged_out(store: str, tmp_path: Path) -> None:
-    key = new_session(user="someone")
-    names = [[f"p{p}t{t}" for t in range(4)] for p in range(2)]
-    results = [tmp_path / f"writer-{p}.json" for p in range(2)]
-    deleter_result = tmp_path / "deleter.json"
-    barrier = SPAWN.Barrier(3)
-    with children() as start:
-        workers = [
-            start(
-                session_workers.update_until_deleted,
-                "lmdb",
-                (store,),
-                key,
-                names[p],
-                2000,
-                barrier,
-                str(results[p]),
-            )
-            for p in range(2)
-        ]
-        all_names = [name for group in names for name in group]
-        deleter = start(
-            session_workers.delete_when_busy,
-            "lmdb",
-            (store,),
-            key,
-            all_names,
-            barrier,
-            str(deleter_result),
-        )
-        exit_codes = finish([*workers, deleter])
-    outcomes: dict[str, str] = {}
-    for path in results:
-        outcomes |= result_of(path)["outcomes"]
-    assert result_of(deleter_result)["deleted"] is True
-    assert exit_codes == [0, 0, 0]
-    assert sorted(outcomes) == sorted(all_names)
-    # Every writer stopped because of the logout: its save was refused, or its load found
-    # nothing (a request would then start a new session under a new key).
-    assert set(outcomes.values()) <= {"UpdateError", "gone at load"}, outcomes
-    assert "UpdateError" in outcomes.values(), outcomes
-    assert not SessionStore().exists(key)
-    assert SessionStore._read(key) is None
-    assert raw_records() == {}
-    assert index_entries() == []
-
-
-# -- 3. a writer killed mid-write ------------------------------------------------------------
+# -- 1. a writer killed mid-write ------------------------------------------------------------
 
 
 def _wait_for_lines(log: Path, count: int, process: Any, timeout: float = 30.0) -> None:
@@ -371,7 +214,7 @@ def test_killed_reader_slot_is_cleared(store: str, tmp_path: Path) -> None:
     assert SessionStore(new_session(b=2))["b"] == 2
 
 
-# -- 4. fork ---------------------------------------------------------------------------------
+# -- 2. fork ---------------------------------------------------------------------------------
 
 
 def test_fork_after_use_child_and_parent_both_work(store: str, tmp_path: Path) -> None:
@@ -437,7 +280,7 @@ def test_fork_during_a_long_transaction_leaves_the_parent_alone(
     assert parent["holder_read"] and parent["parent_still_works"]
 
 
-# -- 5. the expiry index and clear_expired ---------------------------------------------------
+# -- 3. the expiry index and clear_expired ---------------------------------------------------
 
 
 def test_clear_expired_removes_expired_only_without_reading_live_records(store: str) -> None:
@@ -542,7 +385,7 @@ def test_extended_session_is_not_swept_at_its_old_deadline(store: str) -> None:
     assert_index_matches_records()  # the stale entry went, the current ones stayed
 
 
-# -- 6. a full map ---------------------------------------------------------------------------
+# -- 4. a full map ---------------------------------------------------------------------------
 
 
 def test_full_map_raises_session_store_full_and_recovers(tmp_path: Path) -> None:
@@ -833,15 +676,7 @@ def test_reads_in_other_threads_while_another_process_grows_the_file(
     assert_map_not_grown()
 
 
-# -- 7. corrupt records ----------------------------------------------------------------------
-
-CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
-    "garbage body": lambda record: record[: records.HEADER_SIZE] + b"\xc1 not msgpack",
-    "body not a map": lambda record: record[: records.HEADER_SIZE] + b"\x93\x01\x02\x03",
-    "truncated body": lambda record: record[:-3],
-    "garbage header": lambda record: b"\xde" * records.HEADER_SIZE + record[records.HEADER_SIZE :],
-    "truncated header": lambda record: record[:5],
-}
+# -- 5. damaged records ----------------------------------------------------------------------
 
 
 def corrupted(kind: str, **fields: Any) -> tuple[str, SessionStore]:
@@ -851,37 +686,6 @@ def corrupted(kind: str, **fields: Any) -> tuple[str, SessionStore]:
     assert dict(loaded.items()) == fields
     put_raw(key, CORRUPTIONS[kind](raw_records()[key]))
     return key, loaded
-
-
-@pytest.mark.parametrize("kind", CORRUPTIONS)
-def test_corrupt_record_loads_as_a_fresh_session_and_is_logged(
-    store: str, kind: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    key, _ = corrupted(kind, a=1, b="two")
-    with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
-        session = SessionStore(key)
-        assert dict(session.items()) == {}
-    assert session.session_key is None  # a save creates a new session, under a new key
-    messages = [
-        record.getMessage()
-        for record in caplog.records
-        if record.name == "django.security.SuspiciousSession"
-    ]
-    assert any("Session data corrupted" in message for message in messages), (
-        f"a {kind} record loaded silently"
-    )
-    session["c"] = 3
-    session.save()
-    assert session.session_key != key
-    assert dict(SessionStore(session.session_key).items()) == {"c": 3}
-
-
-@pytest.mark.parametrize("kind", CORRUPTIONS)
-def test_damaged_record_is_not_listed_as_a_live_session(store: str, kind: str) -> None:
-    key, _ = corrupted(kind, a=1)
-    other = new_session(b=2)
-    assert SessionStore().exists(key) is False
-    assert list(SessionStore.iter_session_keys()) == [other]
 
 
 @pytest.mark.parametrize("kind", CORRUPTIONS)
@@ -922,42 +726,21 @@ def test_create_over_corrupt_record_works(store: str, kind: str) -> None:
     assert_indexed(key, deadline_ms(raw_records()[key]), index_entries())
 
 
-def tampered(caplog: pytest.LogCaptureFixture) -> tuple[str, dict[str, bytes]]:
-    """A session whose record holds, besides its good fields ``a`` and ``c``, entries no
-    save writes: a name that is bytes, a value that is no bytes, and such entries in a
-    later layer; and what its good fields' stored bytes are."""
-    key = new_session(a=1, b="two", c=[3])
-    (sealed,) = layers_of(key)
-    put_layers(
-        key,
-        {"a": sealed["a"], b"b": sealed["b"], "c": sealed["c"], "n": 5, "m": ["x"]},
-        {b"late": sealed["b"], "o": {"no": "bytes"}, "c": sealed["c"], "gone": None},
-    )
-    caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
-    return key, {"a": sealed["a"], "c": sealed["c"]}
-
-
-def test_entries_of_the_wrong_type_are_absent_and_logged_the_others_load(
-    store: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    key, _ = tampered(caplog)
-    session = SessionStore(key)
-    assert session.get("a") == 1
-    assert session.session_key == key
-    assert dict(session.items()) == {"a": 1, "c": [3]}
-    assert sorted(session.keys()) == ["a", "c"]
-    assert "n" not in session and "b" not in session
-    logged = corruption_logged(caplog)
-    assert len(logged) == 5, logged  # b"b", "n", "m", b"late", "o": each one line
-    assert SessionStore().exists(key)
-    assert list(SessionStore.iter_session_keys()) == [key]
-    assert SessionStore.store_figures()["fields_per_session"] == 2
-
-
 def test_entries_of_the_wrong_type_are_never_written_back(
     store: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    key, good = tampered(caplog)
+    def tampered() -> tuple[str, dict[str, bytes]]:
+        # Bad entries beside the good fields a and c (see LmdbStore.plant_bad_entries),
+        # and the stored bytes of the good ones. The contract checks they read as absent.
+        key = new_session(a=1, b="two", c=[3])
+        (sealed,) = layers_of(key)
+        LmdbStore(store).plant_bad_entries(key)
+        return key, {name: sealed[name] for name in ("a", "c")}
+
+    caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+    key, good = tampered()
+    assert "n" not in SessionStore(key) and "b" not in SessionStore(key)
+    assert SessionStore.store_figures()["fields_per_session"] == 2
     # An update appends a layer and leaves the old ones as they are (still dropped on
     # reading); once the layers are merged, the bad entries are gone from the record.
     for n in range(records.MAX_LAYERS):
@@ -973,7 +756,7 @@ def test_entries_of_the_wrong_type_are_never_written_back(
     assert set(merged) == {"a", "c", "d"}
     assert {name: merged[name] for name in good} == good
 
-    key, _ = tampered(caplog)
+    key, _ = tampered()
     session = SessionStore(key)
     session.cycle_key()
     assert session.session_key != key
@@ -984,7 +767,7 @@ def test_entries_of_the_wrong_type_are_never_written_back(
     assert_index_matches_records()
 
 
-# -- 8. an unusable path ---------------------------------------------------------------------
+# -- 6. an unusable path ---------------------------------------------------------------------
 
 
 def test_path_under_a_regular_file_fails_clearly(tmp_path: Path) -> None:
@@ -1035,7 +818,7 @@ def test_damaged_data_file_fails_clearly(tmp_path: Path) -> None:
     assert "MEMOPT_LMDB_PATH" in str(error.value)
 
 
-# -- 9. durability ---------------------------------------------------------------------------
+# -- 7. durability ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -1061,101 +844,75 @@ def test_durability_setting_sets_the_sync_flags(
         assert dict(SessionStore(key).items()) == {"a": [1, 2], "b": "x"}
 
 
-# -- 10. iter_session_keys -------------------------------------------------------------------
+# -- 8. listings and store-wide values -------------------------------------------------------
 
 
-def test_iter_session_keys_lists_exactly_the_live_sessions(store: str) -> None:
-    assert list(SessionStore.iter_session_keys()) == []
+def test_a_session_past_its_deadline_is_not_listed_though_its_record_stays(store: str) -> None:
     live = [new_session(n=n) for n in range(5)]
     with mock.patch(
         "time.time", return_value=time.time() - 2 * django_settings.SESSION_COOKIE_AGE
     ):
         expired = new_session(n="expired")
-    deleted = new_session(n="deleted")
-    SessionStore(deleted).delete()
     short = SessionStore()
     short["n"] = "short"
     short.set_expiry(30)
     short.save()
-    assert expired in raw_records()
+    assert expired in raw_records()  # until a sweep
     assert list(SessionStore.iter_session_keys()) == sorted([*live, short.session_key])
     with mock.patch("time.time", return_value=time.time() + LATER):
         assert list(SessionStore.iter_session_keys()) == sorted(live)
+    assert short.session_key in raw_records()
 
 
-@pytest.mark.parametrize(
-    "stray_key",
-    [b"\xff\xfe not utf-8", b"../../etc/passwd", b"A" * 32, "ключ".encode() * 8],
-)
-def test_listings_skip_and_log_once_records_under_keys_that_are_no_session_ids(
-    store: str, stray_key: bytes, caplog: pytest.LogCaptureFixture, settings: Any
+@pytest.mark.parametrize("stray", STRAY_KEYS)
+def test_small_batches_and_figures_skip_and_log_once_records_under_no_session_id(
+    store: str, stray: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     live = sorted(new_session(n=n) for n in range(3))
-    record = raw_records()[live[0]]
-    for n in range(3):  # several: the listing logs once, not once per key
-        put_raw(stray_key + str(n).encode(), record)
+    LmdbStore(store).plant_strays(stray, 3)
     caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
-    assert sorted(SessionStore.iter_session_keys()) == live
-    assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
-    caplog.clear()
     assert sorted(key for key, _ in SessionStore.iter_sessions(batch=2)) == live
     assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
     caplog.clear()
     figures = SessionStore.store_figures()
-    assert figures["sampled_sessions"] == 3
+    assert figures["sampled_sessions"] == 3  # records are read: a stray is no session
     assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
 
-    settings.MEMOPT_FILTER = True
-    settings.MEMOPT_FILTER_PATH = os.path.join(store, "filter")
-    out = io.StringIO()
-    call_command("memopt_rebuild_filter", stdout=out)
-    assert "Added 3 live sessions" in out.getvalue()
 
-
-def test_the_first_store_wide_value_wins_and_is_kept_apart_from_sessions(
-    store: str, tmp_path: Path
-) -> None:
-    assert SessionStore.read_meta("window") is None
+def test_store_wide_values_stay_in_the_databases_of_the_previous_release(store: str) -> None:
+    # The previous release wrote each process's counters to the named database "stats"
+    # and values set once to "meta": an upgrade reads them where they are.
     key = new_session(a=1)
-    processes, threads = 4, 4
-    values = [[f"p{p}t{t}" for t in range(threads)] for p in range(processes)]
-    results = [tmp_path / f"meta-{p}.json" for p in range(processes)]
-    barrier = SPAWN.Barrier(processes)
-    with children() as start:
-        racers = [
-            start(
-                session_workers.add_meta_racing,
-                "lmdb",
-                (store,),
-                "window",
-                values[p],
-                barrier,
-                str(results[p]),
-            )
-            for p in range(processes)
-        ]
-        assert finish(racers) == [0] * processes
-    returned = [value for path in results for value in result_of(path)["returned"]]
-    assert len(returned) == processes * threads
-    winner = returned[0]
-    assert set(returned) == {winner}, "two callers got different values"
-    assert winner in {value for group in values for value in group}
-    assert SessionStore.read_meta("window") == winner.encode()
-    assert SessionStore.add_meta("window", b"too late") == winner.encode()
-    assert SessionStore.add_meta("other", b"\x00\xff") == b"\x00\xff"
-
-    # Kept across a reopen and a sweep, and never a session.
+    opened = environment()
+    for name, entries in (
+        (b"stats", {b"host:1:token": b"counters"}),
+        (b"meta", {b"unsigned-ids-until": b"0"}),
+    ):
+        with opened.env.begin(write=True, db=opened.env.open_db(name)) as txn:
+            for entry, value in entries.items():
+                txn.put(entry, value)
     close_environments()
-    with mock.patch("time.time", return_value=time.time() + 10 * LATER):
-        SessionStore.clear_expired()
-    assert SessionStore.read_meta("window") == winner.encode()
-    assert SessionStore.read_meta("other") == b"\x00\xff"
+    assert SessionStore.read_values("stats") == {"host:1:token": b"counters"}
+    assert SessionStore.read_value("meta", "unsigned-ids-until") == b"0"
+    assert SessionStore.add_value("meta", "unsigned-ids-until", b"9") == b"0"
+    SessionStore.put_value("stats", "host:2:token", b"more")
+    close_environments()
+    opened = environment()
+    with opened.env.begin(db=opened.env.open_db(b"stats")) as txn:
+        assert dict(txn.cursor()) == {b"host:1:token": b"counters", b"host:2:token": b"more"}
     assert list(SessionStore.iter_session_keys()) == [key]
-    assert SessionStore.store_figures()["sessions"] == 1
-    assert sorted(raw_records()) == [key]
 
 
-# -- 11. the default path --------------------------------------------------------------------
+def test_spaces_beyond_the_databases_an_environment_holds_fail_clearly(store: str) -> None:
+    for n in range(lmdb_backend.MAX_SPACES):
+        SessionStore.put_value(f"space{n}", "a", b"%d" % n)
+    with pytest.raises(SessionStoreError, match=store):
+        SessionStore.put_value("onetoomany", "a", b"x")
+    assert SessionStore.read_value(f"space{lmdb_backend.MAX_SPACES - 1}", "a") is not None
+    assert SessionStore(new_session(a=1))["a"] == 1
+
+
+# -- 9. the default path --------------------------------------------------------------------
 
 
 def test_default_path_is_under_the_temp_dir_and_works(

@@ -1,20 +1,21 @@
-"""The Redis store under stress and failure, on real redis-servers.
+"""What only the Redis store does, under stress and failure, on real redis-servers.
 
 The layout of a session in Redis, what a load and a save actually send (as Redis itself
 reports it: ``MONITOR``, which also shows the commands a Lua script runs, and the read
 events of ``INFO stats``), ``cycle_key`` without ``RENAME``, ``SCRIPT FLUSH``, Redis
-stopped, restarted, hung and full, several processes and threads writing one session, a
-logout racing updates, Sentinel, and expiry.
+stopped, restarted, hung and full, Sentinel, replicas, RESP3, memory encodings, and expiry
+as a TTL. What every store does (concurrent writers, a logout racing them, damaged data,
+listings, store-wide values) is the store contract, run on Redis by
+``test_redis_contract.py``.
 
 Tests that stop, restart, flush or reconfigure Redis run on a redis-server of their own
 (``dedicated_redis``), on its own free port, with a cache alias of its own: the suite's
-shared server is never disturbed. Child processes are started with the "spawn" context and
-run the entry points in ``tests/session_workers.py``, configured by
-``tests/redis_workers.setup``.
+shared server is never disturbed.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -31,21 +32,19 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings as django_settings
-from django.contrib.sessions.backends.base import UpdateError
 from django.test import Client, override_settings
 from django_redis.pool import ConnectionFactory
 
 from django_memopt.backends.base import SessionStoreError
 from django_memopt.backends.redis import SessionStore, SessionStoreUnavailable, connection
 from django_memopt.codec import HEADER_SIZE
-from tests import session_workers
-from tests.processes import SPAWN, children, finish, result_of
+from tests import contract
 from tests.redis_server import RedisServer, free_port, redis_server_binary
+from tests.test_redis_contract import MARKER, RedisStore
 
 # Generous bounds for a loaded 2-core machine; a healthy run needs a fraction of each.
 ENGINE = "django_memopt.backends.redis"
 DEFAULT_PREFIX = "memopt:session:"  # docs/settings.md: MEMOPT_REDIS_KEY_PREFIX
-MARKER = b"\xff"  # docs/redis.md: the field that keeps a session in existence
 DEDICATED = "dedicated"  # the cache alias of a test's own redis-server
 # An operation on an unreachable or hung Redis fails within the cache's socket timeouts
 # (1 s here), never after redis-py's retries and backoffs.
@@ -255,34 +254,7 @@ def _forget_new_connection_pools() -> Iterator[None]:
         pools.pop(url).disconnect()
 
 
-@pytest.fixture
-def shared() -> Iterator[tuple[redis.Redis, str]]:
-    """The suite's redis-server with a key prefix of this test's own; removed afterwards."""
-    prefix = f"memopt-test:{uuid.uuid4().hex}:"
-    raw = redis.Redis(port=django_settings.REDIS_TEST_PORT, single_connection_client=True)
-    try:
-        with override_settings(
-            SESSION_ENGINE=ENGINE, SESSION_CACHE_ALIAS="sessions", MEMOPT_REDIS_KEY_PREFIX=prefix
-        ):
-            assert tcp_port() == django_settings.REDIS_TEST_PORT
-            yield raw, prefix
-    finally:
-        for key in list(raw.scan_iter(match=f"{prefix}*")):
-            raw.delete(key)
-        raw.close()
-
-
-def session_hashes(raw: redis.Redis, prefix: str) -> list[bytes]:
-    """The keys under ``prefix`` but the processes' statistics (which exiting workers write)."""
-    return [key for key in raw.keys(f"{prefix}*") if not key.endswith(b"~stats")]
-
-
-def new_session(**fields: Any) -> str:
-    session = SessionStore()
-    session.update(fields)
-    session.save()
-    assert session.session_key is not None
-    return session.session_key
+new_session = functools.partial(contract.new_session, SessionStore)
 
 
 def hash_name(session_key: str, prefix: str = DEFAULT_PREFIX) -> bytes:
@@ -557,15 +529,18 @@ def _operations(key: str) -> dict[str, Callable[[], Any]]:
         "update": update,
         "delete": lambda: SessionStore(key).delete(),
         "cycle_key": lambda: SessionStore(key).cycle_key(),
-        "read_meta": lambda: SessionStore.read_meta("window"),
-        "add_meta": lambda: SessionStore.add_meta("window", b"later"),
+        "read_values": lambda: SessionStore.read_values("meta"),
+        "read_value": lambda: SessionStore.read_value("meta", "window"),
+        "put_value": lambda: SessionStore.put_value("stats", "token", b"counters"),
+        "add_value": lambda: SessionStore.add_value("meta", "window", b"later"),
+        "remove_values": lambda: SessionStore.remove_values("stats", ["token"]),
     }
 
 
 def test_redis_stopped_fails_fast_and_restarted_works_again() -> None:
     with dedicated_redis("--appendonly", "yes", monitor=False) as running:
         key = new_session(a=1)
-        assert SessionStore.add_meta("window", b"until") == b"until"
+        assert SessionStore.add_value("meta", "window", b"until") == b"until"
         operations = _operations(key)
         running.server.stop()
         for operation, action in operations.items():
@@ -580,8 +555,8 @@ def test_redis_stopped_fails_fast_and_restarted_works_again() -> None:
         session["b"] = 2
         session.save()  # the restarted Redis has no script cached: loaded again
         assert dict(SessionStore(key).items()) == {"a": 1, "b": 2}
-        assert SessionStore.read_meta("window") == b"until"
-        assert SessionStore.add_meta("window", b"other") == b"until"
+        assert SessionStore.read_value("meta", "window") == b"until"
+        assert SessionStore.add_value("meta", "window", b"other") == b"until"
 
         # Restarted between two requests, with no failed request in between: the pooled
         # connections are stale, and the next request still works.
@@ -709,101 +684,7 @@ def test_full_redis_refuses_writes_with_its_message_and_recovers() -> None:
         }
 
 
-# -- 7. concurrency --------------------------------------------------------------------------
-
-
-def test_processes_and_threads_writing_one_session_lose_no_update(
-    shared: tuple[redis.Redis, str], tmp_path: Path
-) -> None:
-    raw, prefix = shared
-    processes, threads, rounds = 4, 8, 25
-    port = django_settings.REDIS_TEST_PORT
-    key = new_session(base="kept")
-    names = [[f"p{p}t{t}" for t in range(threads)] for p in range(processes)]
-    results = [tmp_path / f"result-{p}.json" for p in range(processes)]
-    barrier = SPAWN.Barrier(processes)
-    with children() as start:
-        workers = [
-            start(
-                session_workers.update_own_fields,
-                "redis",
-                (port, prefix),
-                key,
-                names[p],
-                rounds,
-                barrier,
-                str(results[p]),
-            )
-            for p in range(processes)
-        ]
-        exit_codes = finish(workers)
-    saves = [result_of(path)["saves"] for path in results]
-    assert exit_codes == [0] * processes
-    assert saves == [threads * rounds] * processes
-    expected = {"base": "kept"} | {name: rounds for group in names for name in group}
-    assert dict(SessionStore(key).items()) == expected
-    assert list(SessionStore.iter_session_keys()) == [key]
-    assert session_hashes(raw, prefix) == [hash_name(key, prefix)]
-
-
-def test_logout_racing_updates_stays_logged_out(
-    shared: tuple[redis.Redis, str], tmp_path: Path
-) -> None:
-    raw, prefix = shared
-    port = django_settings.REDIS_TEST_PORT
-    key = new_session(user="someone")
-    late = SessionStore(key)
-    assert late["user"] == "someone"  # a request that loaded the session before the logout
-    names = [[f"p{p}t{t}" for t in range(4)] for p in range(2)]
-    all_names = [name for group in names for name in group]
-    results = [tmp_path / f"writer-{p}.json" for p in range(2)]
-    deleter_result = tmp_path / "deleter.json"
-    barrier = SPAWN.Barrier(3)
-    with children() as start:
-        workers = [
-            start(
-                session_workers.update_until_deleted,
-                "redis",
-                (port, prefix),
-                key,
-                names[p],
-                2000,
-                barrier,
-                str(results[p]),
-            )
-            for p in range(2)
-        ]
-        deleter = start(
-            session_workers.delete_when_busy,
-            "redis",
-            (port, prefix),
-            key,
-            all_names,
-            barrier,
-            str(deleter_result),
-        )
-        exit_codes = finish([*workers, deleter])
-    outcomes: dict[str, str] = {}
-    for path in results:
-        outcomes |= result_of(path)["outcomes"]
-    assert result_of(deleter_result)["deleted"] is True
-    assert exit_codes == [0, 0, 0]
-    assert sorted(outcomes) == sorted(all_names)
-    # Every writer stopped because of the logout: its save was refused, or its load found
-    # nothing (a request would then start a new session under a new key).
-    assert set(outcomes.values()) <= {"UpdateError", "gone at load"}, outcomes
-    assert "UpdateError" in outcomes.values(), outcomes
-    assert not SessionStore().exists(key)
-    assert SessionStore._read(key) is None
-    assert session_hashes(raw, prefix) == []
-    # And a save from a request that loaded the session before the logout is refused too.
-    late["after"] = "logout"
-    with pytest.raises(UpdateError):
-        late.save()
-    assert session_hashes(raw, prefix) == []
-
-
-# -- 8. Sentinel -----------------------------------------------------------------------------
+# -- 7. Sentinel -----------------------------------------------------------------------------
 
 
 @contextmanager
@@ -890,7 +771,7 @@ def test_sessions_through_sentinel(factory_in: str) -> None:
         primary.cleanup()
 
 
-# -- 9. expiry -------------------------------------------------------------------------------
+# -- 8. expiry -------------------------------------------------------------------------------
 
 
 def test_session_expires_with_its_ttl(dedicated: Dedicated) -> None:
@@ -1004,129 +885,41 @@ def test_sessions_work_over_resp3(dedicated: Dedicated) -> None:
         assert SessionStore(moved.session_key)["b"] == [2, 3]
 
 
-# -- 10. tampered hashes ---------------------------------------------------------------------
+# -- 9. what listings see --------------------------------------------------------------------
 
 
-def corruption_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The "Session data corrupted" lines logged so far, as Django logs bad session data."""
-    return [
-        record.getMessage()
-        for record in caplog.records
-        if record.name == "django.security.SuspiciousSession"
-        and "Session data corrupted" in record.getMessage()
-    ]
+def test_figures_sample_keys_by_session_name_without_reading_them(tmp_path: Path) -> None:
+    # The contract checks that listings skip and log such keys; the figures count them, as
+    # they sample keys (MEMORY USAGE, OBJECT ENCODING, HLEN) without reading any.
+    with RedisStore.isolated(tmp_path) as store:
+        live = sorted(new_session(n=n) for n in range(3))
+        store.plant_strays("all of them", 3)
+        figures = SessionStore.store_figures()  # HLEN on a string does not fail the sample
+        assert figures["sampled_sessions"] == 3 + 9
+        assert sorted(SessionStore.iter_session_keys()) == live
 
 
-def test_a_field_whose_name_is_not_utf8_is_absent_and_logged(
-    dedicated: Dedicated, caplog: pytest.LogCaptureFixture
-) -> None:
-    raw = dedicated.raw
-    key = new_session(a=1, b="two")
-    name = hash_name(key)
-    sealed = raw.hget(name, b"b")
-    raw.hset(name, b"\x80 not utf-8", sealed)
-    raw.hset(name, "café".encode("latin-1"), sealed)
-    caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
-    session = SessionStore(key)
-    assert dict(session.items()) == {"a": 1, "b": "two"}
-    assert session.session_key == key
-    assert len(corruption_logged(caplog)) == 2, corruption_logged(caplog)
-    assert SessionStore().exists(key)
-    assert list(SessionStore.iter_session_keys()) == [key]
-
-    session["c"] = 3  # the session goes on; what it does not name stays as stored
-    session.save()
-    assert dict(SessionStore(key).items()) == {"a": 1, "b": "two", "c": 3}
-    session = SessionStore(key)
-    session.cycle_key()
-    assert set(raw.hkeys(hash_name(session.session_key))) == {b"a", b"b", b"c", MARKER}
+# -- 10. store-wide values -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "deadline", [b"soon", b"-5", b"nan", b"inf", b"1e400", b"12.5", b" 12", b"", b"9" * 400]
-)
-def test_a_session_whose_deadline_is_not_one_is_absent_and_logged(
-    dedicated: Dedicated, deadline: bytes, caplog: pytest.LogCaptureFixture
-) -> None:
-    raw = dedicated.raw
-    key = new_session(a=1)
-    other = new_session(b=2)
-    raw.hset(hash_name(key), MARKER, deadline)
-    caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
-    session = SessionStore(key)
-    assert dict(session.items()) == {}
-    assert session.session_key is None  # a save starts a new session, under a new key
-    assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
-    assert not SessionStore().exists(key)
-    caplog.clear()
-    assert list(SessionStore.iter_session_keys()) == [other]
-    assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
-    session["c"] = 3
-    session.save()
-    assert session.session_key not in (None, key)
-
-
-def test_listings_skip_and_log_once_keys_under_session_names_that_are_no_session(
-    dedicated: Dedicated, caplog: pytest.LogCaptureFixture
-) -> None:
-    raw = dedicated.raw
-    live = sorted(new_session(n=n) for n in range(3))
-    for n in range(3):  # several: a listing logs once, not once per key
-        raw.set(hash_name(f"{n}string{'0' * 24}"), b"not a hash")
-        raw.hset(hash_name(f"{n}nodeadline{'0' * 22}"), b"a", b"no marker")
-        raw.hset(hash_name(f"{n}baddeadline{'0' * 21}"), mapping={b"a": b"1", MARKER: b"x"})
-    raw.set(DEFAULT_PREFIX + "not-a-session-id", b"x")  # skipped silently: no session name
-    caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
-    assert sorted(SessionStore.iter_session_keys()) == live
-    assert len(corruption_logged(caplog)) == 1, corruption_logged(caplog)
-    figures = SessionStore.store_figures()  # HLEN on a string does not fail the sample
-    assert figures["sampled_sessions"] == 3 + 9
-    string_key = f"0string{'0' * 24}"
-    assert SessionStore(string_key).load() == {}
-    assert not SessionStore().exists(string_key)
-
-
-# -- 11. store-wide values -------------------------------------------------------------------
-
-
-def test_the_first_store_wide_value_wins_and_is_kept_apart_from_sessions(
-    shared: tuple[redis.Redis, str], tmp_path: Path
-) -> None:
-    raw, prefix = shared
-    assert SessionStore.read_meta("window") is None
-    key = new_session(a=1)
-    processes, threads = 4, 4
-    values = [[f"p{p}t{t}" for t in range(threads)] for p in range(processes)]
-    results = [tmp_path / f"meta-{p}.json" for p in range(processes)]
-    barrier = SPAWN.Barrier(processes)
-    setup_args = (django_settings.REDIS_TEST_PORT, prefix)
-    with children() as start:
-        racers = [
-            start(
-                session_workers.add_meta_racing,
-                "redis",
-                setup_args,
-                "window",
-                values[p],
-                barrier,
-                str(results[p]),
-            )
-            for p in range(processes)
-        ]
-        assert finish(racers) == [0] * processes
-    returned = [value for path in results for value in result_of(path)["returned"]]
-    assert len(returned) == processes * threads
-    winner = returned[0]
-    assert set(returned) == {winner}, "two callers got different values"
-    assert winner in {value for group in values for value in group}
-    assert SessionStore.read_meta("window") == winner.encode()
-    assert SessionStore.add_meta("window", b"too late") == winner.encode()
-    assert SessionStore.add_meta("other", b"\x00\xff") == b"\x00\xff"
-
-    # One hash without expiry, under a name no session takes, and never a session.
-    meta = (prefix + "~meta").encode()
-    assert raw.hgetall(meta) == {b"window": winner.encode(), b"other": b"\x00\xff"}
-    assert raw.ttl(meta) == -1
-    assert list(SessionStore.iter_session_keys()) == [key]
-    figures = SessionStore.store_figures()
-    assert (figures["sessions"], figures["sampled_sessions"]) == (1, 1)
+def test_store_wide_values_are_one_hash_per_space_without_expiry(tmp_path: Path) -> None:
+    with RedisStore.isolated(tmp_path) as store:
+        raw, prefix = store.raw, store.prefix
+        # Where the previous release kept each process's counters: an upgrade reads them.
+        raw.hset(f"{prefix}~stats", b"host:1:token", b"counters")
+        assert SessionStore.read_values("stats") == {"host:1:token": b"counters"}
+        key = new_session(a=1)
+        assert SessionStore.add_value("meta", "window", b"0") == b"0"
+        SessionStore.put_value("stats", "host:2:token", b"more")
+        assert raw.hgetall(f"{prefix}~meta") == {b"window": b"0"}
+        assert raw.hgetall(f"{prefix}~stats") == {
+            b"host:1:token": b"counters",
+            b"host:2:token": b"more",
+        }
+        assert raw.ttl(f"{prefix}~meta") == raw.ttl(f"{prefix}~stats") == -1
+        assert sorted(raw.keys(f"{prefix}*")) == sorted(
+            [f"{prefix}~meta".encode(), f"{prefix}~stats".encode(), hash_name(key, prefix)]
+        )
+        assert list(SessionStore.iter_session_keys()) == [key]
+        figures = SessionStore.store_figures()
+        assert (figures["sessions"], figures["sampled_sessions"]) == (1, 1)
