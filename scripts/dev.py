@@ -3,7 +3,7 @@
 
     python3 scripts/dev.py test [tox args]          run the tox matrix
     python3 scripts/dev.py example [serve.py args]  run the example project
-    python3 scripts/dev.py bench [bench_all args]   run every benchmark, one run
+    python3 scripts/dev.py bench [benchmark args]   run every benchmark, one run
 
 Each command creates (or reuses) a bootstrap virtualenv at ``.venv/`` in the
 repository root and installs what it needs into it. The one thing installed
@@ -259,8 +259,9 @@ def cmd_example(args: list[str]) -> int:
 
 def cmd_bench(args: list[str]) -> int:
     os.chdir(ROOT)
-    args = args or ["--output", "docs/benchmarks.md"]
-    return run_in_venv(ROOT / "benchmarks" / "bench_all.py", args)
+    args = args or ["--output-dir", "docs"]
+    # The package's __main__ (python benchmarks ... runs what python -m benchmarks runs).
+    return run_in_venv(ROOT / "benchmarks", args)
 
 
 def main(argv: list[str]) -> int:
