@@ -181,7 +181,7 @@ class Span:
 
 def machine_section(run: Run, spans: Sequence[Span], extra: Sequence[str] = ()) -> str:
     """The "Machine and run" section: ``spans`` are the scenarios the page's figures come
-    from, ``extra`` the lines only that page has (the Redis server, the filesystem)."""
+    from, ``extra`` the lines only that page has (the Redis server and its round trip)."""
     machine = run.machine
     lines = [
         "## Machine and run\n",
