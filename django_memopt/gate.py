@@ -82,7 +82,7 @@ _REFRESH_SECONDS: Final = 1.0
 #: fail meanwhile with the reason, naming the setting to fix.
 FILTER_RETRY_SECONDS: Final = 60
 
-#: The store-wide value (``add_meta``) holding the end of the migration window for IDs
+#: The store-wide value (space ``meta``) holding the end of the migration window for IDs
 #: without a tag, in seconds since the epoch, as ASCII digits (0: no window).
 UNSIGNED_WINDOW: Final = "unsigned-ids-until"
 #: Session keys read, when the window is decided, to look for IDs without a tag.
@@ -210,9 +210,9 @@ def unsigned_window_end() -> float:
     store, or one whose every session has a signed ID, never opens it.
     """
     store = session_store()
-    stored = store.read_meta(UNSIGNED_WINDOW)
+    stored = store.read_value("meta", UNSIGNED_WINDOW)
     if stored is None:
-        stored = store.add_meta(UNSIGNED_WINDOW, b"%d" % _decide_window(store))
+        stored = store.add_value("meta", UNSIGNED_WINDOW, b"%d" % _decide_window(store))
     try:
         return float(stored.decode("ascii"))
     except (UnicodeDecodeError, ValueError):

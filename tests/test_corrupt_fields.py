@@ -24,6 +24,7 @@ from django.contrib.auth import SESSION_KEY, login
 from django.contrib.auth.models import User
 from django.test import RequestFactory, override_settings
 
+from django_memopt import records
 from django_memopt.backends import lmdb as lmdb_backend
 from django_memopt.backends import redis as redis_backend
 from django_memopt.backends.base import SessionBase
@@ -44,8 +45,8 @@ def overwrite_in_lmdb(session_key: str, name: str, stored: bytes) -> None:
     opened = lmdb_backend.environment()
     with opened.env.begin(write=True, db=opened.sessions) as txn:
         record = bytes(txn.get(session_key.encode()))
-        header = record[: lmdb_backend.HEADER_SIZE]
-        layers = msgpack.unpackb(record[lmdb_backend.HEADER_SIZE :])
+        header = record[: records.HEADER_SIZE]
+        layers = msgpack.unpackb(record[records.HEADER_SIZE :])
         layers[-1][name] = stored
         txn.put(session_key.encode(), header + msgpack.packb(layers))
 

@@ -408,7 +408,7 @@ def legacy_session(store: type[Any] = SessionStore, **fields: Any) -> str:
 
 
 def window_end(store: type[Any] = SessionStore) -> float:
-    stored = store.read_meta(gate.UNSIGNED_WINDOW)
+    stored = store.read_value("meta", gate.UNSIGNED_WINDOW)
     assert stored is not None
     return float(stored)
 
@@ -460,7 +460,7 @@ def test_after_the_window_unsigned_ids_are_turned_away_without_a_store_read(
     store: Path,
 ) -> None:
     legacy = legacy_session()
-    SessionStore.add_meta(gate.UNSIGNED_WINDOW, b"%d" % (time.time() - 1))  # it has ended
+    SessionStore.add_value("meta", gate.UNSIGNED_WINDOW, b"%d" % (time.time() - 1))  # it has ended
     with StoreCalls(SessionStore) as store_calls:
         assert not gate.admits(legacy)
         _request, response = through_middleware(legacy)
@@ -470,14 +470,14 @@ def test_after_the_window_unsigned_ids_are_turned_away_without_a_store_read(
 
 def test_the_setting_forces_either_behaviour(store: Path) -> None:
     legacy = legacy_session()
-    SessionStore.add_meta(gate.UNSIGNED_WINDOW, b"%d" % (time.time() + 3600))  # open
+    SessionStore.add_value("meta", gate.UNSIGNED_WINDOW, b"%d" % (time.time() + 3600))  # open
     assert gate.admits(legacy)
     with override_settings(MEMOPT_UNSIGNED_IDS=False):
         assert not gate.admits(legacy)
     with (
         override_settings(MEMOPT_UNSIGNED_IDS=True),
         mock.patch.object(
-            SessionStore, "read_meta", side_effect=AssertionError("asked the store")
+            SessionStore, "read_value", side_effect=AssertionError("asked the store")
         ),
     ):
         assert gate.admits(legacy)
@@ -490,7 +490,7 @@ def test_a_store_that_cannot_tell_the_window_lets_ids_through_and_asks_again_lat
 
     legacy = legacy_session()
     with (
-        mock.patch.object(SessionStore, "read_meta", side_effect=SessionStoreError("down")),
+        mock.patch.object(SessionStore, "read_value", side_effect=SessionStoreError("down")),
         mock.patch.object(gate.logger, "warning") as logged,
     ):
         assert gate.admits(legacy)  # the store is asked for the session, and answers
@@ -607,10 +607,10 @@ def test_unsigned_ids_are_refused_in_front_of_redis_without_a_filter_or_store_ac
     with override_settings(MEMOPT_REDIS_KEY_PREFIX=prefix, **redis):
         session_key = new_session(RedisSessionStore, a=4)  # signed: still admitted
         assert gate.session_filter() is None
-        read_meta = RedisSessionStore.read_meta
+        read_value = RedisSessionStore.read_value
         with (
             StoreCalls(RedisSessionStore) as store_calls,
-            mock.patch.object(RedisSessionStore, "read_meta", wraps=read_meta) as window_reads,
+            mock.patch.object(RedisSessionStore, "read_value", wraps=read_value) as window_reads,
         ):
             assert not any(gate.admits(key) for key in random_ids(2_000))
         assert store_calls.calls == []
