@@ -98,7 +98,8 @@ def _environment(base: str, index: int, setup: Setup) -> dict[str, str]:
                 f"MEMOPT_STATS_INTERVAL = 1\n{setup.settings}\n"
             )
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([EXAMPLE, base, env.get("PYTHONPATH", "")])
+    # The checkout's django_memopt, as in this process, whatever the virtualenv installed.
+    env["PYTHONPATH"] = os.pathsep.join([EXAMPLE, base, ROOT, env.get("PYTHONPATH", "")])
     env["DJANGO_SETTINGS_MODULE"] = module
     # The shop's own files (the gate's filter among them) apart for each setup.
     env["EXAMPLE_VAR_DIR"] = os.path.join(base, module)
