@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,10 @@ REDIS_ENGINE = "django_memopt.backends.redis"
 DEFAULT_SERIALIZER = "django.contrib.sessions.serializers.JSONSerializer"
 DJANGO_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
 GATE_MIDDLEWARE = "django_memopt.middleware.SessionMiddleware"
+# A bearer token a scraper sends: long enough not to be guessed, and what an HTTP header
+# can carry unchanged.
+METRICS_TOKEN_MIN_LENGTH = 32
+METRICS_TOKEN_RE = re.compile(rf"[\x21-\x7e]{{{METRICS_TOKEN_MIN_LENGTH},}}")
 FILTER_SETTINGS = (
     "MEMOPT_FILTER",
     "MEMOPT_UNSIGNED_IDS",
@@ -390,6 +395,17 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             Error(
                 "MEMOPT_STATS_INTERVAL must be a number of seconds, 0 or more, or None.",
                 id="django_memopt.E022",
+            )
+        )
+    token: object = conf.MEMOPT_METRICS_TOKEN
+    if token is not None and not (isinstance(token, str) and METRICS_TOKEN_RE.fullmatch(token)):
+        errors.append(
+            Error(
+                f"MEMOPT_METRICS_TOKEN must be None or a str of {METRICS_TOKEN_MIN_LENGTH} or "
+                "more printable ASCII characters without spaces (it goes in an HTTP header).",
+                hint="For example secrets.token_urlsafe(32), read from the environment; or "
+                "None, which opens the metrics view to staff users only.",
+                id="django_memopt.E023",
             )
         )
     if settings.SESSION_ENGINE == REDIS_ENGINE:

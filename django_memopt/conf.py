@@ -127,6 +127,11 @@ class Settings:
         return _setting("MEMOPT_STATS_INTERVAL", 10.0)  # type: ignore[no-any-return]
 
     @property
+    def MEMOPT_METRICS_TOKEN(self) -> str | None:
+        """The bearer token that opens the metrics view to a scraper; ``None``: staff only."""
+        return _setting("MEMOPT_METRICS_TOKEN", None)  # type: ignore[no-any-return]
+
+    @property
     def MEMOPT_TOUCH_INTERVAL(self) -> int:
         """Seconds: an unmodified session's expiry is refreshed at most this often."""
         return _setting("MEMOPT_TOUCH_INTERVAL", 0)  # type: ignore[no-any-return]

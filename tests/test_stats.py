@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -219,17 +220,27 @@ def test_prometheus_output_parses(store: Path) -> None:
     assert "memopt_gc_collections_gen0" in families
 
 
-def test_text_output_names_every_section(store: Path) -> None:
+def test_text_output_follows_the_groups_with_labels_and_units(store: Path) -> None:
+    SessionStore().save()
+    stats.flush()
     text = report()
-    headings = [line.split(" ")[0] for line in text.splitlines() if not line.startswith(" ")]
-    assert [heading for heading in headings if heading] == [
-        "store",
-        "filter",
-        "engine",
-        "gc",
-        "flushes",
+    headings = [line for line in text.splitlines() if line and not line.startswith(" ")]
+    assert [heading.split(" (")[0] for heading in headings] == [
+        "Are sessions fast?",
+        "Is the store healthy?",
+        "Is the gate working?",
+        "Is GC hurting?",
+        "How fresh are these figures?",
     ]
-    assert "  sessions " in text
+    assert re.search(r"^  Sessions stored +1$", text, re.MULTILINE)
+    assert re.search(r"^  Map size +1\.0 GB$", text, re.MULTILINE)
+    assert re.search(r"^  Worst pause +[\d.,]+ (ns|µs|ms)$", text, re.MULTILINE)
+    assert "  sessions " not in text  # labels, not the JSON keys
+    # -v 2: each figure's meaning under it.
+    explained = StringIO()
+    call_command("memopt_stats", verbosity=2, stdout=explained)
+    assert "Requests that read their session." in explained.getvalue()
+    assert "Requests that read their session." not in text
 
 
 def test_the_report_says_how_old_each_process_figures_are(store: Path) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+from django_memopt.views import metrics
 from tests import views
 
 urlpatterns = [
@@ -12,4 +13,5 @@ urlpatterns = [
     path("untouched/", views.untouched),
     path("fail/<str:name>/<str:value>/", views.fail),
     path("logged-out-meanwhile/<str:name>/<str:value>/", views.logged_out_meanwhile),
+    path("metrics/", metrics),
 ]
