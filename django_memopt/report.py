@@ -35,6 +35,7 @@ __all__ = [
     "Figure",
     "Group",
     "PrometheusCollector",
+    "Row",
     "Unit",
     "as_prometheus",
     "as_text",

@@ -11,6 +11,9 @@ The session store is chosen by the ``EXAMPLE_SESSION_STORE`` environment variabl
     Django's own ``db`` engine with Django's own middleware, to compare against: the
     session-cost panel then has nothing to show, and concurrent tabs lose cart items.
 
+``EXAMPLE_METRICS_TOKEN``, if set, is the bearer token that opens ``/metrics/memopt`` to a
+Prometheus scraper (staff users can read it without).
+
 Everything the project writes goes under ``EXAMPLE_VAR_DIR`` (default ``var/`` next to
 ``manage.py``): the SQLite database of the users, the LMDB store and the gate's filter.
 Not for production: the fallback secret key is public.
@@ -75,6 +78,8 @@ else:
 if SESSION_ENGINE.startswith("django_memopt."):
     # The statistics page is near-live: each worker flushes at most every second.
     MEMOPT_STATS_INTERVAL = 1
+    # /metrics/memopt answers staff users, and scrapers sending this bearer token (if set).
+    MEMOPT_METRICS_TOKEN = os.environ.get("EXAMPLE_METRICS_TOKEN") or None
 
 MIDDLEWARE = [
     # First, so that it sees the response after the session was saved.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from typing import Any
 
@@ -11,11 +9,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.forms import UserCreationForm
-from django.core.management import CommandError, call_command
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from django_memopt import report, stats
+from django_memopt.backends.base import SessionStoreError
 
 from . import cart
 from .catalog import PRODUCTS
@@ -126,28 +127,64 @@ def clear_session(request: HttpRequest) -> HttpResponse:
     return redirect("shop:home")
 
 
-SECTIONS = ("store", "filter", "engine", "gc")  # memopt_stats's own order
+def _plots() -> list[dict[str, Any]]:
+    """The figures that move, plotted over the page's life: each series is the change of a
+    sample's ``value`` between reloads, per second or per change of its ``per``."""
+    label = {key: figure.label for key, figure in report.FIGURES.items()}
+    return [
+        {
+            "id": "loads",
+            "title": f"{label['engine', 'loads']} per second",
+            "unit": "/s",
+            "series": [{"label": label["engine", "loads"], "value": "loads"}],
+        },
+        {
+            "id": "gate",
+            "title": f"{label['filter', 'checked']} per second",
+            "unit": "/s",
+            "series": [
+                {"label": label["filter", "passed"], "value": "passed"},
+                {"label": label["filter", "rejected"], "value": "rejected"},
+            ],
+        },
+        {
+            "id": "gc",
+            "title": label["gc", "time_per_request_ns"],
+            "unit": "ns",
+            "series": [{"label": "per request", "value": "gc_ns", "per": "requests"}],
+        },
+    ]
 
 
-def _memopt_stats() -> tuple[dict[str, Any] | None, str]:
-    """``manage.py memopt_stats`` as data and as text, or None and why not."""
-    if "django_memopt" not in settings.INSTALLED_APPS:
-        return None, "memopt_stats reports on django-memopt's engines; this run uses Django's."
-    from django_memopt import stats
-
-    stats.flush()  # this worker's counts as of now; the others flush every second
-    data, text = io.StringIO(), io.StringIO()
-    try:
-        call_command("memopt_stats", "--json", stdout=data)
-        call_command("memopt_stats", stdout=text)
-    except CommandError as exc:
-        return None, str(exc)
-    return json.loads(data.getvalue()), text.getvalue()
+def _sample(groups: list[tuple[report.Group, list[report.Row]]]) -> dict[str, Any]:
+    """The running totals the plots draw the change of, and when they were read."""
+    value = {(row.figure.section, row.figure.key): row.value for _, rows in groups for row in rows}
+    return {
+        "t": time.time(),
+        "loads": value["engine", "loads"],
+        "passed": value["filter", "passed"],
+        "rejected": value["filter", "rejected"],
+        "gc_ns": value["gc", "in_request_time_ns"],
+        "requests": value["gc", "requests_finished"],
+    }
 
 
 @require_GET
 def stats_page(request: HttpRequest) -> HttpResponse:
-    report, text = _memopt_stats()
-    report = report or {}
-    sections = [(name, list(report[name].items())) for name in SECTIONS if name in report]
-    return render(request, "shop/stats.html", {"sections": sections, "text": text})
+    """``memopt_stats`` for this site, by question, with plots of the figures that move."""
+    if "django_memopt" not in settings.INSTALLED_APPS:
+        why = "memopt_stats reports on django-memopt's engines; this run uses Django's."
+        return render(request, "shop/stats.html", {"error": why})
+    stats.flush()  # this worker's counts as of now; the others flush every second
+    try:
+        found = report.collect()
+    except (ImproperlyConfigured, SessionStoreError) as exc:
+        return render(request, "shop/stats.html", {"error": str(exc)})
+    groups = report.rows(found)
+    context = {
+        "groups": groups,
+        "text": report.as_text(found),
+        "plots": _plots(),
+        "sample": _sample(groups),
+    }
+    return render(request, "shop/stats.html", context)

@@ -30,6 +30,8 @@ SERVE = ROOT / "example_project" / "serve.py"
 ARTIFACTS = ROOT / "artifacts" / "browser"
 # The add-to-cart view's pretend stock check: long enough that two tabs' requests overlap.
 STOCK_CHECK_MS = 600
+# What opens the shop's /metrics/memopt to a scraper.
+METRICS_TOKEN = "browser-tests-metrics-token-0123456789abcdef"
 # Chromium on a machine with no network and no display (as the Debian package runs as root).
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -72,6 +74,7 @@ def start_shop(store: str, directory: Path) -> Shop:
         **os.environ,
         "EXAMPLE_VAR_DIR": str(directory / "var"),
         "EXAMPLE_STOCK_CHECK_MS": str(STOCK_CHECK_MS),
+        "EXAMPLE_METRICS_TOKEN": METRICS_TOKEN,
         "DJANGO_DEBUG": "0",
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)  # the shop's own settings, not the suite's

@@ -6,11 +6,13 @@ these tests out.
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 import pytest
 
-from .conftest import Shop
+from .conftest import METRICS_TOKEN, Shop
 
 pytestmark = pytest.mark.browser
 
@@ -113,11 +115,6 @@ def test_sign_up_log_in_and_fill_the_cart(shop: Shop, new_context: Any, screensh
     page.goto(f"{shop.url}/session/")
     assert cost(page, "fields-decoded") == cost(page, "fields-loaded") >= 60
 
-    page.goto(f"{shop.url}/stats/")
-    expect(page.locator("#stats-engine")).to_contain_text("creates")
-    assert "fields_decoded" in page.locator("#stats-text").text_content()
-    screenshot(page, "stats")
-
 
 def test_two_tabs_adding_different_items_at_once_keep_both(
     shop: Shop, new_context: Any, screenshot: Any
@@ -187,3 +184,66 @@ def test_forged_session_cookie_gets_a_fresh_anonymous_session(
     fresh = session_cookie(attacker)
     assert fresh not in (forged, real) and len(fresh) == len(real)
     screenshot(page, "fresh-session")
+
+
+QUESTIONS = (
+    "Are sessions fast?",
+    "Is the store healthy?",
+    "Is the gate working?",
+    "Is GC hurting?",
+    "How fresh are these figures?",
+)
+
+
+def test_the_stats_page_answers_questions_and_plots_what_moves(
+    shop: Shop, new_context: Any, screenshot: Any
+) -> None:
+    context = new_context()
+    context.add_cookies([{"name": "sessionid", "value": "not-a-session-id", "url": shop.url}])
+    page = context.new_page()
+    page.goto(shop.url)
+    expect(page.locator("#cost-gate")).to_have_text("rejected the cookie: malformed session ID")
+
+    page.goto(f"{shop.url}/stats/")
+    expect(page.locator(".stats-sections h2")).to_have_text(list(QUESTIONS))
+    # Labels and meanings, not JSON keys; figures in their units, counts with their share.
+    loads = page.locator("#figure-engine-loads th")
+    expect(loads).to_contain_text("Sessions loaded")
+    expect(loads).to_contain_text("Requests that read their session.")
+    expect(page.locator("#figure-engine-bytes_written td")).to_have_text(
+        re.compile(r"^[\d,.]+ (B|KB|MB)$")
+    )
+    expect(page.locator("#figure-gc-worst_pause_ns td")).to_have_text(
+        re.compile(r"^[\d,.]+ (ns|µs|ms|s)$")
+    )
+    # The worker that turned the cookie away flushes with its next request after a second,
+    # or when it serves this page: reloaded until one of them has.
+    malformed = page.locator("#figure-filter-rejected_malformed td")
+    deadline = time.monotonic() + 30
+    while malformed.text_content() == "0":
+        assert time.monotonic() < deadline, "the rejected cookie never reached the stats"
+        page.wait_for_timeout(300)
+        page.reload()
+    expect(malformed).to_have_text(re.compile(r"^[\d,]+ \([\d.<]+% of cookies checked\)$"))
+    assert "fields_decoded" not in page.locator(".stats-sections").text_content()
+    assert "Fields decoded" in page.locator("#stats-text").text_content()
+
+    # Two reloads: the tab's history holds three samples, the plots their changes.
+    page.reload()
+    page.reload()
+    for plot, series in (("loads", 1), ("gate", 2)):
+        paths = page.locator(f"#plot-{plot} svg path")
+        expect(paths).to_have_count(series)
+        expect(paths.first).to_have_attribute("d", re.compile(r"^M[\d.]+,[\d.]+ L[\d.]+,"))
+    expect(page.locator("#plot-gc svg")).to_be_visible()
+    expect(page.locator("#plot-gate figcaption")).to_contain_text("Turned away")
+    screenshot(page, "stats")
+    screenshot(page, "plots", ".plots")
+
+    # The same figures for Prometheus, under gunicorn: only for the token (or staff).
+    metrics = f"{shop.url}/metrics/memopt"
+    assert context.request.get(metrics).status == 401
+    scraped = context.request.get(metrics, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert scraped.status == 200
+    assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "memopt_filter_rejected_malformed_total" in scraped.text()
