@@ -231,14 +231,11 @@ def test_every_prometheus_metric_has_its_meaning_as_help(
     assert families["memopt_engine_loads"].documentation == "Requests that read their session."
 
 
-def test_the_collector_gives_a_registry_the_same_metrics(lmdb_report: dict[str, Any]) -> None:
+def test_the_collector_gives_a_registry_the_same_metrics(tmp_path: Path) -> None:
     registry = CollectorRegistry()
-    collector = report.PrometheusCollector()
-    registry.register(collector)
-    with override_settings(
-        SESSION_ENGINE=LMDB,
-        MEMOPT_LMDB_PATH=settings.MEMOPT_LMDB_PATH,  # the suite's store: empty counters
-    ):
+    registry.register(report.PrometheusCollector())
+    with override_settings(SESSION_ENGINE=LMDB, MEMOPT_LMDB_PATH=str(tmp_path / "store")):
+        some_activity(SessionStore)
         exposed = generate_latest(registry).decode()
         direct = report.as_prometheus(report.collect())
     assert sample_names(exposed) == sample_names(direct)
