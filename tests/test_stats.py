@@ -171,7 +171,7 @@ def test_a_killed_worker_loses_at_most_its_last_unflushed_interval(
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         finish(processes)
-    records = stats.read_records(SessionStore.read_stats())
+    records = stats.read_records(SessionStore.read_values("stats"))
     by_pid = {record["pid"]: record["counts"] for record in records}
     every_request, first_only = (by_pid[pid] for pid in pids)
     assert every_request.get("loads") == 29 and every_request.get("creates") == 1
@@ -247,7 +247,7 @@ def test_the_report_says_how_old_each_process_figures_are(store: Path) -> None:
     now = time.time()
     for token, pid, age in (("gone", 11, 600.0), ("live", 12, 4.0)):
         record = {"version": stats.RECORD_VERSION, "host": "web", "pid": pid, "flushed": now - age}
-        SessionStore.write_stats(token, msgpack.packb({**record, "counts": {"loads": 1}}))
+        SessionStore.put_value("stats", token, msgpack.packb({**record, "counts": {"loads": 1}}))
     with override_settings(MEMOPT_STATS_INTERVAL=10):
         flushes = json.loads(report("--json"))["flushes"]
         text = report()
@@ -358,14 +358,14 @@ def test_prune_forgets_only_processes_that_stopped_flushing(engine: str, tmp_pat
         now = time.time()
         for token, flushed, loads in (("gone", now - 7200, 5), ("live", now - 10, 7)):
             record = {"version": stats.RECORD_VERSION, "host": "h", "pid": 1, "flushed": flushed}
-            store.write_stats(token, msgpack.packb({**record, "counts": {"loads": loads}}))
+            store.put_value("stats", token, msgpack.packb({**record, "counts": {"loads": loads}}))
         assert json.loads(report("--json"))["engine"]["loads"] == 12
         errors = StringIO()
         call_command("memopt_stats", "--json", "--prune", "3600", stdout=StringIO(), stderr=errors)
         assert "1 of 2 processes" in errors.getvalue()
-        assert set(store.read_stats()) == {"live"}
+        assert set(store.read_values("stats")) == {"live"}
         assert json.loads(report("--json"))["engine"]["loads"] == 7
-        store.remove_stats(["live"])
+        store.remove_values("stats", ["live"])
         with pytest.raises(CommandError, match="seconds"):
             report("--prune", "-1")
 
@@ -421,7 +421,7 @@ def counts_of(pid: int) -> dict[str, int]:
     """The counts process ``pid`` flushed last to the store of the current settings."""
     [counts] = [
         record["counts"]
-        for record in stats.read_records(SessionStore.read_stats())
+        for record in stats.read_records(SessionStore.read_values("stats"))
         if record["pid"] == pid
     ]
     return dict(counts)

@@ -453,28 +453,6 @@ class SessionBase(DjangoSessionBase):
         full store, as a delete does."""
         raise NotImplementedError("subclasses of SessionBase must provide remove_values()")
 
-    # The previous release's names, kept while callers move to the values above.
-
-    @classmethod
-    def write_stats(cls, token: str, record: bytes) -> None:
-        cls.put_value("stats", token, record)
-
-    @classmethod
-    def read_stats(cls) -> dict[str, bytes]:
-        return cls.read_values("stats")
-
-    @classmethod
-    def remove_stats(cls, tokens: Iterable[str]) -> None:
-        cls.remove_values("stats", tokens)
-
-    @classmethod
-    def read_meta(cls, name: str) -> bytes | None:
-        return cls.read_value("meta", name)
-
-    @classmethod
-    def add_meta(cls, name: str, value: bytes) -> bytes:
-        return cls.add_value("meta", name, value)
-
 
 # A space is named in lowercase ASCII, so it fits every store's naming (a Redis key
 # <prefix>~<space>, where no session key has a "~"; an LMDB named database), and is not
