@@ -21,7 +21,7 @@ from benchmarks.harness import servers
 from benchmarks.harness.report import render, table
 
 STORES = {"LMDB": "django_memopt.backends.lmdb", "Redis": "django_memopt.backends.redis"}
-SAMPLE = 1000  # the command's default --sample
+SAMPLE = 1000  # the command's default --sample (django_memopt.report.DEFAULT_SAMPLE)
 TIMES = 3
 
 
@@ -66,7 +66,7 @@ def _fill_redis(store: type, count: int, expires_at: float) -> None:
 def measure(quick: bool) -> Result:
     from django.test import override_settings
 
-    from django_memopt.management.commands.memopt_stats import collect
+    from django_memopt.report import collect
 
     count = 2_000 if quick else 1_000_000
     base = tempfile.mkdtemp(prefix="memopt-bench-stats-")
