@@ -2,8 +2,8 @@
 
 Each test stores a session through the engine, then rewrites one field's stored bytes in
 the store itself, as someone who can write to the store could: on LMDB in the session's
-record, on Redis with ``HSET`` on the session's hash (the suite's own redis-server, under
-a key prefix of the test's own).
+record, on Redis in the session's string or hash (the suite's own redis-server, under a
+key prefix of the test's own).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from django_memopt import records
 from django_memopt.backends import lmdb as lmdb_backend
 from django_memopt.backends import redis as redis_backend
 from django_memopt.backends.base import SessionBase
+from tests.test_redis_contract import overwrite_field
 
 SECURITY_LOGGER = "django.security.SuspiciousSession"
 
@@ -63,7 +64,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     raw = redis.Redis(port=django_settings.REDIS_TEST_PORT, single_connection_client=True)
 
     def overwrite_in_redis(session_key: str, name: str, stored: bytes) -> None:
-        assert raw.hset(prefix + session_key, name, stored) == 0  # replaced, not added
+        overwrite_field(raw, (prefix + session_key).encode(), name, stored)
 
     try:
         with override_settings(

@@ -4,11 +4,15 @@ on Redis; and how the store contract reaches Redis's raw data (also used by
 
 from __future__ import annotations
 
+import struct
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import msgpack
 import redis
 import sessions_tests.tests as django_session_tests
 from django.conf import settings as django_settings
@@ -24,9 +28,80 @@ from tests.contract import (
 )
 
 REDIS = {"SESSION_ENGINE": "django_memopt.backends.redis", "SESSION_CACHE_ALIAS": "sessions"}
-MARKER = b"\xff"  # docs/redis.md: the field that keeps a session in existence
+MARKER = b"\xff"  # docs/redis.md: the hash field that holds a session's deadline
+HEADER = struct.Struct(">BQ")  # docs/redis.md: a string's format (2) and deadline
 
 # -- Redis's raw data ------------------------------------------------------------------------
+
+
+def hash_name(session_key: str, prefix: str) -> bytes:
+    return (prefix + session_key).encode()
+
+
+def stored_session(raw: redis.Redis, name: bytes) -> tuple[str, dict[Any, Any], int]:
+    """A stored session as the layout says (docs/redis.md): its form ("string" or "hash"),
+    its entries (names and values as stored: bytes, or what the string's map holds) and
+    its deadline in epoch ms."""
+    kind = raw.type(name).decode()
+    if kind == "string":
+        value = raw.get(name)
+        assert value is not None
+        string_format, deadline = HEADER.unpack_from(value)
+        assert string_format == 2, value[:16]
+        body = msgpack.unpackb(value[HEADER.size :], raw=True, strict_map_key=False)
+        return kind, body, deadline
+    assert kind == "hash", kind
+    fields = raw.hgetall(name)
+    return kind, fields, int(fields.pop(MARKER))
+
+
+def stored_fields(raw: redis.Redis, name: bytes) -> dict[bytes, bytes]:
+    """The entries of a stored session, by name as stored (in UTF-8)."""
+    return stored_session(raw, name)[1]
+
+
+def write_format_1(
+    raw: redis.Redis, name: bytes, fields: dict[bytes, bytes], deadline: int
+) -> None:
+    """Store a session as the previous release did: a hash of its sealed fields and the
+    deadline field, the key expiring at the deadline (the commands of its save script)."""
+    with raw.pipeline() as pipe:
+        pipe.delete(name)
+        pipe.hset(name, mapping={**fields, MARKER: str(deadline).encode()})
+        pipe.pexpireat(name, deadline)
+        pipe.execute()
+
+
+def as_format_1(raw: redis.Redis, name: bytes) -> None:
+    """The stored session rewritten in the previous release's layout, entries as they are."""
+    _, fields, deadline = stored_session(raw, name)
+    write_format_1(raw, name, fields, deadline)
+
+
+def overwrite_field(raw: redis.Redis, name: bytes, field: str, stored: bytes) -> None:
+    """Replace the stored bytes of one field of a stored session, in either form (as
+    someone who can write to Redis could)."""
+    if raw.type(name) == b"hash":
+        assert raw.hset(name, field, stored) == 0  # replaced, not added
+        return
+    value = raw.get(name)
+    assert value is not None
+    entries = msgpack.unpackb(value[HEADER.size :])
+    assert field in entries
+    entries[field] = stored
+    put_string(raw, name, value[: HEADER.size] + msgpack.packb(entries))
+
+
+def put_string(raw: redis.Redis, name: bytes, value: bytes) -> None:
+    """Store ``value`` as the session's string, keeping its expiry."""
+    raw.set(name, value, keepttl=True)
+
+
+def rewrite_string(raw: redis.Redis, name: bytes, change: Callable[[bytes], bytes]) -> None:
+    value = raw.get(name)
+    assert value is not None
+    put_string(raw, name, change(value))
+
 
 DEADLINES: dict[str, bytes] = {
     "soon": b"soon",
@@ -39,22 +114,43 @@ DEADLINES: dict[str, bytes] = {
     "empty": b"",
     "400 digits": b"9" * 400,
 }
-CORRUPTIONS: dict[str, Callable[[redis.Redis, bytes], object]] = {
-    **{
-        f"deadline {kind}": lambda raw, name, deadline=deadline: raw.hset(name, MARKER, deadline)
-        for kind, deadline in DEADLINES.items()
-    },
-    "not a hash": lambda raw, name: raw.pipeline().delete(name).set(name, b"x").execute(),
+STRING_DAMAGE: dict[str, Callable[[bytes], bytes]] = {
+    "of another format": lambda value: b"\x07" + value[1:],
+    "of format 1": lambda value: b"\x01" + value[1:],
+    "with deadline 0": lambda value: value[:1] + bytes(8) + value[9:],
+    "with a deadline past 10**15 ms": lambda value: value[:1] + b"\xff" * 8 + value[9:],
+    "with a truncated header": lambda value: value[:5],
+    "of one byte": lambda value: b"x",
+    "with a garbage body": lambda value: value[: HEADER.size] + b"\xc1 not msgpack",
+    "whose body is no map": lambda value: value[: HEADER.size] + b"\x93\x01\x02\x03",
+    "with a truncated body": lambda value: value[:-3],
+    "with trailing bytes": lambda value: value + b"\x00",
 }
 
 
-def hash_name(session_key: str, prefix: str) -> bytes:
-    return (prefix + session_key).encode()
+def _damage_deadline(raw: redis.Redis, name: bytes, deadline: bytes) -> None:
+    as_format_1(raw, name)
+    raw.hset(name, MARKER, deadline)
+
+
+CORRUPTIONS: dict[str, Callable[[redis.Redis, bytes], object]] = {
+    **{
+        f"hash deadline {kind}": lambda raw, name, deadline=deadline: _damage_deadline(
+            raw, name, deadline
+        )
+        for kind, deadline in DEADLINES.items()
+    },
+    **{
+        f"string {kind}": lambda raw, name, change=change: rewrite_string(raw, name, change)
+        for kind, change in STRING_DAMAGE.items()
+    },
+    "a list": lambda raw, name: raw.pipeline().delete(name).rpush(name, b"x").execute(),
+}
 
 
 def plant_strings(raw: redis.Redis, prefix: str, count: int) -> None:
     for n in range(count):
-        raw.set(hash_name(f"{n}string{'0' * 24}", prefix), b"not a hash")
+        raw.set(hash_name(f"{n}string{'0' * 24}", prefix), b"not a session")
 
 
 def plant_hashes_without_deadline(raw: redis.Redis, prefix: str, count: int) -> None:
@@ -64,14 +160,21 @@ def plant_hashes_without_deadline(raw: redis.Redis, prefix: str, count: int) -> 
         raw.hset(hash_name(f"{n}baddeadline{'0' * 21}", prefix), mapping=bad_deadline)
 
 
+def plant_lists(raw: redis.Redis, prefix: str, count: int) -> None:
+    for n in range(count):
+        raw.rpush(hash_name(f"{n}list{'0' * 26}", prefix), b"not a session")
+
+
 def plant_all(raw: redis.Redis, prefix: str, count: int) -> None:
     plant_strings(raw, prefix, count)
     plant_hashes_without_deadline(raw, prefix, count)
+    plant_lists(raw, prefix, count)
 
 
 STRAYS: dict[str, Callable[[redis.Redis, str, int], None]] = {
     "strings under session names": plant_strings,
     "hashes without a valid deadline": plant_hashes_without_deadline,
+    "lists under session names": plant_lists,
     "all of them": plant_all,
 }
 
@@ -110,16 +213,21 @@ class RedisStore(StoreUnderTest):
 
     def stored_names(self, session_key: str) -> set[str | bytes]:
         names: set[str | bytes] = set()
-        for name in self.raw.hkeys(hash_name(session_key, self.prefix)):
+        for name in stored_fields(self.raw, hash_name(session_key, self.prefix)):
             try:
                 names.add(name.decode())
             except UnicodeDecodeError:
                 names.add(name)
-        return names - {MARKER}
+        return names
 
     def check_consistent(self) -> None:
+        # Every session expires at the deadline it holds.
         for session_key in self.stored_keys():
-            assert self.raw.pttl(hash_name(session_key, self.prefix)) > 0, session_key
+            name = hash_name(session_key, self.prefix)
+            ttl_ms = self.raw.pttl(name)
+            assert ttl_ms > 0, session_key
+            deadline = stored_session(self.raw, name)[2]
+            assert abs(deadline - (time.time() * 1000 + ttl_ms)) < 2000, session_key
 
     def reopen(self) -> None:
         connection().connection_pool.disconnect()
@@ -128,12 +236,23 @@ class RedisStore(StoreUnderTest):
         CORRUPTIONS[kind](self.raw, hash_name(session_key, self.prefix))
 
     def plant_bad_entries(self, session_key: str) -> tuple[set[str], int]:
-        # Field names that are not UTF-8.
+        # In the string's map: names that are not UTF-8, a name that is no str at all, and
+        # a value that is no bytes.
         name = hash_name(session_key, self.prefix)
-        sealed = self.raw.hget(name, b"b")
-        self.raw.hset(name, b"\x80 not utf-8", sealed)
-        self.raw.hset(name, "café".encode("latin-1"), sealed)
-        return {"a", "b", "c"}, 2
+        value = self.raw.get(name)
+        assert value is not None
+        entries = msgpack.unpackb(value[HEADER.size :])
+        sealed = entries["b"]
+        packer = msgpack.Packer(unicode_errors="surrogateescape")
+        planted = {
+            **entries,
+            "\udc80 not utf-8": sealed,
+            "café".encode("latin-1").decode("utf-8", "surrogateescape"): sealed,
+            7: sealed,
+            "n": 5,
+        }
+        put_string(self.raw, name, value[: HEADER.size] + packer.pack(planted))
+        return {"a", "b", "c"}, 4
 
     def plant_strays(self, kind: str, count: int) -> None:
         STRAYS[kind](self.raw, self.prefix, count)

@@ -18,9 +18,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,19 +30,34 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
+import msgpack
 import pytest
 import redis
 from django.conf import settings as django_settings
 from django.test import Client, override_settings
 from django_redis.pool import ConnectionFactory
 
-from django_memopt.backends.base import SessionStoreError
-from django_memopt.backends.redis import SessionStore, SessionStoreUnavailable, connection
+from django_memopt.backends import redis as redis_backend
+from django_memopt.backends.base import CreateError, SessionStoreError, UpdateError, field_codec
+from django_memopt.backends.redis import (
+    STRING_LIMIT,
+    SessionStore,
+    SessionStoreUnavailable,
+    connection,
+)
 from django_memopt.codec import HEADER_SIZE
+from django_memopt.fields import Delta
 from tests import contract
 from tests.redis_server import RedisServer, free_port, redis_server_binary
-from tests.test_redis_contract import MARKER, RedisStore
+from tests.test_redis_contract import (
+    HEADER,
+    MARKER,
+    RedisStore,
+    stored_fields,
+    stored_session,
+)
 
 # Generous bounds for a loaded 2-core machine; a healthy run needs a fraction of each.
 ENGINE = "django_memopt.backends.redis"
@@ -226,6 +243,8 @@ def dedicated_redis(*options: str, monitor: bool = True) -> Iterator[Dedicated]:
         ):
             assert tcp_port() == server.port, "the dedicated alias talks to another server"
             raw = redis.Redis(port=server.port, single_connection_client=True)
+            for script in (redis_backend.UPDATE_SCRIPT, redis_backend.TOUCH_SCRIPT):
+                raw.script_load(script)  # as on a server a site has used for a while
             if monitor:
                 log = CommandLog(server.port)
             yield Dedicated(server, raw, log)
@@ -273,26 +292,46 @@ def elapsed(action: Callable[[], Any]) -> tuple[BaseException | None, float]:
 
 def assert_ttl_is(raw: redis.Redis, name: bytes, seconds: float) -> None:
     """The key's expiry is ``seconds`` away (give or take the test's own pace), and the
-    deadline in the marker field is that same expiry."""
+    deadline the session holds (string header or hash field) is that same expiry."""
     ttl_ms = raw.pttl(name)
     assert seconds * 1000 - 5000 <= ttl_ms <= seconds * 1000, (name, ttl_ms, seconds)
-    deadline_ms = int(raw.hget(name, MARKER))
+    deadline_ms = stored_session(raw, name)[2]
     assert abs(deadline_ms - (time.time() * 1000 + ttl_ms)) < 2000, (deadline_ms, ttl_ms)
+
+
+def entries(raw: redis.Redis, name: bytes) -> dict[bytes, bytes]:
+    """The stored entries of a session, either form, by name in UTF-8."""
+    return stored_fields(raw, name)
+
+
+def big(size: int = STRING_LIMIT) -> bytes:
+    """A value whose sealed field alone outgrows the string form."""
+    return os.urandom(size)
 
 
 # -- 1. layout -------------------------------------------------------------------------------
 
 
-def test_a_session_is_one_hash_of_its_fields_with_the_expiry_as_ttl(dedicated: Dedicated) -> None:
+def test_a_small_session_is_one_string_of_its_fields_with_the_expiry_as_ttl(
+    dedicated: Dedicated,
+) -> None:
     raw = dedicated.raw
     fields = {"user": 42, "café": "crème", "ключ": [1, 2], "empty": ""}
     key = new_session(**fields)
     name = hash_name(key)
     assert raw.keys("*") == [name]
-    assert raw.type(name) == b"hash"
-    stored = raw.hgetall(name)
-    assert set(stored) == {field.encode() for field in fields} | {MARKER}
-    assert b"caf\xc3\xa9" in stored  # the name in UTF-8
+    assert raw.type(name) == b"string"
+    value = raw.get(name)
+    # The format, the deadline, then a msgpack map of name (str) to sealed field (bin), as
+    # Python's msgpack packs it: the sealed fields are the engine's, byte for byte.
+    string_format, deadline = HEADER.unpack_from(value)
+    assert string_format == 2
+    sealed = SessionStore._read(key)
+    assert sealed is not None
+    assert value[HEADER.size :] == msgpack.packb(sealed.fields)
+    assert set(entries(raw, name)) == {field.encode() for field in fields}
+    assert b"caf\xc3\xa9" in entries(raw, name)  # the name in UTF-8
+    assert deadline == round(sealed.expires_at * 1000)
     assert_ttl_is(raw, name, django_settings.SESSION_COOKIE_AGE)
     assert dict(SessionStore(key).items()) == fields
 
@@ -302,6 +341,143 @@ def test_a_session_is_one_hash_of_its_fields_with_the_expiry_as_ttl(dedicated: D
     session.save()
     assert_ttl_is(raw, name, 300)
     assert SessionStore(key).get_expiry_age() == 300
+
+
+def test_a_session_outgrowing_the_string_becomes_a_hash_and_a_small_one_a_string(
+    dedicated: Dedicated,
+) -> None:
+    assert dedicated.log is not None
+    log, raw = dedicated.log, dedicated.raw
+    key = new_session(a=1, b=[2])
+    name = hash_name(key)
+    small = entries(raw, name)
+    session = SessionStore(key)
+    session["big"] = big(2 * STRING_LIMIT)
+    with log.record() as grow:
+        session.save()
+    # Once, inside the save's script: the stored bytes of the other fields carried over.
+    assert [command.name for command in grow.sent] == ["EVALSHA"]
+    assert raw.type(name) == b"hash"
+    stored = entries(raw, name)
+    assert set(stored) == {b"a", b"b", b"big"}
+    assert (stored[b"a"], stored[b"b"]) == (small[b"a"], small[b"b"])
+    assert_ttl_is(raw, name, django_settings.SESSION_COOKIE_AGE)
+
+    # A hash from then on: a save sets and deletes its fields.
+    session = SessionStore(key)
+    session["c"] = 3
+    del session["a"]
+    with log.record() as update:
+        session.save()
+    assert {"HSET", "HDEL", "PEXPIREAT"} <= set(update.names())
+    assert not {"GET", "SET", "DEL", "HGETALL"} & set(update.names()), update.names()
+    assert set(entries(raw, name)) == {b"b", b"big", b"c"}
+
+    # Small again: folded into a string at its next save, the fields' bytes as they were.
+    kept = entries(raw, name)
+    session = SessionStore(key)
+    del session["big"]
+    session.save()
+    assert raw.type(name) == b"string"
+    assert entries(raw, name) == {b"b": kept[b"b"], b"c": kept[b"c"]}
+    assert dict(SessionStore(key).items()) == {"b": [2], "c": 3}
+    assert_ttl_is(raw, name, django_settings.SESSION_COOKIE_AGE)
+
+
+def test_a_session_created_large_is_a_hash_written_atomically(dedicated: Dedicated) -> None:
+    assert dedicated.log is not None
+    log, raw = dedicated.log, dedicated.raw
+    blob = big()
+    session = SessionStore()
+    session.update({"a": 1, "blob": blob})
+    with log.record() as create:
+        session.save()
+    key = session.session_key
+    assert key is not None
+    name = hash_name(key)
+    assert raw.type(name) == b"hash"
+    assert set(entries(raw, name)) == {b"a", b"blob"}
+    assert_ttl_is(raw, name, django_settings.SESSION_COOKIE_AGE)
+    # No script: a WATCHed existence check, then one MULTI block.
+    assert create.names() == ["WATCH", "EXISTS", "MULTI", "HSET", "PEXPIREAT", "EXEC"]
+    assert "EVALSHA" not in create.names()
+    assert dict(SessionStore(key).items()) == {"a": 1, "blob": blob}
+
+    # A whole replace (after clear()) applies only to a session that is there.
+    replaced = SessionStore(key)
+    replaced.clear()
+    replaced["blob"] = other = big()
+    replaced.save()
+    assert dict(SessionStore(key).items()) == {"blob": other}
+    gone = SessionStore(key)
+    gone.clear()
+    gone["blob"] = big()
+    SessionStore(key).delete()
+    with pytest.raises(UpdateError):
+        gone.save()
+    assert not raw.exists(name)
+
+    # Small enough again after a replace: a string, with SET ... XX.
+    small = SessionStore(new_session(blob=big()))
+    small.clear()
+    small["a"] = 2
+    with log.record() as replace:
+        small.save()
+    assert [command.name for command in replace.sent] == ["SET"]
+    assert replace.sent[0].args[3:5] == [b"XX", b"PXAT"]
+    assert raw.type(hash_name(small.session_key)) == b"string"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [10, STRING_LIMIT])
+def test_a_create_over_a_taken_key_raises_create_error_and_changes_nothing(
+    dedicated: Dedicated, size: int
+) -> None:
+    raw = dedicated.raw
+    for taken_by in (b"small", big()):
+        key = new_session(a=taken_by)
+        before = raw.dump(hash_name(key))
+        intruder = SessionStore(key)
+        intruder._session_cache = intruder._new_fields()
+        intruder["a"] = os.urandom(size)
+        with pytest.raises(CreateError):
+            intruder.save(must_create=True)
+        assert raw.dump(hash_name(key)) == before
+        assert SessionStore(key)["a"] == taken_by
+
+
+@pytest.mark.parametrize("create", [True, False])
+def test_a_large_write_racing_another_writer_is_never_half_applied(
+    dedicated: Dedicated, create: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another request writes the key between the WATCHed check and the MULTI block: the
+    # block is refused; a create then fails (its key is taken, create() picks another), a
+    # replace tries again.
+    raw = dedicated.raw
+    key = uuid.uuid4().hex if create else new_session(a=1)
+    name = hash_name(key)
+    real_replies = redis_backend._replies
+    raced = []
+
+    def replies(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+        answers = real_replies(conn, commands)
+        if commands[0][0] == "WATCH" and not raced:
+            raced.append(True)
+            raw.set(name, b"another writer") if create else raw.pexpire(name, 600_000)
+        return answers
+
+    monkeypatch.setattr(redis_backend, "_replies", replies)
+    blob = big()
+    if create:
+        with pytest.raises(CreateError):
+            SessionStore._write(key, Delta({"blob": blob}), time.time() + 60, create=True)
+        assert raw.get(name) == b"another writer"
+    else:
+        session = SessionStore(key)
+        session.clear()
+        session["blob"] = blob
+        session.save()
+        assert dict(SessionStore(key).items()) == {"blob": blob}
+    assert raced == [True]
 
 
 def test_an_emptied_session_still_exists(dedicated: Dedicated) -> None:
@@ -315,7 +491,7 @@ def test_an_emptied_session_still_exists(dedicated: Dedicated) -> None:
             del session["a"], session["b"]
         session.save()
         assert session.session_key == key
-        assert raw.hkeys(hash_name(key)) == [MARKER], empty
+        assert stored_session(raw, hash_name(key))[:2] == ("string", {}), empty
         assert_ttl_is(raw, hash_name(key), django_settings.SESSION_COOKIE_AGE)
         assert SessionStore().exists(key), empty
         loaded = SessionStore(key)
@@ -338,7 +514,7 @@ def test_key_prefix_setting_is_honoured(dedicated: Dedicated) -> None:
         assert not SessionStore().exists(default_key)
         assert SessionStore(default_key).get("where") is None
     assert sorted(raw.keys("*")) == sorted([hash_name(default_key), hash_name(key, prefix)])
-    assert set(raw.hkeys(hash_name(key, prefix))) == {b"where", MARKER}
+    assert set(entries(raw, hash_name(key, prefix))) == {b"where"}
     assert not SessionStore().exists(key)
     with override_settings(MEMOPT_REDIS_KEY_PREFIX=prefix):
         SessionStore(key).delete()
@@ -390,21 +566,28 @@ def test_iter_session_keys_does_not_list_the_sessions_of_a_longer_prefix(
 # -- 2. only the delta is sent ---------------------------------------------------------------
 
 
-def test_a_load_is_one_round_trip_and_a_save_sends_only_the_delta(dedicated: Dedicated) -> None:
+@pytest.mark.parametrize("form", ["string", "hash"])
+def test_a_load_is_one_round_trip_and_a_save_sends_only_the_delta(
+    dedicated: Dedicated, form: str
+) -> None:
     assert dedicated.log is not None
     log, raw = dedicated.log, dedicated.raw
     names = [f"f{n:02}" for n in range(20)]
-    values = {name: [n, "x" * (10 + n)] for n, name in enumerate(names)}
+    values: dict[str, Any] = {name: [n, "x" * (10 + n)] for n, name in enumerate(names)}
+    if form == "hash":
+        values["f19"] = big(2 * STRING_LIMIT)
     key = new_session(**values)
     name = hash_name(key)
-    before = raw.hgetall(name)
+    assert raw.type(name).decode() == form
+    before = entries(raw, name)
 
     session = SessionStore(key)
     with log.record() as load:
         first, second = session["f00"], session["f01"]
     assert (first, second) == (values["f00"], values["f01"])
     assert load.round_trips == 1, f"a load took {load.round_trips} round trips"
-    assert load.names() in (["HGETALL"], ["HGETALL", "PTTL"]), load.names()
+    # Both forms' reads at once: the one of the wrong type answers WRONGTYPE.
+    assert load.names() == ["GET", "HGETALL"], load.names()
     assert all(command.args[1:] == [name] for command in load.commands)
 
     session["f00"] = "changed"
@@ -419,23 +602,207 @@ def test_a_load_is_one_round_trip_and_a_save_sends_only_the_delta(dedicated: Ded
     # The script got the name of the changed field and of the deleted one, and no other
     # field: neither the name nor the stored bytes of an untouched field were sent.
     assert set(evalsha.args) & field_names == {b"f00", b"f05"}
-    assert not set(evalsha.args) & {before[n] for n in untouched}
+    assert not any(before[n] in arg for arg in evalsha.args for n in untouched)
     scripted = save.scripted
-    written = {f for command in scripted if command.name == "HSET" for f in command.args[2::2]}
-    removed = {f for command in scripted if command.name == "HDEL" for f in command.args[2:]}
-    assert written - {MARKER} == {b"f00"}
-    assert removed == {b"f05"}
+    assert all(name in command.args for command in scripted)
     assert not {"DEL", "UNLINK", "RENAME", "HGETALL"} & {c.name for c in scripted}
-    assert all(command.args[1] == name for command in scripted)
+    if form == "hash":
+        written = {f for c in scripted if c.name == "HSET" for f in c.args[2::2]}
+        removed = {f for c in scripted if c.name == "HDEL" for f in c.args[2:]}
+        assert written - {MARKER} == {b"f00"}
+        assert removed == {b"f05"}
+    else:
+        # Spliced: read, then written back whole in one SET with its expiry.
+        assert [c.name for c in scripted] == ["TYPE", "GET", "SET"], scripted
+        assert scripted[-1].args[3] == b"PXAT"
     assert session._session.decoded_count == 2  # the untouched fields were never decoded
 
-    after = raw.hgetall(name)
+    after = entries(raw, name)
     assert set(after) == set(before) - {b"f05"}
     assert after[b"f00"] != before[b"f00"]
     for untouched_name in untouched:
         assert after[untouched_name] == before[untouched_name], untouched_name
     expected = {n: v for n, v in values.items() if n != "f05"} | {"f00": "changed"}
     assert dict(SessionStore(key).items()) == expected
+    assert_ttl_is(raw, name, django_settings.SESSION_COOKIE_AGE)
+
+
+# -- 2b. the string and the hash against a model of the session -----------------------------
+
+
+def test_random_deltas_across_the_string_limit_match_a_model(dedicated: Dedicated) -> None:
+    # Deltas of random sizes straight to the store (bytes as a codec would hand them):
+    # sessions cross the limit both ways, and always read back exactly as the model.
+    raw = dedicated.raw
+    rng = random.Random(13)
+    names = ["a", "b", "visits", "é名", "n" * 300, *(f"cart:{n}" for n in range(8))]
+    sizes = [0, 1, 17, 60, 300, 1500, 3000, 70_000]
+    forms = set()
+    for trial in range(60):
+        key = uuid.uuid4().hex
+        model = {rng.choice(names): os.urandom(rng.choice(sizes)) for _ in range(rng.randrange(6))}
+        deadline = time.time() + 600
+        SessionStore._write(key, Delta(model, replace=True), deadline, create=True)
+        for step in range(8):
+            sets = {
+                rng.choice(names): os.urandom(rng.choice(sizes)) for _ in range(rng.randrange(3))
+            }
+            deletes = frozenset(n for n in model if rng.random() < 0.3 and n not in sets)
+            deadline += 1
+            SessionStore._write(key, Delta(sets, deletes), deadline, create=False)
+            model = {n: v for n, v in model.items() if n not in deletes} | sets
+            stored = SessionStore._read(key)
+            assert stored is not None
+            assert stored.fields == model, (trial, step)
+            assert stored.expires_at == pytest.approx(deadline, abs=0.002)
+            kind = raw.type(hash_name(key)).decode()
+            forms.add(kind)
+            assert (kind == "string") == (stored.size <= STRING_LIMIT) or kind == "hash"
+        SessionStore._remove(key)
+        with pytest.raises(UpdateError):
+            SessionStore._write(key, Delta({"x": b"1"}), deadline, create=False)
+        with pytest.raises(UpdateError):
+            SessionStore._touch(key, deadline)
+        assert not raw.exists(hash_name(key))
+    assert forms == {"string", "hash"}
+
+
+def test_threads_writing_their_own_fields_across_the_limit_lose_nothing(
+    dedicated: Dedicated,
+) -> None:
+    # The store contract runs concurrent writers on a small session; here each write also
+    # moves the session across the string limit and back.
+    key = new_session(base="kept")
+    threads, rounds = 6, 30
+    failures: list[BaseException] = []
+
+    def write(name: str) -> None:
+        try:
+            for n in range(rounds):
+                session = SessionStore(key)
+                session[name] = (n, os.urandom(900 if n % 3 else 10))
+                session.save()
+        except BaseException as exc:
+            failures.append(exc)
+
+    workers = [threading.Thread(target=write, args=(f"t{t}",)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == []
+    final = SessionStore(key)
+    assert final["base"] == "kept"
+    assert {name: value[0] for name, value in final.items() if name != "base"} == {
+        f"t{t}": rounds - 1 for t in range(threads)
+    }
+
+
+# -- 2c. sessions stored by the previous release (format 1) ----------------------------------
+
+# The previous release's save script, as it was (a create, or an update applying a delta).
+PREVIOUS_WRITE_SCRIPT = """
+local live = redis.call('EXISTS', KEYS[1]) == 1
+if ARGV[1] == 'c' then
+  if live then return 0 end
+elseif not live then
+  return -1
+end
+if live and ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
+local last_set = 4 + 2 * tonumber(ARGV[4])
+for first = 5, last_set, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(first + 999, last_set)))
+end
+for first = last_set + 1, #ARGV, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+end
+redis.call('HSET', KEYS[1], '\\255', ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+def previous_release_session(raw: redis.Redis, **values: Any) -> tuple[str, dict[bytes, bytes]]:
+    """A session stored as the previous release stored it, by its save script: a hash of
+    the sealed fields and the deadline field. Its key, and its stored fields."""
+    key = uuid.uuid4().hex
+    codec = field_codec()
+    sealed = {name: codec.seal(key, name, codec.pack(name, v)) for name, v in values.items()}
+    deadline = int((time.time() + django_settings.SESSION_COOKIE_AGE) * 1000)
+    args: list[Any] = ["c", "1", deadline, len(sealed)]
+    for name, sealed_field in sealed.items():
+        args += (name.encode(), sealed_field)
+    assert raw.eval(PREVIOUS_WRITE_SCRIPT, 1, hash_name(key), *args) == 1
+    return key, {name.encode(): sealed_field for name, sealed_field in sealed.items()}
+
+
+def test_sessions_of_the_previous_release_load_update_and_fold(dedicated: Dedicated) -> None:
+    assert dedicated.log is not None
+    log, raw = dedicated.log, dedicated.raw
+    login = {"_auth_user_id": "7", "_auth_user_backend": "django.contrib.auth.backends.x"}
+    login["_auth_user_hash"] = "h" * 64
+    small, stored = previous_release_session(raw, **login, visits=1)
+    cart = [os.urandom(100) for _ in range(60)]
+    large, stored_large = previous_release_session(raw, **login, cart=cart)
+    assert raw.type(hash_name(small)) == raw.type(hash_name(large)) == b"hash"
+
+    # Read as they are, listed, and they exist.
+    assert dict(SessionStore(small).items()) == {**login, "visits": 1}
+    assert SessionStore(large)["cart"] == cart
+    assert SessionStore().exists(small) and SessionStore().exists(large)
+    assert sorted(SessionStore.iter_session_keys()) == sorted([small, large])
+    before = raw.memory_usage(hash_name(small), samples=0)
+
+    # A small one is folded into a string at its next save: the other fields' stored
+    # bytes carried as they are (the store never re-seals), in one EVALSHA.
+    session = SessionStore(small)
+    session["visits"] = 2
+    with log.record() as fold:
+        session.save()
+    assert [command.name for command in fold.sent] == ["EVALSHA"]
+    kind, folded, _ = stored_session(raw, hash_name(small))
+    assert kind == "string"
+    assert set(folded) == set(stored)
+    for name in set(stored) - {b"visits"}:
+        assert folded[name] == stored[name], name
+    assert raw.memory_usage(hash_name(small), samples=0) < before
+    assert_ttl_is(raw, hash_name(small), django_settings.SESSION_COOKIE_AGE)
+    assert dict(SessionStore(small).items()) == {**login, "visits": 2}
+
+    # A large one stays a hash: its save sets the changed field alone.
+    session = SessionStore(large)
+    session["visits"] = 1
+    with log.record() as update:
+        session.save()
+    assert "HGETALL" not in update.names() and "SET" not in update.names(), update.names()
+    assert stored_fields(raw, hash_name(large)) == {**stored_large, b"visits": ANY}
+    assert dict(SessionStore(large).items()) == {**login, "cart": cart, "visits": 1}
+
+    # Touched in place; moved to a new key by cycle_key (small now: a string).
+    raw.pexpire(hash_name(large), 60_000)
+    SessionStore._touch(large, time.time() + django_settings.SESSION_COOKIE_AGE)
+    assert_ttl_is(raw, hash_name(large), django_settings.SESSION_COOKIE_AGE)
+    old, _ = previous_release_session(raw, **login)
+    moved = SessionStore(old)
+    moved.cycle_key()
+    assert not raw.exists(hash_name(old))
+    assert raw.type(hash_name(moved.session_key)) == b"string"  # type: ignore[arg-type]
+    assert dict(SessionStore(moved.session_key).items()) == login
+
+
+def test_a_previous_release_session_with_names_that_are_not_utf8_folds_and_loads(
+    dedicated: Dedicated, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = dedicated.raw
+    key, stored = previous_release_session(raw, a=1, b=2)
+    raw.hset(hash_name(key), b"\x80 not utf-8", stored[b"a"])
+    caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+    session = SessionStore(key)
+    session["c"] = 3
+    session.save()
+    assert raw.type(hash_name(key)) == b"string"
+    assert dict(SessionStore(key).items()) == {"a": 1, "b": 2, "c": 3}
+    assert any("not UTF-8" in record.getMessage() for record in caplog.records)
 
 
 # -- 3. cycle_key ----------------------------------------------------------------------------
@@ -447,7 +814,7 @@ def test_cycle_key_copies_sealed_fields_without_decoding_or_rename(dedicated: De
     values = {"user": 7, "cart": [1, 2, 3], "naïve": {"a": None}, "blob": b"\x00" * 300}
     # The default expiry: a custom one is a field too, which a save must decode.
     old_key = new_session(**values)
-    old = raw.hgetall(hash_name(old_key))
+    old = entries(raw, hash_name(old_key))
 
     session = SessionStore(old_key)
     with log.record() as cycle:
@@ -456,9 +823,9 @@ def test_cycle_key_copies_sealed_fields_without_decoding_or_rename(dedicated: De
     assert new_key is not None and new_key != old_key
     assert session._session.decoded_count == 0
     assert not raw.exists(hash_name(old_key))
-    new = raw.hgetall(hash_name(new_key))
+    new = entries(raw, hash_name(new_key))
     assert set(new) == set(old)
-    for field_name in set(old) - {MARKER}:
+    for field_name in old:
         # Re-sealed for the new key (another tag), same payload: moved, never decoded.
         assert new[field_name][:HEADER_SIZE] != old[field_name][:HEADER_SIZE], field_name
         assert new[field_name][HEADER_SIZE:] == old[field_name][HEADER_SIZE:], field_name
@@ -488,10 +855,10 @@ def test_saves_after_script_flush_reload_the_script(dedicated: Dedicated) -> Non
     with log.record() as update:
         session.save()
     assert "SCRIPT" in update.names(), "the script was not loaded again"
-    assert [c.name for c in update.scripted if c.name == "HSET"], update.names()
+    assert [c.name for c in update.scripted if c.name == "SET"], update.names()
     assert int(raw.info("memory")["number_of_cached_scripts"]) >= 1
     assert dict(SessionStore(key).items()) == {"a": 10}
-    assert set(raw.hkeys(hash_name(key))) == {b"a", MARKER}
+    assert set(entries(raw, hash_name(key))) == {b"a"}
 
     raw.script_flush()
     created = new_session(c=3)  # a create after a flush: not mistaken for a taken key
@@ -503,6 +870,34 @@ def test_saves_after_script_flush_reload_the_script(dedicated: Dedicated) -> Non
     assert touched["a"] == 10
     touched.save()  # nothing changed: only the expiry moves
     assert_ttl_is(raw, hash_name(key), django_settings.SESSION_COOKIE_AGE)
+
+
+def test_a_server_older_than_6_2_is_named_in_the_error(
+    dedicated: Dedicated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No redis-server before 6.2 here: its answers are simulated on the real connection
+    # (6.0 refuses SET ... PXAT with a syntax error, and reports its version in INFO).
+    real_execute = redis_backend._execute
+
+    def as_redis_6_0(*command: Any) -> Any:
+        if command[0] == "SET" and "PXAT" in command:
+            raise redis.ResponseError("syntax error")
+        if command[:2] == ("INFO", "server"):
+            return b"# Server\r\nredis_version:6.0.16\r\nredis_mode:standalone\r\n"
+        return real_execute(*command)
+
+    monkeypatch.setattr(redis_backend, "_execute", as_redis_6_0)
+    session = SessionStore()
+    session["a"] = 1
+    with pytest.raises(
+        SessionStoreError, match=r"needs Redis 6\.2 or later .* runs Redis 6\.0\.16"
+    ):
+        session.save()
+    # Another syntax error on a recent server keeps Redis's own message.
+    monkeypatch.setattr(redis_backend, "_execute", real_execute)
+    with pytest.raises(SessionStoreError, match="syntax error") as error:
+        redis_backend._call(lambda: redis_backend._execute("SET", "k", "v", "PXAT"))
+    assert "6.2" not in str(error.value)
 
 
 # -- 5. Redis stopped and restarted ----------------------------------------------------------
@@ -755,13 +1150,13 @@ def test_sessions_through_sentinel(factory_in: str) -> None:
                 assert type(connection().connection_pool).__name__ == "SentinelConnectionPool"
                 assert tcp_port() == primary.port
                 key = new_session(a=1)  # created
-                assert set(raw.hkeys(hash_name(key))) == {b"a", MARKER}  # in the primary
+                assert set(entries(raw, hash_name(key))) == {b"a"}  # in the primary
                 session = SessionStore(key)
                 assert session["a"] == 1  # loaded
                 session["b"] = [2]
                 del session["a"]
                 session.save()  # saved
-                assert set(raw.hkeys(hash_name(key))) == {b"b", MARKER}
+                assert set(entries(raw, hash_name(key))) == {b"b"}
                 assert dict(SessionStore(key).items()) == {"b": [2]}
                 assert SessionStore().exists(key)
                 SessionStore(key).delete()  # deleted
@@ -793,7 +1188,8 @@ def test_session_expires_with_its_ttl(dedicated: Dedicated) -> None:
     assert raw.dbsize() == 0
 
 
-def test_touch_extends_the_ttl_without_rewriting_fields(dedicated: Dedicated) -> None:
+@pytest.mark.parametrize("form", ["string", "hash"])
+def test_touch_extends_the_ttl_without_rewriting_fields(dedicated: Dedicated, form: str) -> None:
     assert dedicated.log is not None
     log, raw = dedicated.log, dedicated.raw
     with override_settings(SESSION_SAVE_EVERY_REQUEST=True):
@@ -802,25 +1198,30 @@ def test_touch_extends_the_ttl_without_rewriting_fields(dedicated: Dedicated) ->
         client.get("/store/b/2/")
         key = client.cookies[django_settings.SESSION_COOKIE_NAME].value
         name = hash_name(key)
+        if form == "hash":
+            grown = SessionStore(key)
+            grown["blob"] = big()
+            grown.save()
+        assert raw.type(name).decode() == form
         raw.pexpire(name, 60_000)  # as if the session had been idle for two weeks
-        before = raw.hgetall(name)
+        before = entries(raw, name)
         with log.record() as touch:
             response = client.get("/read/a/")  # reads, changes nothing
         assert response.json() == {"value": "1"}
     assert_ttl_is(raw, name, django_settings.SESSION_COOKIE_AGE)
-    after = raw.hgetall(name)
-    assert set(after) == set(before)
-    for field_name in set(before) - {MARKER}:
-        assert after[field_name] == before[field_name], field_name
+    assert entries(raw, name) == before
     names = touch.names()
-    assert "HDEL" not in names and "DEL" not in names, names
+    assert "HDEL" not in names and "DEL" not in names and "SET" not in names, names
     written = {
         f for command in touch.commands if command.name == "HSET" for f in command.args[2::2]
     }
     assert written <= {MARKER}, f"a touch rewrote {written}"
-    stored_values = {before[f] for f in set(before) - {MARKER}}
-    assert not any(set(command.args) & stored_values for command in touch.sent)
-    assert dict(SessionStore(key).items()) == {"a": "1", "b": "2"}
+    # In place: the string's deadline (8 bytes at offset 1), or the hash's deadline field.
+    ranges = [command.args[2:] for command in touch.commands if command.name == "SETRANGE"]
+    assert all(offset == b"1" and len(deadline) == 8 for offset, deadline in ranges), ranges
+    assert bool(ranges) == (form == "string")
+    assert not any(set(command.args) & set(before.values()) for command in touch.sent)
+    assert SessionStore(key)["a"] == "1"
 
 
 def test_sessions_go_to_the_primary_never_a_replica() -> None:
@@ -890,13 +1291,20 @@ def test_sessions_work_over_resp3(dedicated: Dedicated) -> None:
 
 def test_figures_sample_keys_by_session_name_without_reading_them(tmp_path: Path) -> None:
     # The contract checks that listings skip and log such keys; the figures count them, as
-    # they sample keys (MEMORY USAGE, OBJECT ENCODING, HLEN) without reading any.
+    # they sample keys (MEMORY USAGE, OBJECT ENCODING, TYPE, HLEN, GETRANGE) without
+    # reading any.
     with RedisStore.isolated(tmp_path) as store:
         live = sorted(new_session(n=n) for n in range(3))
+        large = new_session(n="large", blob=big())
         store.plant_strays("all of them", 3)
         figures = SessionStore.store_figures()  # HLEN on a string does not fail the sample
-        assert figures["sampled_sessions"] == 3 + 9
-        assert sorted(SessionStore.iter_session_keys()) == live
+        assert figures["sampled_sessions"] == 4 + 12
+        assert sorted(SessionStore.iter_session_keys()) == sorted([*live, large])
+        # OBJECT ENCODING of either form: the strings (sessions and strays), the hashes.
+        encodings = figures["hash_encodings"]
+        assert sum(encodings.values()) == 4 + 9, encodings  # the lists are no session
+        assert encodings.get("embstr", 0) + encodings.get("raw", 0) == 3 + 3, encodings
+        assert figures["memory_per_session"] > 0
 
 
 # -- 10. store-wide values -------------------------------------------------------------------

@@ -2,12 +2,28 @@
 
 The connection is django-redis's, for the cache named by ``SESSION_CACHE_ALIAS``, so
 Redis is configured once, in ``CACHES`` (pooling, password, TLS, Sentinel), and is always
-the primary, never a replica. Layout: one hash per session under
-``MEMOPT_REDIS_KEY_PREFIX``; field = the session key's name (UTF-8), value = the sealed
-field; the session's deadline is the key's expiry, and is also kept in the hash (field
-``MARKER``) so that a load is one ``HGETALL``. A save is one ``EVALSHA`` of a script that
-checks the session exists (or does not, for a create), applies the delta and sets the
-expiry, atomically: a ``MULTI`` block could not make the write conditional.
+the primary, never a replica. Requires Redis 6.2 or later (``SET ... PXAT``).
+
+Layout: one key per session, ``MEMOPT_REDIS_KEY_PREFIX`` + session key, and every command
+touches that key alone (one Redis Cluster slot). The key holds one of two forms:
+
+- a **string** while the session is small (at most ``STRING_LIMIT`` bytes):
+  ``STRING_FORMAT`` (1 byte), the deadline (epoch milliseconds, 8 bytes big-endian), then
+  a msgpack map of field name (str) to sealed field (bin);
+- a **hash** past that: field = the session key's name (UTF-8), value = the sealed field,
+  and field ``MARKER`` holding the deadline (epoch milliseconds in ASCII digits). This is
+  the previous release's only layout (format 1): its sessions load as they are.
+
+The sealed fields are opaque here: the store moves their bytes and never re-seals them.
+The deadline is also the key's expiry. A load is ``GET`` and ``HGETALL`` in one round trip
+(the one of the wrong type answers ``WRONGTYPE``). A create, or a save that replaces the
+whole session, is one ``SET ... NX`` (``XX``) ``PXAT``; one too large for a string is a
+``MULTI`` block (``HSET``, ``PEXPIREAT``) guarded by ``WATCH``. A delta save is one
+``EVALSHA`` of ``UPDATE_SCRIPT``, which applies it only to a session that is there: it
+splices a string (reading entry headers and names only, copying untouched entries as they
+are), turning it into a hash once it outgrows ``STRING_LIMIT``, or sets and deletes fields
+of a hash, folding a small hash (a format-1 session) into a string. Lua scripts, not
+``MULTI``, where a write depends on what is stored.
 
 Beside the sessions, under names no session key can take (no session key has a ``~``):
 one hash without expiry per space of store-wide values, ``<prefix>~<space>`` (such as
@@ -17,10 +33,12 @@ one hash without expiry per space of store-wide values, ``<prefix>~<space>`` (su
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, TypeVar
 
+import msgpack
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -51,35 +69,213 @@ T = TypeVar("T")
 MARKER: Final = b"\xff"
 # A deadline in epoch milliseconds has at most this many digits (10**15 ms: the year 33658).
 DEADLINE_DIGITS: Final = 15
+#: The first byte of a session's string form (a hash is format 1, the previous layout).
+STRING_FORMAT: Final = 2
+#: The string form's header: its format, then the deadline in epoch ms.
+HEADER: Final = struct.Struct(">BQ")
+#: A session is a string while that takes at most this many bytes, else a hash. A string
+#: costs the least memory, but a delta save reads and rewrites it whole in Lua, whose cost
+#: grows with its size; a hash's costs the same at any size (docs/redis.md: measured).
+STRING_LIMIT: Final = 4096
+#: A hash taking at most this much memory (``MEMORY USAGE``) is read whole at its next
+#: delta save and folded into a string if it then fits ``STRING_LIMIT``: a format-1
+#: session, or a large one that shrank. A hash takes more memory than its fields' bytes,
+#: so such a read is small; and a hash just past the limit rarely takes this little (one
+#: that does pays that read at each save, about the cost of splicing a string as large).
+FOLD_MEMORY: Final = 5120
+# Tries of a whole replace of a large session (a WATCH block) before giving up: each
+# failed try means another request saved that session meanwhile.
+REPLACE_TRIES: Final = 10
 
-# KEYS[1]: the session hash. ARGV: "c" (create) or "u" (update); "1" to drop every stored
-# field first; the deadline in epoch ms; the number of fields to set; their names and
-# values; then the names to delete. Returns 1, or 0 (create: the key is taken) or -1
-# (update: the session is gone). A deadline in the past deletes the session.
-WRITE_SCRIPT: Final = """
-local live = redis.call('EXISTS', KEYS[1]) == 1
-if ARGV[1] == 'c' then
-  if live then return 0 end
-elseif not live then
-  return -1
+# A delta save. KEYS[1]: the session. ARGV: the deadline (epoch ms); the string form's
+# header for it; STRING_LIMIT; FOLD_MEMORY; the number of fields to set; their names and
+# sealed values; then the names to delete. Returns 1, or -1 if there is no session to
+# update (none, or no record a save writes): then nothing is written. A deadline in the
+# past deletes the session.
+UPDATE_SCRIPT: Final = r"""
+local key = KEYS[1]
+local deadline, header = ARGV[1], ARGV[2]
+local limit, fold_memory, nsets = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local first_delete = 6 + 2 * nsets
+local byte, sub, char, floor = string.byte, string.sub, string.char, math.floor
+
+-- Names the delta sets or deletes: what is stored under them is dropped.
+local changed = {}
+for i = 6, first_delete - 1, 2 do changed[ARGV[i]] = true end
+for i = first_delete, #ARGV do changed[ARGV[i]] = true end
+
+-- msgpack, as Python's msgpack writes it: names are str, sealed fields bin.
+local function big_endian(n, width)
+  local out = {}
+  for i = width, 1, -1 do out[i] = char(n % 256); n = floor(n / 256) end
+  return table.concat(out)
 end
-if live and ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
-local last_set = 4 + 2 * tonumber(ARGV[4])
-for first = 5, last_set, 1000 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(first + 999, last_set)))
+local function str_header(n)
+  if n < 32 then return char(0xa0 + n) end
+  if n < 256 then return char(0xd9, n) end
+  if n < 65536 then return char(0xda) .. big_endian(n, 2) end
+  return char(0xdb) .. big_endian(n, 4)
 end
-for first = last_set + 1, #ARGV, 1000 do
-  redis.call('HDEL', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+local function bin_header(n)
+  if n < 256 then return char(0xc4, n) end
+  if n < 65536 then return char(0xc5) .. big_endian(n, 2) end
+  return char(0xc6) .. big_endian(n, 4)
 end
-redis.call('HSET', KEYS[1], '\\255', ARGV[3])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-return 1
+local function map_header(n)
+  if n < 16 then return char(0x80 + n) end
+  if n < 65536 then return char(0xde) .. big_endian(n, 2) end
+  return char(0xdf) .. big_endian(n, 4)
+end
+local function entry(name, value)
+  return str_header(#name) .. name .. bin_header(#value) .. value
+end
+
+-- Appends the delta's sets to parts as entries; the bytes they take.
+local function add_sets(parts)
+  local size = 0
+  for i = 6, first_delete - 1, 2 do
+    parts[#parts + 1] = entry(ARGV[i], ARGV[i + 1])
+    size = size + #parts[#parts]
+  end
+  return size
+end
+-- The session as a string of count entries, parts[2..] (parts[1] is for the header),
+-- if that takes at most limit bytes (size: the entries' bytes); else nil.
+local function as_string(count, parts, size)
+  parts[1] = header .. map_header(count)
+  if size + #parts[1] > limit then return nil end
+  redis.call('SET', key, table.concat(parts), 'PXAT', deadline)
+  return 1
+end
+local function hset(list, first, last)
+  for at = first, last, 1000 do
+    redis.call('HSET', key, unpack(list, at, math.min(at + 999, last)))
+  end
+end
+-- The delta applied to the hash, and the deadline.
+local function update_hash()
+  hset(ARGV, 6, first_delete - 1)
+  for at = first_delete, #ARGV, 1000 do
+    redis.call('HDEL', key, unpack(ARGV, at, math.min(at + 999, #ARGV)))
+  end
+  redis.call('HSET', key, '\255', deadline)
+  redis.call('PEXPIREAT', key, deadline)
+  return 1
+end
+
+local kind = redis.call('TYPE', key)['ok']
+if kind == 'hash' then
+  update_hash()
+  -- Small now (a format-1 session, or a large one that shrank): folded into a string, its
+  -- fields' bytes as they are. pcall: a server that forbids MEMORY folds nothing.
+  local ok, used = pcall(redis.call, 'MEMORY', 'USAGE', key, 'SAMPLES', '0')
+  if ok and type(used) == 'number' and used <= fold_memory then
+    local stored = redis.call('HGETALL', key)
+    local parts, count, size = {''}, 0, 0
+    for i = 1, #stored, 2 do
+      if stored[i] ~= '\255' then
+        parts[#parts + 1] = entry(stored[i], stored[i + 1])
+        size = size + #parts[#parts]
+        count = count + 1
+      end
+    end
+    as_string(count, parts, size)
+  end
+  return 1
+end
+if kind ~= 'string' then return -1 end
+
+-- A string: spliced. Entries are walked by their headers; only names are read; runs of
+-- untouched entries are copied as they are, whatever they hold.
+local s = redis.call('GET', key)
+if byte(s, 1) ~= byte(header, 1) then return -1 end
+local function uint(at, width)
+  local n = 0
+  for i = at, at + width - 1 do
+    local b = byte(s, i)
+    if not b then return nil end
+    n = n * 256 + b
+  end
+  return n
+end
+-- The length and header size of the str or bin at `at`; nil if something else is there.
+local function blob(at)
+  local b = byte(s, at)
+  if not b then return nil end
+  if b >= 0xa0 and b <= 0xbf then return b - 0xa0, 1 end
+  if b == 0xd9 or b == 0xc4 then return uint(at + 1, 1), 2 end
+  if b == 0xda or b == 0xc5 then return uint(at + 1, 2), 3 end
+  if b == 0xdb or b == 0xc6 then return uint(at + 1, 4), 5 end
+  return nil
+end
+-- Past any other msgpack object at `at` (an entry no save writes); nil if damaged.
+local function skip(at)
+  local ok, after = pcall(cmsgpack.unpack_one, s, at - 1)
+  if not ok then return nil end
+  if after == -1 then return #s + 1 end
+  return after + 1
+end
+
+local b, count, pos = byte(s, 10), nil, nil
+if b and b >= 0x80 and b <= 0x8f then count, pos = b - 0x80, 11
+elseif b == 0xde then count, pos = uint(11, 2), 13
+elseif b == 0xdf then count, pos = uint(11, 4), 15 end
+if not count then return -1 end
+local parts, size, run = {''}, 0, pos
+-- Where the kept fields are, should the session become a hash: name, value from, to.
+local names, from, to = {}, {}, {}
+local kept = 0
+for _ = 1, count do
+  local at, name = pos, nil
+  local len, head = blob(pos)
+  if len then
+    name = sub(s, pos + head, pos + head + len - 1)
+    pos = pos + head + len
+  else
+    pos = skip(pos)  -- a name no save writes
+    if not pos then return -1 end
+  end
+  local value_at = pos
+  len, head = blob(pos)
+  if len then pos = pos + head + len else pos = skip(pos) end
+  if not pos or pos > #s + 1 then return -1 end
+  if name and changed[name] then
+    if at > run then parts[#parts + 1] = sub(s, run, at - 1); size = size + at - run end
+    run = pos
+  else
+    kept = kept + 1
+    if name and len then  -- a field a save writes: a hash field, should it become a hash
+      names[#names + 1] = name
+      from[#names], to[#names] = value_at + head, pos - 1
+    end
+  end
+end
+if pos ~= #s + 1 then return -1 end
+if pos > run then parts[#parts + 1] = sub(s, run, pos - 1); size = size + pos - run end
+if as_string(kept + nsets, parts, size + add_sets(parts)) then return 1 end
+
+-- Grown past the limit: a hash from now on, of the fields a save writes.
+local fields = {}
+for j = 1, #names do
+  fields[#fields + 1] = names[j]
+  fields[#fields + 1] = sub(s, from[j], to[j])
+end
+redis.call('DEL', key)
+hset(fields, 1, #fields)
+return update_hash()
 """
 
-# KEYS[1]: the session hash; ARGV[1]: the new deadline in epoch ms. 1, or 0 if it is gone.
-TOUCH_SCRIPT: Final = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], '\\255', ARGV[1])
+# An expiry refresh. KEYS[1]: the session; ARGV: the new deadline in epoch ms, and the same
+# as 8 bytes big-endian. The fields are not touched. Returns 1, or 0 if no session is there.
+TOUCH_SCRIPT: Final = r"""
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'string' then
+  redis.call('SETRANGE', KEYS[1], 1, ARGV[2])
+elseif kind == 'hash' then
+  redis.call('HSET', KEYS[1], '\255', ARGV[1])
+else
+  return 0
+end
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 """
@@ -121,32 +317,53 @@ def _forget_client(*, setting: str, **kwargs: Any) -> None:
 
 _SHAS: Final = {
     script: hashlib.sha1(script.encode()).hexdigest()
-    for script in (WRITE_SCRIPT, TOUCH_SCRIPT, ADD_VALUE_SCRIPT)
+    for script in (UPDATE_SCRIPT, TOUCH_SCRIPT, ADD_VALUE_SCRIPT)
 }
 
 
-def _execute(*command: Any) -> Any:
-    """Send ``command`` on a pooled connection to the primary; Redis's reply, unconverted.
+def _on_connection(action: Callable[[Any], T]) -> T:
+    """``action(connection)`` on a pooled connection to the primary.
 
     The pool, the connection (password, TLS, Sentinel) and the retry policy are the
     client's, as configured in ``CACHES``. redis-py's per-command layer (reply callbacks,
-    metrics) is skipped: it costs more than the rest of a load's Python work. So a hash
-    arrives as a flat list of names and values (a dict under RESP3), ``SCAN`` as
-    ``[cursor, keys]``.
+    metrics) is skipped: it costs more than the rest of a load's Python work. So replies
+    come unconverted: a hash as a flat list of names and values (a dict under RESP3),
+    ``SCAN`` as ``[cursor, keys]``.
     """
     pool = connection().connection_pool
     conn = pool.get_connection()
     try:
-        return conn.retry.call_with_retry(
-            lambda: _send(conn, command), lambda _error: conn.disconnect()
-        )
+        done: T = conn.retry.call_with_retry(lambda: action(conn), lambda _e: conn.disconnect())
+        return done
     finally:
         pool.release(conn)
 
 
-def _send(conn: Any, command: tuple[Any, ...]) -> Any:
-    conn.send_command(*command)
-    return conn.read_response()
+def _execute(*command: Any) -> Any:
+    """Redis's reply to ``command`` (an error reply raised)."""
+
+    def send(conn: Any) -> Any:
+        conn.send_command(*command)
+        return conn.read_response()
+
+    return _on_connection(send)
+
+
+def _replies(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Redis's replies to ``commands``, sent at once: one round trip. An error reply is
+    returned in its place, not raised, once every reply is read."""
+    conn.send_packed_command(conn.pack_commands(commands))
+    replies = []
+    for _ in commands:
+        try:
+            replies.append(conn.read_response())
+        except redis_errors.ResponseError as exc:
+            replies.append(exc)
+    return replies
+
+
+def _execute_all(*commands: tuple[Any, ...]) -> list[Any]:
+    return _on_connection(lambda conn: _replies(conn, list(commands)))
 
 
 def _run_script(script: str, key: bytes, *args: Any) -> Any:
@@ -159,22 +376,47 @@ def _run_script(script: str, key: bytes, *args: Any) -> Any:
 
 def _call(action: Callable[[], T]) -> T:
     """Run ``action``; Redis's own failures become ``SessionStoreError``."""
+    alias = settings.SESSION_CACHE_ALIAS
     try:
         return action()
     except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
         raise SessionStoreUnavailable(
-            f"The Redis session store (cache {settings.SESSION_CACHE_ALIAS!r}) is "
-            f"unavailable: {exc}"
+            f"The Redis session store (cache {alias!r}) is unavailable: {exc}"
         ) from exc
     except redis_errors.OutOfMemoryError as exc:
+        said = str(exc) if str(exc).startswith("OOM") else f"OOM {exc}"  # Redis's words
         raise SessionStoreFull(
-            f"The Redis session store (cache {settings.SESSION_CACHE_ALIAS!r}) is full: "
-            f"{exc}. Raise Redis's maxmemory, or let it evict (volatile-ttl suits sessions)."
+            f"The Redis session store (cache {alias!r}) is full: {said} Raise Redis's "
+            "maxmemory, or let it evict (volatile-ttl suits sessions)."
         ) from exc
     except redis_errors.RedisError as exc:
-        raise SessionStoreError(
-            f"The Redis session store (cache {settings.SESSION_CACHE_ALIAS!r}): {exc}"
-        ) from exc
+        version = _too_old(exc)
+        if version:
+            raise SessionStoreError(
+                f"The Redis session store (cache {alias!r}) needs Redis 6.2 or later "
+                f"(SET ... PXAT); that server runs Redis {version}."
+            ) from exc
+        raise SessionStoreError(f"The Redis session store (cache {alias!r}): {exc}") from exc
+
+
+def _too_old(error: redis_errors.RedisError) -> str | None:
+    """The server's version if ``error`` is a server before 6.2 refusing ``PXAT``."""
+    if not isinstance(error, redis_errors.ResponseError) or "syntax error" not in str(error):
+        return None
+    try:
+        info = _execute("INFO", "server")
+    except redis_errors.RedisError:
+        return None
+    text = info.decode("ascii", "replace") if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("redis_version:"):
+            version = line.partition(":")[2].strip()
+            try:
+                major, minor = (int(part) for part in version.split(".")[:2])
+            except ValueError:
+                return None
+            return version if (major, minor) < (6, 2) else None
+    return None
 
 
 def _key(session_key: str) -> bytes:
@@ -189,38 +431,170 @@ def _deadline_ms(stored: Any) -> int | None:
     return None
 
 
-def _text_named(stored: dict[bytes, bytes]) -> dict[str, bytes]:
+def _string_deadline(value: bytes) -> int | None:
+    """The deadline of a session's string form; ``None`` if the header is no header our
+    saves write (the body is not looked at)."""
+    if len(value) <= HEADER.size or value[0] != STRING_FORMAT:
+        return None
+    deadline: int = HEADER.unpack_from(value)[1]
+    return deadline if 0 < deadline < 10**DEADLINE_DIGITS else None
+
+
+def _string_fields(value: bytes) -> dict[str, bytes] | None:
+    """The sealed fields in a session's string form (its header checked apart); ``None``
+    if the body is no msgpack map. An entry whose name is not text is dropped and logged;
+    a value that is not bytes is left to the codec, which refuses it when it is read."""
+    body = memoryview(value)[HEADER.size :]
+    try:
+        fields = msgpack.unpackb(body, unicode_errors="surrogatepass")
+        if type(fields) is dict:
+            "".join(fields)  # names are text, or bytes (a bin): are all text?
+            return fields
+        return None
+    except (ValueError, TypeError):  # not UTF-8, bytes among the names, or damaged
+        pass
+    try:
+        fields = msgpack.unpackb(body, raw=True, strict_map_key=False)
+    except Exception:  # any msgpack error: the session is damaged
+        return None
+    return _text_named(fields) if type(fields) is dict else None
+
+
+def _text_named(stored: dict[Any, Any]) -> dict[str, Any]:
     """The fields whose name is UTF-8 text; the others are dropped and logged."""
     fields = {}
     for name, value in stored.items():
         try:
             fields[name.decode("utf-8", "surrogatepass")] = value
-        except UnicodeDecodeError:
+        except (UnicodeDecodeError, AttributeError):
             security_logger.warning(
-                "Session data corrupted: field %r (its name is not UTF-8)", name[:64]
+                "Session data corrupted: field %r (its name is not UTF-8)", repr(name)[:64]
             )
     return fields
 
 
-def _none_if_no_hash(command: Callable[[], T]) -> Callable[[], T | None]:
-    """``command`` on a key, answering ``None`` if the key holds another type than a hash
-    (which is no session)."""
+def _string_value(deadline_ms: int, sets: dict[str, bytes]) -> bytes:
+    """A session's string form."""
+    return HEADER.pack(STRING_FORMAT, deadline_ms) + msgpack.packb(
+        sets, unicode_errors="surrogatepass"
+    )
 
-    def run() -> T | None:
+
+def _wrong_type(reply: Any) -> bool:
+    return isinstance(reply, redis_errors.ResponseError) and str(reply).startswith("WRONGTYPE")
+
+
+def _form(value: Any, hashed: Any) -> tuple[str, Any]:
+    """What a key holds, from the replies to ``GET`` and to a hash command on it, sent
+    together (the one of the wrong type answers ``WRONGTYPE``): ``("string", value)``,
+    ``("hash", reply)`` (an empty reply if the key went meanwhile), ``("none", None)``, or
+    ``("other", None)`` if both answered ``WRONGTYPE``."""
+    if not _wrong_type(value):
+        if isinstance(value, Exception):
+            raise value
+        return ("none", None) if value is None else ("string", value)
+    if not _wrong_type(hashed):
+        if isinstance(hashed, Exception):
+            raise hashed
+        return "hash", hashed
+    return "other", None
+
+
+def _fetch(key: bytes, *hash_command: Any) -> tuple[str, Any]:
+    """What the session key holds (see :func:`_form`), in one round trip: ``GET`` and
+    ``hash_command`` on the key. A hash folded into a string between the two commands
+    answers ``WRONGTYPE`` twice: it is asked again; a key of another type stays
+    ``"other"``."""
+    command = (hash_command[0], key, *hash_command[1:])
+    for _ in range(2):
+        form = _form(*_execute_all(("GET", key), command))
+        if form[0] != "other":
+            break
+    return form
+
+
+# What _deadline_of() answers for a key that holds no session a load would read.
+NO_SESSION: Final = -1
+
+
+def _deadline_of(form: str, reply: Any) -> int | None:
+    """The deadline of a session as ``_fetch(key, "HGET", MARKER)`` found it: ``None`` if
+    there is no key, ``NO_SESSION`` if the key holds no session a load would read."""
+    if form == "none":
+        return None
+    if form == "string":
+        deadline_ms = _string_deadline(reply)
+        if deadline_ms is None or _string_body(reply) is None:
+            return NO_SESSION
+        return deadline_ms
+    if form == "hash":
+        if reply is None:  # gone meanwhile
+            return None
+        deadline_ms = _deadline_ms(reply)
+        return NO_SESSION if deadline_ms is None else deadline_ms
+    return NO_SESSION
+
+
+def _string_body(value: bytes) -> dict[Any, Any] | None:
+    """The body of a session's string form, names unchecked; ``None`` if it is no map."""
+    try:
+        body = msgpack.unpackb(memoryview(value)[HEADER.size :], raw=True, strict_map_key=False)
+    except Exception:  # any msgpack error: the session is damaged
+        return None
+    return body if type(body) is dict else None
+
+
+def _write_whole_hash(key: bytes, delta: Delta, deadline_ms: int, *, create: bool) -> bool:
+    """Write ``delta`` (a whole session, too large for a string) as a hash, atomically:
+    with ``create`` only if the key is free, else only if a session is there. Whether it
+    was written.
+
+    No script (Lua would hash every byte it is given): ``WATCH`` the key, check it exists
+    or not, then a ``MULTI`` block, which Redis refuses to run if the key changed since.
+    """
+    fields: list[Any] = []
+    for name, sealed in delta.sets.items():
+        fields += (name.encode("utf-8", "surrogatepass"), sealed)
+    block: list[tuple[Any, ...]] = [
+        ("MULTI",),
+        *([] if create else [("DEL", key)]),
+        ("HSET", key, *fields, MARKER, deadline_ms),
+        ("PEXPIREAT", key, deadline_ms),
+        ("EXEC",),
+    ]
+
+    def write(conn: Any) -> bool:
         try:
-            return command()
-        except redis_errors.ResponseError as exc:
-            if str(exc).startswith("WRONGTYPE"):
-                return None
+            for _ in range(REPLACE_TRIES):
+                _, exists = _replies(conn, [("WATCH", key), ("EXISTS", key)])
+                if isinstance(exists, Exception):
+                    raise exists
+                if bool(exists) == create:  # taken, or gone
+                    _replies(conn, [("UNWATCH",)])
+                    return False
+                replies = _replies(conn, block)
+                for reply in replies:  # a queued command refused (OOM): EXEC discards all
+                    if isinstance(reply, Exception):
+                        raise reply
+                if replies[-1] is not None:
+                    return True
+                if create:  # the key was taken since the check
+                    return False
+        except BaseException:
+            conn.disconnect()  # never hand a connection with a WATCH back to the pool
             raise
+        raise SessionStoreError(
+            f"The session {key!r} changed during each of {REPLACE_TRIES} tries to replace it"
+        )
 
-    return run
+    return _call(lambda: _on_connection(write))
 
 
 def _log_stray_key(key: bytes) -> None:
     security_logger.warning(
         "Session data corrupted: keys under session names that hold no session (not a "
-        "hash, or no valid deadline; such as %r) are left out of this listing of sessions",
+        "session record, or no valid deadline; such as %r) are left out of this listing "
+        "of sessions",
         key[:80],
     )
 
@@ -231,9 +605,16 @@ class SessionStore(_SessionBase):
     @classmethod
     def _read(cls, session_key: str) -> StoredSession | None:
         key = _key(session_key)
-        reply = _call(_none_if_no_hash(lambda: _execute("HGETALL", key)))
-        if not reply:  # no such key, or (None) one that is no hash
-            if reply is None:
+        form, reply = _call(lambda: _fetch(key, "HGETALL"))
+        if form == "string":
+            deadline_ms = _string_deadline(reply)
+            fields = None if deadline_ms is None else _string_fields(reply)
+            if fields is None or deadline_ms is None:
+                log_corrupt_record()
+                return None
+            return StoredSession(fields, deadline_ms / 1000, len(reply))
+        if not reply:  # no such key, or one that is no session
+            if form == "other":
                 log_corrupt_record()
             return None
         if not isinstance(reply, dict):  # RESP2: a flat list of names and values
@@ -254,26 +635,38 @@ class SessionStore(_SessionBase):
 
     @classmethod
     def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
-        args: list[bytes | str | int] = [
-            "c" if create else "u",
-            "1" if delta.replace else "0",
-            int(expires_at * 1000),
+        key = _key(session_key)
+        deadline_ms = max(1, int(expires_at * 1000))  # PXAT refuses 0 and less
+        if create or delta.replace:  # a create, or a whole replace: no script
+            value = _string_value(deadline_ms, delta.sets)
+            if len(value) <= STRING_LIMIT:
+                guard = "NX" if create else "XX"
+                reply = _call(lambda: _execute("SET", key, value, guard, "PXAT", deadline_ms))
+                written = reply is not None
+            else:
+                written = _write_whole_hash(key, delta, deadline_ms, create=create)
+            if not written:
+                raise CreateError if create else UpdateError
+            return
+        args: list[bytes | int] = [
+            deadline_ms,
+            HEADER.pack(STRING_FORMAT, deadline_ms),
+            STRING_LIMIT,
+            FOLD_MEMORY,
             len(delta.sets),
         ]
         for name, sealed in delta.sets.items():
             args += (name.encode("utf-8", "surrogatepass"), sealed)
         args += (name.encode("utf-8", "surrogatepass") for name in delta.deletes)
-        outcome = _call(lambda: _run_script(WRITE_SCRIPT, _key(session_key), *args))
-        if outcome == 0:
-            raise CreateError
-        if outcome == -1:
+        if _call(lambda: _run_script(UPDATE_SCRIPT, key, *args)) != 1:
             raise UpdateError
 
     @classmethod
     def _touch(cls, session_key: str, expires_at: float) -> None:
-        deadline_ms = int(expires_at * 1000)
+        deadline_ms = max(1, int(expires_at * 1000))
         key = _key(session_key)
-        if not _call(lambda: _run_script(TOUCH_SCRIPT, key, deadline_ms)):
+        packed = deadline_ms.to_bytes(8, "big")
+        if not _call(lambda: _run_script(TOUCH_SCRIPT, key, deadline_ms, packed)):
             raise UpdateError
 
     @classmethod
@@ -282,10 +675,10 @@ class SessionStore(_SessionBase):
 
     @classmethod
     def _contains(cls, session_key: str) -> bool:
-        # The marker, not EXISTS: as _read(), a hash without a valid deadline is no session.
-        key = _key(session_key)
-        deadline = _call(_none_if_no_hash(lambda: _execute("HGET", key, MARKER)))
-        return _deadline_ms(deadline) is not None
+        # The deadline, as _read() checks it: a key holding no valid one is no session.
+        form, reply = _call(lambda: _fetch(_key(session_key), "HGET", MARKER))
+        deadline_ms = _deadline_of(form, reply)
+        return deadline_ms is not None and deadline_ms != NO_SESSION
 
     @classmethod
     def clear_expired(cls) -> None:
@@ -337,9 +730,10 @@ class SessionStore(_SessionBase):
 
         Keys under the prefix whose rest is no session key (another site's longer prefix,
         the hashes of store-wide values) are skipped; so is a session that expires
-        between its listing and its reading, or a hash without a deadline. A key under a
-        session's name that is no hash, or whose deadline is none, is skipped and logged
-        (once per listing).
+        between its listing and its reading. A key under a session's name that holds no
+        session a load would read (another type, a damaged string, a hash without a
+        valid deadline) is skipped and logged (once per listing). A string is read whole
+        to tell (at most ``STRING_LIMIT`` bytes), a hash by its deadline field.
         """
         pattern = _glob_escape(conf.MEMOPT_REDIS_KEY_PREFIX) + "*"
         skip = len(conf.MEMOPT_REDIS_KEY_PREFIX.encode())
@@ -347,13 +741,17 @@ class SessionStore(_SessionBase):
         def page(at: int) -> Callable[[], list[Any]]:
             return lambda: _execute("SCAN", at, "MATCH", pattern, "COUNT", 1000)
 
-        def deadlines(keys: list[bytes]) -> Callable[[], list[Any]]:
-            def read() -> list[Any]:
-                with connection().pipeline(transaction=False) as pipe:
-                    for key in keys:
-                        pipe.hget(key, MARKER)
-                    # A key that is no hash answers with an error, not the whole page.
-                    return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+        def deadlines(keys: list[bytes]) -> Callable[[], list[int | None]]:
+            def read() -> list[int | None]:
+                commands = [(name, key, *args) for key in keys for name, *args in READS]
+                replies = _execute_all(*commands)
+                found = []
+                for key, value, hashed in zip(keys, replies[::2], replies[1::2], strict=True):
+                    form = _form(value, hashed)
+                    if form[0] == "other":  # another type, or a hash folded meanwhile
+                        form = _fetch(key, "HGET", MARKER)
+                    found.append(_deadline_of(*form))
+                return found
 
             return read
 
@@ -369,14 +767,18 @@ class SessionStore(_SessionBase):
             ]
             if listed:
                 found = _call(deadlines([key for key, _ in listed]))
-                for (key, session_key), deadline in zip(listed, found, strict=True):
-                    if (deadline_ms := _deadline_ms(deadline)) is not None:
+                for (key, session_key), deadline_ms in zip(listed, found, strict=True):
+                    if deadline_ms is not None and deadline_ms != NO_SESSION:
                         yield session_key, deadline_ms / 1000
-                    elif deadline is not None and not logged:  # None: expired since SCAN
+                    elif deadline_ms is not None and not logged:  # None: expired since SCAN
                         _log_stray_key(key)
                         logged = True
             if not cursor:
                 return
+
+
+# A listing's reads of each key: its string form, or its hash's deadline.
+READS: Final = (("GET",), ("HGET", MARKER))
 
 
 def _glob_escape(text: str) -> str:
@@ -387,6 +789,18 @@ def _space_key(space: str) -> bytes:
     # "~" never occurs in a session key, so no session hash can take this name.
     check_space(space)
     return f"{conf.MEMOPT_REDIS_KEY_PREFIX}~{space}".encode()
+
+
+def _map_size(head: Any) -> int | None:
+    """How many entries the msgpack map starting with ``head`` holds; ``None`` if none."""
+    if type(head) is not bytes or not head:
+        return None
+    if 0x80 <= head[0] <= 0x8F:
+        return head[0] - 0x80
+    if head[0] in (0xDE, 0xDF):
+        width = 2 if head[0] == 0xDE else 4
+        return int.from_bytes(head[1 : 1 + width], "big") if len(head) > width else None
+    return None
 
 
 def _store_figures(sample: int) -> dict[str, Any]:
@@ -412,16 +826,21 @@ def _store_figures(sample: int) -> dict[str, Any]:
         if not cursor or len(found) >= sample:
             break
     keys = found[:sample]
+    per_key = 5
 
     def details() -> list[Any]:
         with connection().pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.memory_usage(key, samples=0)
                 pipe.object("encoding", key)
+                pipe.type(key)
                 pipe.hlen(key)
+                # The map header after the string form's header: how many fields.
+                pipe.getrange(key, HEADER.size, HEADER.size + 4)
             pipe.dbsize()
             pipe.info("memory")
-            # A key that is no hash answers HLEN with an error, not the whole sample.
+            # A key of the other type answers HLEN or GETRANGE with an error, not the
+            # whole sample.
             replies: list[Any] = pipe.execute(raise_on_error=False)
         for reply in replies[-2:]:
             if isinstance(reply, Exception):
@@ -430,14 +849,21 @@ def _store_figures(sample: int) -> dict[str, Any]:
 
     replies = _call(details)
     dbsize, memory = replies[-2], replies[-1]
-    usage = [int(size) for size in replies[0:-2:3] if type(size) is int]
-    encodings = Counter(
-        (encoding.decode() if isinstance(encoding, bytes) else str(encoding))
-        for encoding in replies[1:-2:3]
-        if isinstance(encoding, (bytes, str))
-    )
-    # Less the marker; a key that is no hash answered with an error.
-    lengths = [length - 1 for length in replies[2:-2:3] if type(length) is int and length]
+    usage: list[int] = []
+    encodings: Counter[str] = Counter()
+    lengths: list[int] = []
+    for at in range(0, len(keys) * per_key, per_key):
+        size, encoding, kind, hash_length, head = replies[at : at + per_key]
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if kind not in ("string", "hash") or type(size) is not int:
+            continue  # gone since the scan, or no session at all
+        usage.append(size)
+        if isinstance(encoding, (bytes, str)):
+            encodings[encoding.decode() if isinstance(encoding, bytes) else encoding] += 1
+        if kind == "hash" and type(hash_length) is int and hash_length:
+            lengths.append(hash_length - 1)  # less the marker
+        elif kind == "string" and (entries := _map_size(head)) is not None:
+            lengths.append(entries)
     sessions = len(found) if not cursor else round(dbsize * len(found) / max(scanned, 1))
     per_session = sum(usage) / len(usage) if usage else 0.0
     return {
@@ -447,6 +873,8 @@ def _store_figures(sample: int) -> dict[str, Any]:
         "memory_per_session": per_session,
         "session_bytes": round(per_session * sessions),
         "fields_per_session": sum(lengths) / len(lengths) if lengths else 0.0,
+        # OBJECT ENCODING of every sampled session: raw or embstr for the string form,
+        # listpack (ziplist before Redis 7) or hashtable for a hash.
         "hash_encodings": dict(encodings),
         "sampled_sessions": len(keys),
         "used_memory": int(memory.get("used_memory", 0)),
