@@ -2,20 +2,34 @@
 
 This module imports nothing from Django. A stored field is::
 
-    FORMAT (1 byte) | tag (16 bytes) | payload (msgpack)
+    format (1 byte) | tag (8 bytes) | body
 
-The tag is a keyed BLAKE2b of the session key, the field name and the payload, so a
-field cannot be forged, altered, moved to another field or copied into another session
-without the key. Each field's tag is checked on its own (:meth:`FieldCodec.verify`), apart
-from decoding its payload: a request that reads one field of fifty pays for one check and
-one decode.
+The format byte is ``0x20`` plus how the body is stored, in its two low bits (see
+:mod:`django_memopt.compression`): ``0x20`` the payload as it is, ``0x21`` deflated,
+``0x22`` zstd. A payload under 128 bytes, or one that compression shrinks by less than 8
+bytes, is stored as it is.
+
+The tag is a keyed BLAKE2b of the session key and the field name (each length-prefixed),
+the format byte and the body as stored, so a field cannot be forged, altered, moved to
+another field or copied into another session without the key, and a body is only ever
+decompressed after its tag is checked. Each field's tag is checked on its own
+(:meth:`FieldCodec.verify`), apart from decoding its payload: a request that reads one
+field of fifty pays for one check and one decode.
+
+Fields sealed by earlier releases (format 1: the byte ``0x01``, a 16-byte tag under a key
+of its own, the payload uncompressed) are read and verified as they were, for good;
+every field written is sealed as format 2, and one carried to a new session key is
+sealed again as format 2 without decoding its payload.
 
 Supported values (each comes back as the same type):
 
 =====================================  ==============================================
 ``None``, ``bool``, ``int``, ``float``   as is (any size of ``int``)
 ``str``, ``bytes``                       as is; ``bytearray`` and ``memoryview`` come
-                                         back as ``bytes``
+                                         back as ``bytes``. A field's value that is
+                                         a lowercase hex ``str`` of 32 to 256
+                                         characters (``_auth_user_hash``) is
+                                         stored as the bytes it spells
 ``list``, ``tuple``                      ``list`` (as with Django's JSON serializer)
 ``dict``                                 ``dict``; keys may be ``str``, ``int``,
                                          ``float``, ``bool`` or ``None`` and keep their
@@ -39,6 +53,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import threading
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -48,6 +64,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgpack
 
+from .compression import (
+    METHODS,
+    MIN_SIZE,
+    PLAIN,
+    DecompressionError,
+    compress,
+    compress_with,
+    decompress,
+)
+
 __all__ = [
     "MAX_DEPTH",
     "MAX_FIELD_SIZE",
@@ -55,11 +81,21 @@ __all__ = [
     "FieldCodec",
 ]
 
-FORMAT: Final = 1
-TAG_SIZE: Final = 16
+#: The format byte of a field sealed now, before its compression bits (format 2).
+FORMAT: Final = 0x20
+TAG_SIZE: Final = 8
 HEADER_SIZE: Final = 1 + TAG_SIZE
+_COMPRESSION_BITS: Final = 0x03
+# The format bytes of format 2, each as a byte string to join a stored field from.
+_FORMATS: Final = {FORMAT | method: bytes((FORMAT | method,)) for method in METHODS}
 
-#: A stored field larger than this is refused when saving and treated as corrupt when read.
+# Fields sealed by earlier releases: read and verified, never written.
+FORMAT_1: Final = 0x01
+TAG_SIZE_1: Final = 16
+HEADER_SIZE_1: Final = 1 + TAG_SIZE_1
+
+#: A stored field larger than this, or whose payload decompresses past it, is refused when
+#: saving and treated as corrupt when read.
 MAX_FIELD_SIZE: Final = 8 * 1024 * 1024
 #: Containers nested deeper than this are refused when saving (msgpack's own limit).
 MAX_DEPTH: Final = 1023
@@ -71,9 +107,19 @@ _EXT_TIMEDELTA: Final = 4
 _EXT_DECIMAL: Final = 5
 _EXT_UUID: Final = 6
 _EXT_BIGINT: Final = 7
+_EXT_HEX: Final = 8
 
-# Separates the keys derived here from any other use of the same secret.
-_KEY_CONTEXT: Final = b"django_memopt.codec.field-tag.v1"
+# Separates the keys derived here from any other use of the same secret, and the keys of
+# the two formats from each other.
+_KEY_CONTEXT: Final = b"django_memopt.codec.field-tag.v2"
+_KEY_CONTEXT_1: Final = b"django_memopt.codec.field-tag.v1"
+
+# A field's value stored as the bytes it spells: the length of a hex digest or token.
+_HEX_SIZES: Final = range(32, 257, 2)
+_LOWER_HEX: Final = re.compile(r"[0-9a-f]+")
+# A thread keeps its msgpack packer (making one costs as much as packing a small field),
+# unless a large payload grew its buffer past this.
+_PACKER_KEEPS: Final = 256 * 1024
 
 
 class CorruptField(ValueError):
@@ -160,7 +206,19 @@ def _ext_hook(code: int, data: bytes) -> object:
         return UUID(bytes=data)
     if code == _EXT_BIGINT:
         return int(data.decode())
+    if code == _EXT_HEX:
+        return data.hex()
     raise ValueError(f"unknown extension type {code}")
+
+
+_local = threading.local()
+
+
+def _default_noting_tuples(obj: object) -> object:
+    if isinstance(obj, tuple):
+        _local.saw_tuple = True
+        return list(obj)
+    return _default(obj)
 
 
 def _pack(value: Any) -> bytes:
@@ -168,19 +226,20 @@ def _pack(value: Any) -> bytes:
 
     Packing is strict about types so that tuples reach the ``default`` hook: a tuple used
     as a dict key packs but cannot be read back, so only a payload that held a tuple is
-    read back to check it. Everything else costs one ``packb``.
+    read back to check it. Everything else costs one ``pack``, with this thread's packer.
     """
-    saw_tuple = False
-
-    def default(obj: object) -> object:
-        nonlocal saw_tuple
-        if isinstance(obj, tuple):
-            saw_tuple = True
-            return list(obj)
-        return _default(obj)
-
-    payload: bytes = msgpack.packb(value, default=default, strict_types=True)
-    if saw_tuple:
+    if type(value) is str and len(value) in _HEX_SIZES and _LOWER_HEX.fullmatch(value):
+        value = msgpack.ExtType(_EXT_HEX, bytes.fromhex(value))
+    local = _local
+    packer = getattr(local, "packer", None)
+    if packer is None:
+        packer = msgpack.Packer(default=_default_noting_tuples, strict_types=True)
+        local.packer = packer
+    local.saw_tuple = False
+    payload: bytes = packer.pack(value)  # on an error msgpack empties the packer's buffer
+    if len(payload) > _PACKER_KEEPS:
+        local.packer = None
+    if local.saw_tuple:
         _unpack(payload)
     return payload
 
@@ -194,34 +253,45 @@ def _unpack(payload: bytes | memoryview) -> Any:
     )
 
 
-def derive_key(secret: str | bytes) -> bytes:
+def derive_key(secret: str | bytes, context: bytes = _KEY_CONTEXT) -> bytes:
     """The 32-byte tag key for one secret (Django's ``SECRET_KEY`` or a fallback)."""
     if isinstance(secret, str):
         secret = secret.encode()
-    return hmac.digest(secret, _KEY_CONTEXT, "sha256")
+    return hmac.digest(secret, context, "sha256")
 
 
 class FieldCodec:
     """Packs, seals, opens and unpacks session fields.
 
-    ``keys`` are tag keys from :func:`derive_key`: the first seals, all of them open, so a
-    secret can be rotated without losing sessions.
+    Tag keys are derived from ``secrets``: the first seals, all of them open, so a secret
+    can be rotated without losing sessions. ``compression`` forces one method of
+    :mod:`django_memopt.compression` for every field sealed (for tests and measurements);
+    by default :func:`~django_memopt.compression.compress` chooses.
     """
 
-    __slots__ = ("_hashers", "_session")
+    __slots__ = ("_compression", "_hashers", "_hashers_1", "_session", "_session_1")
 
-    def __init__(self, keys: Iterable[bytes]) -> None:
-        self._hashers = tuple(hashlib.blake2b(key=key, digest_size=TAG_SIZE) for key in keys)
-        if not self._hashers:
-            raise ValueError("FieldCodec needs at least one key")
+    def __init__(self, secrets: Iterable[str | bytes], *, compression: int | None = None) -> None:
+        secrets = tuple(secrets)
+        if not secrets:
+            raise ValueError("FieldCodec needs at least one secret")
+        self._hashers = tuple(
+            hashlib.blake2b(key=derive_key(secret), digest_size=TAG_SIZE) for secret in secrets
+        )
+        self._hashers_1 = tuple(
+            hashlib.blake2b(key=derive_key(secret, _KEY_CONTEXT_1), digest_size=TAG_SIZE_1)
+            for secret in secrets
+        )
+        self._compression = compression
         # The hashers of the last session key, already fed its framing: a request seals
         # and opens several fields of one session. One tuple, replaced whole, so threads
         # sharing the codec never see half an update.
         self._session: tuple[str, tuple[Any, ...]] = ("", ())
+        self._session_1: tuple[str, tuple[Any, ...]] = ("", ())
 
     @classmethod
     def from_secrets(cls, secrets: Iterable[str | bytes]) -> FieldCodec:
-        return cls(derive_key(secret) for secret in secrets)
+        return cls(secrets)
 
     # -- values <-> payloads -------------------------------------------------------------
 
@@ -255,15 +325,16 @@ class FieldCodec:
             raise CorruptField(f"undecodable payload: {exc}") from exc
 
     @staticmethod
-    def unchanged(value: Any, stored: bytes) -> bool:
-        """Whether ``value``, decoded from ``stored``, still encodes to the same payload.
+    def unchanged(value: Any, payload: bytes) -> bool:
+        """Whether ``value``, decoded from ``payload`` (as :meth:`payload` returned it,
+        decompressed), still packs to the same payload.
 
         Only lists and dicts can change in place; any other decoded value is immutable.
         """
         if not isinstance(value, list | dict):
             return True
         try:
-            return _pack(value) == stored[HEADER_SIZE:]
+            return _pack(value) == payload
         except (TypeError, ValueError):
             return False  # now holds something unsupported: pack() will say what
 
@@ -272,8 +343,10 @@ class FieldCodec:
     def _session_hashers(self, session_key: str) -> tuple[Any, ...]:
         cached_key, hashers = self._session
         if cached_key != session_key or not hashers:
-            # Length-prefixed framing, so no two (session key, field) pairs frame alike.
-            frame = b"%d:%s" % (len(session_key), session_key.encode())
+            # Length-prefixed framing (here and of the field name, in _head), so no two
+            # (session key, field) pairs frame alike.
+            key = session_key.encode("utf-8", "surrogatepass")
+            frame = b"%d:%s" % (len(key), key)
             prefixed = []
             for hasher in self._hashers:
                 prefixed.append(hasher.copy())
@@ -282,53 +355,111 @@ class FieldCodec:
             self._session = (session_key, hashers)
         return hashers
 
+    def _session_hashers_1(self, session_key: str) -> tuple[Any, ...]:
+        cached_key, hashers = self._session_1
+        if cached_key != session_key or not hashers:
+            # Format 1 framed the key by its length in characters.
+            frame = b"%d:%s" % (len(session_key), session_key.encode())
+            prefixed = []
+            for hasher in self._hashers_1:
+                prefixed.append(hasher.copy())
+                prefixed[-1].update(frame)
+            hashers = tuple(prefixed)
+            self._session_1 = (session_key, hashers)
+        return hashers
+
     @staticmethod
-    def _tag(hasher: Any, field: str, payload: bytes) -> bytes:
-        h = hasher.copy()
+    def _head(field: str, fmt: int) -> bytes:
+        """What a format-2 tag covers before the body: the field name framed, the format."""
         name = field.encode("utf-8", "surrogatepass")
-        h.update(b"%d:%s%s" % (len(name), name, payload))
-        return h.digest()  # type: ignore[no-any-return]
+        return b"%d:%s%c" % (len(name), name, fmt)
+
+    def _sealed(self, session_key: str, field: str, fmt: int, body: bytes | memoryview) -> bytes:
+        h = self._session_hashers(session_key)[0].copy()
+        h.update(self._head(field, fmt))
+        h.update(body)  # the stored body itself, not a copy framed with the head
+        return b"".join((_FORMATS[fmt], h.digest(), body))
 
     def seal(self, session_key: str, field: str, payload: bytes) -> bytes:
-        """The stored form of ``payload`` for ``field`` of session ``session_key``."""
-        tag = self._tag(self._session_hashers(session_key)[0], field, payload)
-        return b"%c%s%s" % (FORMAT, tag, payload)
+        """The stored form of ``payload`` for ``field`` of session ``session_key``:
+        compressed if that pays, then tagged (so the tag hashes the smaller body)."""
+        if self._compression is not None:
+            method, body = self._compression, compress_with(self._compression, payload)
+        elif len(payload) < MIN_SIZE:
+            method, body = PLAIN, payload  # the common case, without a call
+        else:
+            method, body = compress(payload)
+        return self._sealed(session_key, field, FORMAT | method, body)
 
     def verify(self, session_key: str, field: str, stored: bytes) -> None:
         """Check the tag of ``stored`` for ``field`` of session ``session_key``.
 
-        Raises ``CorruptField``. Hashes the payload without decoding it, so a field's
-        presence can be checked on its own.
+        Raises ``CorruptField``. Hashes the body without decompressing or decoding it, so
+        a field's presence can be checked on its own.
         """
         if type(stored) is not bytes:
             raise CorruptField(f"stored field is a {type(stored).__name__}, not bytes")
-        if not HEADER_SIZE <= len(stored) <= MAX_FIELD_SIZE:
-            raise CorruptField(f"stored field has an impossible size ({len(stored)} bytes)")
-        if stored[0] != FORMAT:
-            raise CorruptField(f"unknown field format {stored[0]}")
-        tag, payload = stored[1:HEADER_SIZE], stored[HEADER_SIZE:]
-        name = field.encode("utf-8", "surrogatepass")
-        framed = b"%d:%s%s" % (len(name), name, payload)
-        for hasher in self._session_hashers(session_key):
+        size = len(stored)
+        if not 0 < size <= MAX_FIELD_SIZE:
+            raise CorruptField(f"stored field has an impossible size ({size} bytes)")
+        fmt = stored[0]
+        if fmt in _FORMATS:
+            hashers = self._session_hashers(session_key)
+            header_size = HEADER_SIZE
+            head = self._head(field, fmt)
+        elif fmt == FORMAT_1:
+            hashers = self._session_hashers_1(session_key)
+            header_size = HEADER_SIZE_1
+            name = field.encode("utf-8", "surrogatepass")
+            head = b"%d:%s" % (len(name), name)
+        else:
+            raise CorruptField(f"unknown field format {fmt}")
+        if size < header_size:
+            raise CorruptField(f"stored field has an impossible size ({size} bytes)")
+        tag = stored[1:header_size]
+        # A copy: cheaper than a memoryview up to a few KiB, and a tenth of the hashing.
+        body = stored[header_size:]
+        for hasher in hashers:
             h = hasher.copy()
-            h.update(framed)
+            h.update(head)
+            h.update(body)
             if hmac.compare_digest(tag, h.digest()):
                 return
         raise CorruptField("authentication tag does not match")
 
     @staticmethod
     def payload(stored: bytes) -> bytes:
-        """The payload inside ``stored``, unchecked: for bytes :meth:`verify` accepted."""
-        return stored[HEADER_SIZE:]
+        """The payload inside ``stored``, decompressed but unchecked: for bytes
+        :meth:`verify` accepted. Raises ``CorruptField`` if it cannot be decompressed."""
+        fmt = stored[0]
+        if fmt == FORMAT_1:
+            return stored[HEADER_SIZE_1:]
+        method = fmt & _COMPRESSION_BITS
+        if method == PLAIN:
+            return stored[HEADER_SIZE:]
+        try:
+            return decompress(method, memoryview(stored)[HEADER_SIZE:], MAX_FIELD_SIZE)
+        except DecompressionError as exc:
+            raise CorruptField(str(exc)) from exc
 
     def open(self, session_key: str, field: str, stored: bytes) -> bytes:
         """The payload inside ``stored`` after checking its tag; raises ``CorruptField``."""
         self.verify(session_key, field, stored)
         return self.payload(stored)
 
+    def carry(self, session_key: str, field: str, stored: bytes) -> bytes:
+        """``stored``, which :meth:`verify` accepted for another session key, sealed for
+        ``session_key`` without decoding: a format-2 body is kept as it is, a format-1
+        payload is sealed as format 2."""
+        fmt = stored[0]
+        if fmt == FORMAT_1:
+            return self.seal(session_key, field, stored[HEADER_SIZE_1:])
+        return self._sealed(session_key, field, fmt, memoryview(stored)[HEADER_SIZE:])
+
     def reseal(self, old_key: str, new_key: str, field: str, stored: bytes) -> bytes:
         """``stored`` checked under ``old_key`` and sealed for ``new_key``, not decoded."""
-        return self.seal(new_key, field, self.open(old_key, field, stored))
+        self.verify(old_key, field, stored)
+        return self.carry(new_key, field, stored)
 
     # -- both steps ----------------------------------------------------------------------
 

@@ -5,8 +5,8 @@ This module imports nothing from Django. :class:`SessionFields` is what a sessio
 decodes a field the first time it is read, and at save time works out the delta:
 
 * a field **assigned** or **deleted** during the request is written or deleted;
-* a field **decoded** during the request is written only if re-encoding it gives other
-  bytes than were loaded, which catches ``session["cart"].append(x)``;
+* a field **decoded** during the request is written only if packing its value again gives
+  another payload than the one decoded, which catches ``session["cart"].append(x)``;
 * a field never read is never decoded nor re-encoded; a full write carries its stored
   bytes over (re-sealed when the session key changed, still without decoding).
 
@@ -83,6 +83,7 @@ class SessionFields(MutableMapping[str, Any]):
         "_held",
         "_on_corrupt",
         "_counts",
+        "_payloads",
         "_replace",
         "_sealed_for",
         "_stored",
@@ -109,6 +110,9 @@ class SessionFields(MutableMapping[str, Any]):
         # Names whose value is in memory and whose stored bytes are known: decoded, or
         # written by a save. Only these can have been changed in place.
         self._held: set[str] = set()
+        # The payloads lists and dicts were decoded from (held names only): what a save
+        # compares their values with, without decompressing the stored bytes again.
+        self._payloads: dict[str, bytes] = {}
         self._decode_count = 0
         self._replace = False
         self._on_corrupt = on_corrupt
@@ -125,10 +129,13 @@ class SessionFields(MutableMapping[str, Any]):
         if value is _UNREAD:
             codec = self._codec
             try:
-                value = codec.unpack(codec.payload(self._stored[name]))
+                payload = codec.payload(self._stored[name])
+                value = codec.unpack(payload)
             except CorruptField as error:
                 self._drop(name, error)
                 raise KeyError(name) from None
+            if isinstance(value, list | dict):
+                self._payloads[name] = payload
             self._values[name] = value
             self._held.add(name)
             self._decode_count += 1
@@ -145,6 +152,7 @@ class SessionFields(MutableMapping[str, Any]):
         self._values[name] = value
         self._assigned.add(name)
         self._deleted.discard(name)
+        self._payloads.pop(name, None)
 
     def __delitem__(self, name: str) -> None:
         if self._values[name] is _UNCHECKED and not self._verify(name):
@@ -152,6 +160,7 @@ class SessionFields(MutableMapping[str, Any]):
         del self._values[name]
         self._assigned.discard(name)
         self._held.discard(name)
+        self._payloads.pop(name, None)
         self._deleted.add(name)
 
     def get(self, name: str, default: Any = None) -> Any:
@@ -212,6 +221,7 @@ class SessionFields(MutableMapping[str, Any]):
         self._unchecked = False
         self._assigned.clear()
         self._held.clear()
+        self._payloads.clear()
         self._deleted.clear()
         self._replace = True
 
@@ -280,7 +290,10 @@ class SessionFields(MutableMapping[str, Any]):
         for name in self._assigned:
             sets[name] = codec.seal(session_key, name, codec.pack(name, self._values[name]))
         for name in self._held - self._assigned:
-            if not codec.unchanged(self._values[name], self._stored[name]):
+            payload = self._payloads.get(name)
+            if payload is None:  # written by an earlier save of this mapping
+                payload = codec.payload(self._stored[name])
+            if not codec.unchanged(self._values[name], payload):
                 payload = codec.pack(name, self._values[name])
                 sets[name] = codec.seal(session_key, name, payload)
         return Delta(sets, frozenset(self._deleted - sets.keys()))
@@ -292,11 +305,13 @@ class SessionFields(MutableMapping[str, Any]):
         stored = self._stored[name]
         if self._sealed_for == session_key:
             return stored
-        return self._codec.seal(session_key, name, self._codec.payload(stored))
+        return self._codec.carry(session_key, name, stored)
 
     def saved(self, session_key: str, delta: Delta) -> None:
         """Record that ``delta`` was applied: it is the new baseline for changes."""
         written = [name for name in delta.sets if not isinstance(self._values[name], _Unread)]
+        for name in delta.sets:
+            self._payloads.pop(name, None)  # now stored as what this save packed
         if delta.replace:
             self._stored = dict(delta.sets)
             self._unchecked = False  # the delta checked every field it carried over

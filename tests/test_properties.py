@@ -1,7 +1,8 @@
 """Property-based tests: the lazy mapping is a dict, and every supported value round-trips.
 
 A corrupt field (its tag does not verify) is absent: the mapping behaves as a dict without
-it, whatever is asked first, checking each tag once and decoding only what is read.
+it, whatever is asked first, checking each tag once and decoding only what is read. Each
+holds whichever way a field's body is stored (plain, zlib, zstd).
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ from hypothesis import strategies as st
 
 from django_memopt.backends.lmdb import SessionStore
 from django_memopt.codec import HEADER_SIZE, CorruptField, FieldCodec
+from django_memopt.compression import PLAIN, ZLIB, ZSTD
 from django_memopt.fields import SessionFields
 from tests.contract import same_type_equal
 
 SESSION_KEY = "k" * 32
 codec = FieldCodec.from_secrets(["property tests"])
+# Codecs that store every field one way, even the smallest: None chooses by size.
+COMPRESSIONS = [None, PLAIN, ZLIB, ZSTD]
+codecs = {method: FieldCodec(["property tests"], compression=method) for method in COMPRESSIONS}
+compressions = st.sampled_from(COMPRESSIONS)
 
 names = st.sampled_from(["a", "b", "c", "_auth_user_id", "ü", ""])
 zones = st.sampled_from([None, UTC, timezone(timedelta(hours=-3, minutes=-30))])
@@ -145,15 +151,23 @@ def apply_delta(stored: dict[str, bytes], fields: SessionFields) -> dict[str, by
     return after
 
 
-def stored_form(data: dict[str, Any]) -> dict[str, bytes]:
-    return {name: codec.encode(SESSION_KEY, name, value) for name, value in data.items()}
+def stored_form(data: dict[str, Any], sealer: FieldCodec = codec) -> dict[str, bytes]:
+    return {name: sealer.encode(SESSION_KEY, name, value) for name, value in data.items()}
 
 
 @settings(max_examples=1500, deadline=None)
-@given(initial=st.dictionaries(names, values, max_size=5), ops=st.lists(operations, max_size=25))
-def test_lazy_mapping_behaves_like_a_dict(initial: dict[str, Any], ops: list[Any]) -> None:
-    stored = stored_form(initial)
-    fields = SessionFields(codec, SESSION_KEY, stored)
+@given(
+    initial=st.dictionaries(names, values, max_size=5),
+    ops=st.lists(operations, max_size=25),
+    compression=compressions,
+)
+def test_lazy_mapping_behaves_like_a_dict(
+    initial: dict[str, Any], ops: list[Any], compression: int | None
+) -> None:
+    # Saves and in-place changes ("mutate") end with what reads back compared to the
+    # model: a change missed by the check against the decompressed payload fails here.
+    stored = stored_form(initial, codecs[compression])
+    fields = SessionFields(codecs[compression], SESSION_KEY, stored)
     model = {name: codec.decode(SESSION_KEY, name, raw) for name, raw in stored.items()}
     for operation in ops:
         if operation == ("save",):  # saves along the way, as cycle_key() does in a request
@@ -171,16 +185,51 @@ def test_lazy_mapping_behaves_like_a_dict(initial: dict[str, Any], ops: list[Any
 
 
 @settings(max_examples=200, deadline=None)
-@given(initial=st.dictionaries(names, values, min_size=1, max_size=5), data=st.data())
-def test_unread_fields_are_never_rewritten(initial: dict[str, Any], data: st.DataObject) -> None:
-    stored = stored_form(initial)
-    fields = SessionFields(codec, SESSION_KEY, stored)
+@given(
+    initial=st.dictionaries(names, values, min_size=1, max_size=5),
+    data=st.data(),
+    compression=compressions,
+)
+def test_unread_fields_are_never_rewritten(
+    initial: dict[str, Any], data: st.DataObject, compression: int | None
+) -> None:
+    stored = stored_form(initial, codecs[compression])
+    fields = SessionFields(codecs[compression], SESSION_KEY, stored)
     read = data.draw(st.sets(st.sampled_from(sorted(initial))))
     for name in read:
         fields[name]
     delta = fields.delta(SESSION_KEY)
     assert not delta.sets and not delta.deletes and not delta.replace
     assert fields.decoded_count == len(read)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=values, compression=st.sampled_from([PLAIN, ZLIB, ZSTD]))
+def test_values_round_trip_through_format_2_with_every_compression(
+    value: Any, compression: int
+) -> None:
+    stored = codecs[compression].encode(SESSION_KEY, "f", value)
+    assert stored[0] == 0x20 | compression
+    back = codec.decode(SESSION_KEY, "f", stored)  # whichever codec sealed it
+    assert same_type_equal(value, back), (value, back)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=values, compression=compressions, data=st.data())
+def test_any_damage_to_a_sealed_field_makes_it_corrupt(
+    value: Any, compression: int | None, data: st.DataObject
+) -> None:
+    stored = codecs[compression].encode(SESSION_KEY, "f", value)
+    damage = data.draw(st.sampled_from(["flip", "cut", "append"]))
+    if damage == "flip":  # the format byte, the tag or the body
+        damaged = bytearray(stored)
+        damaged[data.draw(st.integers(0, len(stored) - 1))] ^= data.draw(st.integers(1, 255))
+    elif damage == "cut":
+        damaged = bytearray(stored[: data.draw(st.integers(0, len(stored) - 1))])
+    else:
+        damaged = bytearray(stored + data.draw(st.binary(min_size=1, max_size=9)))
+    with pytest.raises(CorruptField):
+        codec.open(SESSION_KEY, "f", bytes(damaged))
 
 
 @settings(max_examples=150, deadline=None)
@@ -385,3 +434,51 @@ def test_a_good_tag_over_an_undecodable_payload_is_dropped_when_read() -> None:
     with pytest.raises(KeyError):
         fields["future"]
     assert "future" not in fields and len(fields) == 0 and logged == ["future"]
+
+
+# -- the in-place check against decompressed payloads ------------------------------------------
+
+
+class PayloadCountingCodec(FieldCodec):
+    """A codec that counts the payloads taken out of stored bytes (decompressed)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened = 0
+
+    def payload(self, stored: bytes) -> bytes:  # type: ignore[override]
+        self.opened += 1
+        return super().payload(stored)
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_a_change_in_place_is_found_without_decompressing_again(compression: int | None) -> None:
+    sealer = PayloadCountingCodec(["property tests"], compression=compression)
+    cart = [{"sku": f"SKU-{n}", "note": "a line of text " * 8} for n in range(12)]
+    stored = stored_form({"cart": cart, "prefs": {"a": 1}, "other": [1]}, sealer)
+    fields = SessionFields(sealer, SESSION_KEY, stored)
+    fields["cart"].append({"sku": "NEW"})
+    fields["prefs"]  # read, not changed
+    assert sealer.opened == 2
+    delta = fields.delta(SESSION_KEY)
+    assert set(delta.sets) == {"cart"} and sealer.opened == 2  # "other" never read, nor opened
+    assert codec.decode(SESSION_KEY, "cart", delta.sets["cart"]) == [*cart, {"sku": "NEW"}]
+
+    fields.saved(SESSION_KEY, delta)
+    assert not fields.delta(SESSION_KEY)  # what was written is the new baseline
+    fields["cart"].pop()
+    fields["prefs"]["b"] = 2
+    after = fields.delta(SESSION_KEY)
+    assert set(after.sets) == {"cart", "prefs"}
+    assert codec.decode(SESSION_KEY, "cart", after.sets["cart"]) == cart
+
+
+def test_a_value_assigned_then_saved_is_compared_with_what_was_written() -> None:
+    stored = stored_form({"cart": ["apple"]}, codecs[ZSTD])
+    fields = SessionFields(codecs[ZSTD], SESSION_KEY, stored)
+    fields["cart"]  # decoded: its payload is kept
+    fields["cart"] = ["pear"]
+    fields.saved(SESSION_KEY, fields.delta(SESSION_KEY))
+    fields["cart"].append("apple")  # not the payload first decoded, nor what was saved
+    fields["cart"].remove("pear")
+    assert set(fields.delta(SESSION_KEY).sets) == {"cart"}
