@@ -626,6 +626,17 @@ def test_a_load_is_one_round_trip_and_a_save_sends_only_the_delta(
     assert dict(SessionStore(key).items()) == expected
     assert_ttl_is(raw, name, django_settings.SESSION_COOKIE_AGE)
 
+    # A field set to a value as long as the stored one: written in place in a string.
+    session = SessionStore(key)
+    session["f01"] = [1, "y" * 11]
+    with log.record() as same_length:
+        session.save()
+    if form == "string":
+        scripted = [c.name for c in same_length.scripted]
+        assert scripted == ["TYPE", "GET", "SETRANGE", "SETRANGE", "PEXPIREAT"], scripted
+    assert dict(SessionStore(key).items()) == expected | {"f01": [1, "y" * 11]}
+    assert_ttl_is(raw, name, django_settings.SESSION_COOKIE_AGE)
+
 
 # -- 2b. the string and the hash against a model of the session -----------------------------
 

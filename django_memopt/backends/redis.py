@@ -99,11 +99,6 @@ local limit, fold_memory, nsets = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber
 local first_delete = 6 + 2 * nsets
 local byte, sub, char, floor = string.byte, string.sub, string.char, math.floor
 
--- Names the delta sets or deletes: what is stored under them is dropped.
-local changed = {}
-for i = 6, first_delete - 1, 2 do changed[ARGV[i]] = true end
-for i = first_delete, #ARGV do changed[ARGV[i]] = true end
-
 -- msgpack, as Python's msgpack writes it: names are str, sealed fields bin.
 local function big_endian(n, width)
   local out = {}
@@ -185,10 +180,15 @@ if kind == 'hash' then
 end
 if kind ~= 'string' then return -1 end
 
--- A string: spliced. Entries are walked by their headers; only names are read; runs of
--- untouched entries are copied as they are, whatever they hold.
+-- A string: spliced. Entries are walked by their headers; a name is read only if it is as
+-- long as one the delta sets or deletes; runs of the other entries are copied as they are,
+-- whatever they hold.
 local s = redis.call('GET', key)
 if byte(s, 1) ~= byte(header, 1) then return -1 end
+-- The names the delta sets (to their new value) or deletes (to false), and their lengths.
+local changed, lengths = {}, {}
+for i = 6, first_delete - 1, 2 do changed[ARGV[i]] = ARGV[i + 1]; lengths[#ARGV[i]] = true end
+for i = first_delete, #ARGV do changed[ARGV[i]] = false; lengths[#ARGV[i]] = true end
 local function uint(at, width)
   local n = 0
   for i = at, at + width - 1 do
@@ -216,50 +216,85 @@ local function skip(at)
   return after + 1
 end
 
-local b, count, pos = byte(s, 10), nil, nil
-if b and b >= 0x80 and b <= 0x8f then count, pos = b - 0x80, 11
-elseif b == 0xde then count, pos = uint(11, 2), 13
-elseif b == 0xdf then count, pos = uint(11, 4), 15 end
-if not count then return -1 end
-local parts, size, run = {''}, 0, pos
--- Where the kept fields are, should the session become a hash: name, value from, to.
-local names, from, to = {}, {}, {}
-local kept = 0
-for _ = 1, count do
-  local at, name = pos, nil
-  local len, head = blob(pos)
-  if len then
-    name = sub(s, pos + head, pos + head + len - 1)
-    pos = pos + head + len
-  else
-    pos = skip(pos)  -- a name no save writes
-    if not pos then return -1 end
-  end
-  local value_at = pos
-  len, head = blob(pos)
-  if len then pos = pos + head + len else pos = skip(pos) end
-  if not pos or pos > #s + 1 then return -1 end
-  if name and changed[name] then
-    if at > run then parts[#parts + 1] = sub(s, run, at - 1); size = size + at - run end
-    run = pos
-  else
-    kept = kept + 1
-    if name and len then  -- a field a save writes: a hash field, should it become a hash
-      names[#names + 1] = name
-      from[#names], to[#names] = value_at + head, pos - 1
+-- Walk the entries: where those the delta changes are (entry from, to, value from, value
+-- length, name); with `fields`, collect there the others that a save writes (name, value,
+-- ...), for a hash. nil if the string is no session record.
+local function walk(fields)
+  local b, count, pos = byte(s, 10), nil, nil
+  if b and b >= 0x80 and b <= 0x8f then count, pos = b - 0x80, 11
+  elseif b == 0xde then count, pos = uint(11, 2), 13
+  elseif b == 0xdf then count, pos = uint(11, 4), 15 end
+  if not count then return nil end
+  local found, last = {first = pos, count = count}, #s + 1
+  for _ = 1, count do
+    local at, name_len, head, name_at, value_len, value_at = pos, nil, nil, nil, nil, nil
+    b = byte(s, pos)
+    if b and b >= 0xa0 and b <= 0xbf then name_len, head = b - 0xa0, 1
+    else name_len, head = blob(pos) end
+    if name_len then
+      name_at = pos + head
+      pos = name_at + name_len
+    else
+      pos = skip(pos)
+      if not pos then return nil end
+    end
+    b = byte(s, pos)
+    if b == 0xc4 then value_len, head = byte(s, pos + 1), 2
+    else value_len, head = blob(pos) end
+    if value_len then
+      value_at = pos + head
+      pos = value_at + value_len
+    else
+      pos = skip(pos)
+    end
+    if not pos or pos > last then return nil end
+    local name = name_len and lengths[name_len] and sub(s, name_at, name_at + name_len - 1)
+    if name and changed[name] ~= nil then
+      found[#found + 1] = {at, pos - 1, value_at, value_len, name}
+    elseif fields and name_len and value_len then
+      fields[#fields + 1] = sub(s, name_at, name_at + name_len - 1)
+      fields[#fields + 1] = sub(s, value_at, pos - 1)
     end
   end
+  if pos ~= last then return nil end
+  return found
 end
-if pos ~= #s + 1 then return -1 end
-if pos > run then parts[#parts + 1] = sub(s, run, pos - 1); size = size + pos - run end
-if as_string(kept + nsets, parts, size + add_sets(parts)) then return 1 end
+
+local found = walk()
+if not found then return -1 end
+-- Each field set is there once, as long as its new value, and none deleted is there:
+-- the new values are written in place (the common save: a counter, a token, a time).
+local in_place = #found == nsets
+for _, at in ipairs(found) do
+  local value = changed[at[5]]
+  if not value or at[4] ~= #value then in_place = false end
+end
+if in_place then
+  local seen = {}
+  for _, at in ipairs(found) do
+    if seen[at[5]] then in_place = false end
+    seen[at[5]] = true
+  end
+end
+if in_place then
+  for _, at in ipairs(found) do redis.call('SETRANGE', key, at[3] - 1, changed[at[5]]) end
+  redis.call('SETRANGE', key, 0, header)
+  redis.call('PEXPIREAT', key, deadline)
+  return 1
+end
+
+-- Else rewritten: the runs of entries the delta leaves, copied as they are, then the sets.
+local parts, size, run = {''}, 0, found.first
+for _, at in ipairs(found) do
+  if at[1] > run then parts[#parts + 1] = sub(s, run, at[1] - 1); size = size + at[1] - run end
+  run = at[2] + 1
+end
+if run <= #s then parts[#parts + 1] = sub(s, run, #s); size = size + #s + 1 - run end
+if as_string(found.count - #found + nsets, parts, size + add_sets(parts)) then return 1 end
 
 -- Grown past the limit: a hash from now on, of the fields a save writes.
 local fields = {}
-for j = 1, #names do
-  fields[#fields + 1] = names[j]
-  fields[#fields + 1] = sub(s, from[j], to[j])
-end
+walk(fields)
 redis.call('DEL', key)
 hset(fields, 1, #fields)
 return update_hash()
