@@ -183,6 +183,8 @@ def _default(obj: object) -> object:
 
 def _ext_hook(code: int, data: bytes) -> object:
     """Rebuild an extension type; an unknown code is corrupt data, never guessed at."""
+    if code == _EXT_HEX:  # first: every logged-in session has one (_auth_user_hash)
+        return data.hex()
     if code == _EXT_DATETIME:
         text, *zoned = msgpack.unpackb(data)
         value = datetime.fromisoformat(text)
@@ -206,8 +208,6 @@ def _ext_hook(code: int, data: bytes) -> object:
         return UUID(bytes=data)
     if code == _EXT_BIGINT:
         return int(data.decode())
-    if code == _EXT_HEX:
-        return data.hex()
     raise ValueError(f"unknown extension type {code}")
 
 
@@ -229,7 +229,12 @@ def _pack(value: Any) -> bytes:
     read back to check it. Everything else costs one ``pack``, with this thread's packer.
     """
     if type(value) is str and len(value) in _HEX_SIZES and _LOWER_HEX.fullmatch(value):
-        value = msgpack.ExtType(_EXT_HEX, bytes.fromhex(value))
+        # What msgpack makes of ExtType(_EXT_HEX, raw), without building an ExtType
+        # (which costs more than the rest): fixext 16, else ext 8 (17 to 128 bytes).
+        raw = bytes.fromhex(value)
+        if len(raw) == 16:
+            return b"\xd8%c%s" % (_EXT_HEX, raw)
+        return b"\xc7%c%c%s" % (len(raw), _EXT_HEX, raw)
     local = _local
     packer = getattr(local, "packer", None)
     if packer is None:
@@ -260,6 +265,13 @@ def derive_key(secret: str | bytes, context: bytes = _KEY_CONTEXT) -> bytes:
     return hmac.digest(secret, context, "sha256")
 
 
+def _head(field: str, fmt: int) -> bytes:
+    """What a format-2 tag covers after the session key and before the body: the field
+    name, length-prefixed, and the format byte."""
+    name = field.encode("utf-8", "surrogatepass")
+    return b"%d:%s%c" % (len(name), name, fmt)
+
+
 class FieldCodec:
     """Packs, seals, opens and unpacks session fields.
 
@@ -283,10 +295,11 @@ class FieldCodec:
             for secret in secrets
         )
         self._compression = compression
-        # The hashers of the last session key, already fed its framing: a request seals
-        # and opens several fields of one session. One tuple, replaced whole, so threads
+        # The hashers of the last two session keys, already fed their framing: a request
+        # seals and opens several fields of one session, and cycle_key() alternates
+        # between the old key and the new one. One tuple, replaced whole, so threads
         # sharing the codec never see half an update.
-        self._session: tuple[str, tuple[Any, ...]] = ("", ())
+        self._session: tuple[tuple[str, tuple[Any, ...]], ...] = ()
         self._session_1: tuple[str, tuple[Any, ...]] = ("", ())
 
     @classmethod
@@ -341,18 +354,20 @@ class FieldCodec:
     # -- payloads <-> stored bytes -------------------------------------------------------
 
     def _session_hashers(self, session_key: str) -> tuple[Any, ...]:
-        cached_key, hashers = self._session
-        if cached_key != session_key or not hashers:
-            # Length-prefixed framing (here and of the field name, in _head), so no two
-            # (session key, field) pairs frame alike.
-            key = session_key.encode("utf-8", "surrogatepass")
-            frame = b"%d:%s" % (len(key), key)
-            prefixed = []
-            for hasher in self._hashers:
-                prefixed.append(hasher.copy())
-                prefixed[-1].update(frame)
-            hashers = tuple(prefixed)
-            self._session = (session_key, hashers)
+        cached = self._session
+        for cached_key, hashers in cached:
+            if cached_key == session_key:
+                return hashers
+        # Length-prefixed, as the field name is in _head(), so no two (session key, field)
+        # pairs frame alike.
+        key = session_key.encode("utf-8", "surrogatepass")
+        frame = b"%d:%s" % (len(key), key)
+        prefixed = []
+        for hasher in self._hashers:
+            prefixed.append(hasher.copy())
+            prefixed[-1].update(frame)
+        hashers = tuple(prefixed)
+        self._session = ((session_key, hashers), *cached[:1])
         return hashers
 
     def _session_hashers_1(self, session_key: str) -> tuple[Any, ...]:
@@ -368,15 +383,9 @@ class FieldCodec:
             self._session_1 = (session_key, hashers)
         return hashers
 
-    @staticmethod
-    def _head(field: str, fmt: int) -> bytes:
-        """What a format-2 tag covers before the body: the field name framed, the format."""
-        name = field.encode("utf-8", "surrogatepass")
-        return b"%d:%s%c" % (len(name), name, fmt)
-
     def _sealed(self, session_key: str, field: str, fmt: int, body: bytes | memoryview) -> bytes:
         h = self._session_hashers(session_key)[0].copy()
-        h.update(self._head(field, fmt))
+        h.update(_head(field, fmt))
         h.update(body)  # the stored body itself, not a copy framed with the head
         return b"".join((_FORMATS[fmt], h.digest(), body))
 
@@ -406,7 +415,7 @@ class FieldCodec:
         if fmt in _FORMATS:
             hashers = self._session_hashers(session_key)
             header_size = HEADER_SIZE
-            head = self._head(field, fmt)
+            head = _head(field, fmt)
         elif fmt == FORMAT_1:
             hashers = self._session_hashers_1(session_key)
             header_size = HEADER_SIZE_1
