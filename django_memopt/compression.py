@@ -69,9 +69,9 @@ ZLIB_LEVEL: Final = 1
 # it is, so it is dropped when compressing and put back when decompressing.
 _ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 
+# Imported by name, typed Any: each is absent on some Python this package supports.
 if sys.version_info >= (3, 14):
-    from compression import zstd as _stdlib_zstd
-
+    _stdlib_zstd: Any = importlib.import_module("compression.zstd")
     _zstandard: Any = None
     ZSTD_AVAILABLE: Final = True
     _ZSTD_MISSING: Final = ""
