@@ -33,7 +33,6 @@ matters.
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 import zlib
 from typing import Any, Final
@@ -69,23 +68,24 @@ ZLIB_LEVEL: Final = 1
 # it is, so it is dropped when compressing and put back when decompressing.
 _ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 
-# Imported by name, typed Any: each is absent on some Python this package supports.
-if sys.version_info >= (3, 14):
-    _stdlib_zstd: Any = importlib.import_module("compression.zstd")
-    _zstandard: Any = None
-    ZSTD_AVAILABLE: Final = True
-    _ZSTD_MISSING: Final = ""
-else:
-    _stdlib_zstd: Any = None
+
+def _module(name: str) -> Any:
+    """The module ``name``, or ``None`` where it cannot be imported."""
     try:
-        _zstandard: Any = importlib.import_module("zstandard")
-    except ImportError:  # pragma: no cover - the package is a dependency before 3.14
-        _zstandard = None
-    ZSTD_AVAILABLE: Final = _zstandard is not None
-    _ZSTD_MISSING: Final = (
-        "zstd-compressed data needs the 'zstandard' package on Python before 3.14 "
-        "(pip install zstandard)"
-    )
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+# zstd is found by import, not by version: the standard library's module from Python 3.14,
+# the zstandard package before (each typed Any, being absent on some Pythons).
+_stdlib_zstd: Any = _module("compression.zstd")
+_zstandard: Any = None if _stdlib_zstd is not None else _module("zstandard")
+ZSTD_AVAILABLE: Final = _stdlib_zstd is not None or _zstandard is not None
+_ZSTD_MISSING: Final = (
+    "zstd-compressed data needs the 'zstandard' package (pip install zstandard) "
+    "on Python before 3.14"
+)
 
 
 class DecompressionError(ValueError):
