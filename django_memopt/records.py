@@ -1,22 +1,43 @@
-"""A session as one record: its deadline, then layers of sealed fields. Bytes in, bytes out.
+"""A session as one record: its deadline, its small fields compressed together, then layers
+of sealed fields. Bytes in, bytes out.
 
-This module imports nothing from Django. A record of format 1, the one this release
-writes::
+This module imports nothing from Django. Every record starts with the same header::
 
-    FORMAT (1 byte) | deadline (8 bytes: epoch milliseconds, big-endian) | layers (msgpack)
+    FORMAT (1 byte) | deadline (8 bytes: epoch milliseconds, big-endian) | body
 
-``layers`` is a msgpack array of 1 to ``MAX_LAYERS`` maps, oldest first, each mapping a
-field name (str) to its sealed bytes (bin, see :mod:`django_memopt.codec`) or to nil (the
-field was deleted by that layer). Reading merges the layers in order, decoding no value.
-A save appends its delta as a new layer, copying the stored bytes as they are, so its
-cost does not grow with what it did not touch; past ``MAX_LAYERS`` the layers are merged
-into one and the record is written whole.
+A record of format 2, the one this release writes, has for body a msgpack array::
 
-Format versions: every format begins with the same header (its number, then the
-deadline), and ``_LAYERS_READERS`` holds, for each format this release reads, how to read
-its layers. A later format adds its reader beside format 1's, so the records this release
-wrote stay readable; appending a layer (:func:`with_layer`) works on the format written
-now only, so an older record is rewritten in it at its next save. A record of a format no
+    [appended (uint), block (bin), layer (map), layer (map), ...]
+
+``block`` holds the session's small fields as one msgpack map of field name (str) ->
+sealed bytes (bin, see :mod:`django_memopt.codec`): its first byte is the
+:mod:`django_memopt.compression` method, the rest what that method made of the map (an
+empty bin: no small field). A small field is one of at most ``SMALL_FIELD_MAX`` sealed
+bytes that the codec did not compress, as many as fit in ``BLOCK_MAX`` bytes: small
+fields compress poorly one by one and well together, and a field the codec compressed
+would not shrink again. The block is compressed from ``BLOCK_COMPRESS_FROM`` bytes, and
+kept so only if that saves at least 1/``BLOCK_SAVING`` of them, as every load
+decompresses it. Each layer maps a field name to its sealed bytes or to nil (deleted by
+that layer). The first layer, written with the block, holds the other fields; the later
+ones were added by saves, and ``appended`` is how many bytes they take, at the end.
+
+Reading decompresses the block (one that would come out larger than ``BLOCK_MAX`` bytes
+is damaged: a decompression bomb) and merges the layers over it in order, decoding no
+value. A save adds its delta as a layer and copies the block and the first layer as they
+are, so it neither decompresses nor compresses anything: it appends the layer, or, past
+``MAX_LAYERS`` layers or 1/``LAYER_SHARE`` of the record, merges it with the layers added
+before it into one, so that a counter changed by every request never costs more. Only
+when even that one layer would be too large is the record rewritten whole, its layers
+merged into a new block and first layer.
+
+Format 1, the previous release's, has for body a msgpack array of 1 to ``MAX_LAYERS``
+layers alone, nothing compressed. It is still read, and rewritten in format 2 at its next
+save, its sealed bytes carried over as they are.
+
+Format versions: ``_LAYERS_READERS`` holds, for each format this release reads, how to
+read its body into layers. A later format adds its reader beside these, so the records
+this release wrote stay readable; a layer is added to a record of the format written now
+only, so an older record is rewritten in it at its next save. A record of a format no
 reader knows is damaged: it reads as absent.
 
 What no save writes (a name that is not text, a value that is neither bytes nor nil) is
@@ -34,56 +55,109 @@ from typing import Any, Final
 
 import msgpack
 
+from django_memopt import compression
+
 __all__ = [
+    "BLOCK_COMPRESS_FROM",
+    "BLOCK_MAX",
+    "BLOCK_SAVING",
     "FORMAT",
     "HEADER",
     "HEADER_SIZE",
     "INDEX_GRANULARITY_MS",
+    "LAYER_SHARE",
     "MAX_LAYERS",
+    "SMALL_FIELD_MAX",
     "BadEntry",
+    "Compressed",
     "deadline",
     "fields",
     "index_bucket",
     "index_key",
     "merged",
     "pack",
+    "updated",
     "with_deadline",
     "with_layer",
 ]
 
 #: The format this release writes.
-FORMAT: Final = 1
+FORMAT: Final = 2
 #: Every format's header: the format's number, then the deadline in epoch ms.
 HEADER: Final = struct.Struct(">BQ")
 HEADER_SIZE: Final = HEADER.size
-#: At most this many layers per record (a one-byte msgpack array header holds 15).
+#: At most this many layers per record (format 2: beside the block).
 MAX_LAYERS: Final = 8
-_FIXARRAY: Final = 0x90
+#: A field whose sealed bytes are at most this long goes into the block (unless the codec
+#: compressed it).
+SMALL_FIELD_MAX: Final = 1024
+#: The most bytes a block holds decompressed; small fields beyond it go into the first
+#: layer. A block that would decompress to more is damaged (a decompression bomb).
+BLOCK_MAX: Final = 64 * 1024
+#: A block is compressed from this many bytes, and kept so only if that saves at least
+#: 1/BLOCK_SAVING of them: every load decompresses it.
+BLOCK_COMPRESS_FROM: Final = 1024
+BLOCK_SAVING: Final = 4
+#: The layers added since the last rewrite take at most 1/LAYER_SHARE of the block and
+#: the first layer.
+LAYER_SHARE: Final = 8
 INDEX_GRANULARITY_MS: Final = 60_000
+
+_FIXARRAY: Final = 0x90
+_BIN_MARKERS: Final = frozenset((0xC4, 0xC5, 0xC6))
+_UINT_MARKERS: Final = frozenset((0xCC, 0xCD, 0xCE))
+# An upper bound of msgpack's bytes around a small field's name and value in the block,
+# a name's characters counted at UTF-8's widest.
+_ENTRY_OVERHEAD: Final = 10
+_NAME_WIDTH: Final = 4
 
 #: Told of each entry no save writes, which a read leaves out: its name and its value.
 BadEntry = Callable[[str | bytes, object], None]
+#: Whether the codec compressed a field's sealed bytes.
+Compressed = Callable[[bytes], bool]
+# A format's reader: its body -> its layers, oldest first, and how many of the first ones
+# a rewrite wrote (their values are taken as they are); None: damaged.
+LayersReader = Callable[[bytes | memoryview], tuple[list[Any], int] | None]
 
 
 def _ignore(name: str | bytes, stored: object) -> None:
     pass
 
 
-def _layers_v1(body: bytes | memoryview) -> list[Any] | None:
-    """The layers of a format-1 body; ``None`` if it is no array of maps."""
+def _layers_v1(body: bytes | memoryview) -> tuple[list[Any], int] | None:
+    """A format-1 body: an array of maps, the first one written by a rewrite."""
     try:
         layers = msgpack.unpackb(body)
     except Exception:  # any msgpack error: the record is damaged
         return None
     if type(layers) is not list or not layers or type(layers[0]) is not dict:
         return None
-    return layers
+    return layers, 1
 
 
-# Each format this release reads -> the layers of a body of that format (None: damaged).
-_LAYERS_READERS: Final[dict[int, Callable[[bytes | memoryview], list[Any] | None]]] = {
-    1: _layers_v1,
-}
+def _layers_v2(body: bytes | memoryview) -> tuple[list[Any], int] | None:
+    """A format-2 body: the block, decompressed, then the layers; the block and the first
+    layer were written by a rewrite."""
+    try:
+        items = msgpack.unpackb(body)
+        if type(items) is not list or len(items) < 3 or type(items[1]) is not bytes:
+            return None
+        block = items[1]
+        small = (
+            msgpack.unpackb(compression.decompress(block[0], memoryview(block)[1:], BLOCK_MAX))
+            if block
+            else {}
+        )
+    except Exception:  # any msgpack or decompression error: the record is damaged
+        return None
+    if type(small) is not dict or type(items[2]) is not dict:
+        return None
+    items[:2] = (small,)
+    return items, 2
+
+
+# Each format this release reads -> its reader.
+_LAYERS_READERS: Final[dict[int, LayersReader]] = {1: _layers_v1, 2: _layers_v2}
 
 
 def deadline(stored: bytes | memoryview | None) -> int | None:
@@ -104,24 +178,31 @@ def fields(
     """The sealed fields of a record, its layers merged; ``None`` if it is unreadable.
 
     An entry no save writes is left out and handed to ``on_bad_entry``: a name that is
-    not text, or a value that is neither bytes nor nil. The values of a first layer whose
-    names are all text are not looked at (that would cost every load): the codec refuses
-    a value that is not bytes, and :func:`merged` drops it.
+    not text, or a value that is neither bytes nor nil. The values of the maps a rewrite
+    wrote (format 2: the block and the first layer; format 1: the first layer), when
+    their names are all text, are not looked at (that would cost every load): the codec
+    refuses a value that is not bytes, and :func:`merged` drops it.
     """
     reader = _LAYERS_READERS.get(stored[0]) if len(stored) >= HEADER_SIZE else None
-    layers = None if reader is None else reader(stored[HEADER_SIZE:])
-    if layers is None:
+    read = None if reader is None else reader(stored[HEADER_SIZE:])
+    if read is None:
         return None
-    result: dict[str, bytes] = layers[0]
-    try:
-        "".join(result)  # names are text or bytes (msgpack's strict_map_key): are all text?
-    except TypeError:
-        result = {}
-    else:
-        layers = layers[1:]
-    for layer in layers:
+    layers, rewritten = read
+    result: dict[str, bytes] = {}
+    for position, layer in enumerate(layers):
         if type(layer) is not dict:
             return None
+        if position < rewritten:
+            try:
+                "".join(layer)  # names are text or bytes (strict_map_key): are all text?
+            except TypeError:
+                rewritten = 0  # then every entry is checked, as in an appended layer
+            else:
+                if result:
+                    result.update(layer)
+                else:
+                    result = layer
+                continue
         for name, sealed in layer.items():
             if type(name) is not str or (sealed is not None and type(sealed) is not bytes):
                 on_bad_entry(name, sealed)
@@ -154,49 +235,170 @@ def merged(
     return result
 
 
-def pack(expires_ms: int, sealed: Mapping[str, bytes]) -> bytes:
-    """A record, in the current format, of one layer holding ``sealed``."""
-    return HEADER.pack(FORMAT, expires_ms) + msgpack.packb([sealed])
+def _bin(data: bytes) -> bytes:
+    """``data`` as a msgpack bin."""
+    size = len(data)
+    if size < 0x100:
+        return b"\xc4%c%s" % (size, data)
+    if size < 0x10000:
+        return b"\xc5" + size.to_bytes(2, "big") + data
+    return b"\xc6" + size.to_bytes(4, "big") + data
 
 
-def _is_map_marker(byte: int) -> bool:
-    return 0x80 <= byte <= 0x8F or byte in (0xDE, 0xDF)
+def _block(small: Mapping[str, bytes]) -> bytes:
+    """The block of ``small``, as a msgpack bin: compressed if it is large enough and that
+    saves enough."""
+    if not small:
+        return _bin(b"")
+    data = msgpack.packb(small)
+    method, body = compression.PLAIN, data
+    if len(data) >= BLOCK_COMPRESS_FROM:
+        # zstd where it is installed: it decompresses several times faster than zlib,
+        # which every load pays.
+        method = compression.ZSTD if compression.ZSTD_AVAILABLE else compression.ZLIB
+        body = compression.compress_with(method, data)
+        if len(body) > len(data) - len(data) // BLOCK_SAVING:
+            method, body = compression.PLAIN, data
+    return _bin(b"%c%s" % (method, body))
+
+
+def _never(sealed: bytes) -> bool:
+    return False
+
+
+def pack(expires_ms: int, sealed: Mapping[str, bytes], compressed: Compressed = _never) -> bytes:
+    """A record, in the current format, of ``sealed``: the small fields in the block (as
+    many as fit in ``BLOCK_MAX``), the others in one layer. A field ``compressed`` says
+    the codec compressed stays out of the block: compressing it again would gain nothing
+    and cost every load."""
+    small: dict[str, bytes] = {}
+    large: dict[str, bytes] = {}
+    room = BLOCK_MAX - _ENTRY_OVERHEAD
+    for name, value in sealed.items():
+        size = len(value)
+        if size <= SMALL_FIELD_MAX and not compressed(value):
+            size += _NAME_WIDTH * len(name) + _ENTRY_OVERHEAD
+            if size <= room:
+                small[name] = value
+                room -= size
+                continue
+        large[name] = value
+    return b"".join(
+        (
+            HEADER.pack(FORMAT, expires_ms),
+            b"\x93\x00",  # three items, the first: no layer appended
+            _block(small),
+            msgpack.packb(large),
+        )
+    )
+
+
+def _layout(stored: bytes | memoryview) -> tuple[int, int, int] | None:
+    """How many layers were appended to a format-2 record, how many bytes they take, and
+    where its block starts; ``None`` if it does not start as such a record does."""
+    if len(stored) < HEADER_SIZE + 4 or stored[0] != FORMAT:
+        return None
+    layers = stored[HEADER_SIZE] - _FIXARRAY - 3
+    marker = stored[HEADER_SIZE + 1]
+    block_at = HEADER_SIZE + 2
+    if marker < 0x80:  # a positive fixint
+        appended = marker
+    elif marker in _UINT_MARKERS:
+        width = 1 << (marker - 0xCC)
+        appended = int.from_bytes(stored[block_at : block_at + width], "big")
+        block_at += width
+    else:
+        return None
+    if (
+        not 0 <= layers < MAX_LAYERS
+        or block_at >= len(stored)
+        or stored[block_at] not in _BIN_MARKERS
+        or appended > len(stored) - block_at
+    ):
+        return None
+    return layers, appended, block_at
+
+
+def _assembled(expires_ms: int, layers: int, appended: int, *parts: bytes | memoryview) -> bytes:
+    return b"".join(
+        (
+            HEADER.pack(FORMAT, expires_ms),
+            bytes((_FIXARRAY + 3 + layers,)),
+            msgpack.packb(appended),
+            *parts,
+        )
+    )
 
 
 def with_layer(
     stored: bytes | memoryview, expires_ms: int, sets: Mapping[str, bytes], deletes: Iterable[str]
 ) -> bytes | None:
-    """``stored`` with ``sets`` and ``deletes`` appended as a layer, under the deadline
-    ``expires_ms``; ``None`` if it must be rewritten whole instead (:func:`merged`): it
-    has ``MAX_LAYERS`` layers, or is of another format than the current one.
+    """``stored`` with ``sets`` and ``deletes`` as a new layer, under the deadline
+    ``expires_ms``, the block and the first layer copied as they are; ``None`` if it must
+    be rewritten whole instead (:func:`merged`, :func:`pack`).
 
-    Only the container's first bytes are checked (an array of maps): a record damaged
-    further in stays unreadable, as it already was, and an entry no save writes stays as
-    it was, left out of every read, until a merge drops it.
+    The layer is appended, unless that would make ``MAX_LAYERS`` layers or make the
+    appended layers take more than 1/``LAYER_SHARE`` of the block and the first layer;
+    then it is merged with the layers appended before it into one (so a field that
+    changes at every save, a counter, never costs a rewrite), and if even that one would
+    take more, or the record is of another format than the current one, the record must
+    be rewritten.
+
+    Only the container's first bytes are checked (an array of a count and a block), and
+    the appended layers when they are merged: a record damaged further in stays
+    unreadable, as it already was, and an entry no save writes stays as it was, left out
+    of every read, until a rewrite drops it.
     """
-    if (
-        len(stored) < HEADER_SIZE + 2
-        or stored[0] != FORMAT
-        or not _is_map_marker(stored[HEADER_SIZE + 1])
-    ):
+    layout = _layout(stored)
+    if layout is None:
         return None
-    layers = stored[HEADER_SIZE] - _FIXARRAY
-    if not 1 <= layers < MAX_LAYERS:
-        return None
-    layer: dict[str, bytes | None] = dict.fromkeys(deletes)
+    layers, appended, block_at = layout
+    layer: dict[str | bytes, bytes | None] = dict.fromkeys(deletes)
     layer.update(sets)
-    return b"".join(
-        (
-            HEADER.pack(FORMAT, expires_ms),
-            bytes((_FIXARRAY + layers + 1,)),
-            stored[HEADER_SIZE + 1 :],
-            msgpack.packb(layer),
+    packed = msgpack.packb(layer)
+    kept = len(stored) - appended  # the appended layers start there
+    budget = (kept - block_at) // LAYER_SHARE
+    if layers + 1 < MAX_LAYERS and appended + len(packed) <= budget:
+        return _assembled(
+            expires_ms, layers + 1, appended + len(packed), stored[block_at:], packed
         )
-    )
+    try:
+        earlier = msgpack.unpackb(bytes((_FIXARRAY + layers,)) + stored[kept:])
+    except Exception:  # any msgpack error: the layers are damaged; a rewrite will tell
+        return None
+    for old in reversed(earlier):
+        if type(old) is not dict:
+            return None
+        for name, sealed in old.items():
+            layer.setdefault(name, sealed)
+    packed = msgpack.packb(layer)
+    if len(packed) > budget:
+        return None
+    return _assembled(expires_ms, 1, len(packed), stored[block_at:kept], packed)
+
+
+def updated(
+    stored: bytes | memoryview,
+    expires_ms: int,
+    sets: Mapping[str, bytes],
+    deletes: Iterable[str],
+    on_bad_entry: BadEntry = _ignore,
+    compressed: Compressed = _never,
+) -> bytes | None:
+    """``stored`` with ``sets`` and ``deletes`` applied under the deadline ``expires_ms``,
+    in the current format: a layer appended where :func:`with_layer` may, else the record
+    rewritten whole (:func:`pack`), its bad entries dropped; ``None`` if it is
+    unreadable."""
+    deletes = tuple(deletes)
+    appended = with_layer(stored, expires_ms, sets, deletes)
+    if appended is not None:
+        return appended
+    result = merged(stored, sets, deletes, on_bad_entry)
+    return None if result is None else pack(expires_ms, result, compressed)
 
 
 def with_deadline(stored: bytes | memoryview, expires_ms: int) -> bytes:
-    """``stored`` under the deadline ``expires_ms``, its format and layers as they are.
+    """``stored`` under the deadline ``expires_ms``, its format and body as they are.
 
     For a record :func:`deadline` reads (the header is the same in every format).
     """

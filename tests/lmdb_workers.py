@@ -247,6 +247,7 @@ def fork_during_transaction(
     """
     with reporting(result_path) as result:
         setup(path)
+        from django_memopt import records
         from django_memopt.backends import lmdb as lmdb_backend
         from django_memopt.backends.lmdb import SessionStore, environment
 
@@ -294,6 +295,8 @@ def fork_during_transaction(
         result["after"] = pids()
         release.set()
         holder.join(10)
-        result["holder_read"] = bool(holder_result) and holder_result[0][:1] == b"\x01"
+        result["holder_read"] = bool(holder_result) and holder_result[0][:1] == bytes(
+            (records.FORMAT,)
+        )
         result["pid"] = os.getpid()
         result["parent_still_works"] = SessionStore(session.session_key).get("by") == "parent"

@@ -12,10 +12,11 @@ from unittest import mock
 
 import msgpack
 import sessions_tests.tests as django_session_tests
+import zstandard
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory, SimpleTestCase, override_settings
 
-from django_memopt import records
+from django_memopt import compression, records
 from django_memopt.backends.lmdb import SessionStore, close_environments, environment
 from django_memopt.middleware import SessionMiddleware as GateSessionMiddleware
 from tests.contract import (
@@ -52,23 +53,35 @@ def put_raw(session_key: str | bytes, record: bytes) -> None:
         txn.put(key, record)
 
 
-def layers_of(session_key: str) -> list[dict[Any, Any]]:
-    """The layers of a stored record, as msgpack gives them back."""
-    stored = raw_records()[session_key][records.HEADER_SIZE :]
-    layers: list[dict[Any, Any]] = msgpack.unpackb(stored)
-    return layers
+def maps_of(session_key: str) -> list[dict[Any, Any]]:
+    """The maps of a stored record of the current format, as msgpack gives them back: its
+    block's fields, its first layer, then the layers added since."""
+    stored = raw_records()[session_key]
+    _appended, block, *layers = msgpack.unpackb(stored[records.HEADER_SIZE :])
+    small = msgpack.unpackb(compression.decompress(block[0], block[1:])) if block else {}
+    return [small, *layers]
 
 
-def put_layers(session_key: str, *layers: dict[Any, Any]) -> None:
-    """Store ``layers`` as the record of ``session_key``, under its current deadline."""
-    record = raw_records()[session_key]
-    put_raw(session_key, record[: records.HEADER_SIZE] + msgpack.packb(list(layers)))
+def put_maps(session_key: str, block: dict[Any, Any], *layers: dict[Any, Any]) -> None:
+    """Store a record of the current format holding ``block`` (uncompressed) and ``layers``,
+    under the session's current deadline."""
+    header = raw_records()[session_key][: records.HEADER_SIZE]
+    added = sum(len(msgpack.packb(layer)) for layer in layers[1:])
+    packed_block = bytes((compression.PLAIN,)) + msgpack.packb(block)
+    put_raw(session_key, header + msgpack.packb([added, packed_block, *layers]))
 
 
 def deadline_ms(record: bytes) -> int:
     record_format, deadline = records.HEADER.unpack_from(record)
     assert record_format == records.FORMAT
     return int(deadline)
+
+
+def with_block(record: bytes, block: bytes) -> bytes:
+    """``record`` (of the current format) with ``block`` in place of its block."""
+    items = msgpack.unpackb(record[HEADER_SIZE:])
+    items[1] = block
+    return record[:HEADER_SIZE] + msgpack.packb(items)
 
 
 def assert_indexed(session_key: str, deadline: int, entries: list[tuple[int, str]]) -> None:
@@ -89,13 +102,24 @@ def assert_index_matches_records() -> None:
 
 
 HEADER_SIZE = records.HEADER_SIZE
+# A zstd frame (without its magic number) that declares 100 MiB of zeros.
+_BOMB = zstandard.ZstdCompressor().compress(bytes(100 * 1024 * 1024))[4:]
 CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
     "garbage body": lambda record: record[:HEADER_SIZE] + b"\xc1 not msgpack",
     "body not a map": lambda record: record[:HEADER_SIZE] + b"\x93\x01\x02\x03",
     "truncated body": lambda record: record[:-3],
     "garbage header": lambda record: b"\xde" * HEADER_SIZE + record[HEADER_SIZE:],
     "truncated header": lambda record: record[:5],
+    "block of an unknown method": lambda record: with_block(record, b"\x07\x80"),
+    "decompression bomb": lambda record: with_block(record, bytes((compression.ZSTD,)) + _BOMB),
 }
+# Damage a save does not look at (it checks the container's first bytes only): the
+# session stays absent all the same, as the next read finds.
+CORRUPTIONS_PAST_THE_FIRST_BYTES = (
+    "truncated body",
+    "block of an unknown method",
+    "decompression bomb",
+)
 # Keys that are no session ID, under which a listing finds records.
 STRAY_KEYS: dict[str, bytes] = {
     "not UTF-8": b"\xff\xfe not utf-8",
@@ -130,7 +154,7 @@ class LmdbStore(StoreUnderTest):
         return sorted(raw_records())
 
     def stored_names(self, session_key: str) -> set[str | bytes]:
-        return {name for layer in layers_of(session_key) for name in layer}
+        return {name for layer in maps_of(session_key) for name in layer}
 
     def check_consistent(self) -> None:
         assert_index_matches_records()
@@ -143,10 +167,12 @@ class LmdbStore(StoreUnderTest):
 
     def plant_bad_entries(self, session_key: str) -> tuple[set[str], int]:
         # A name that is bytes, values that are no bytes, and such entries in a later layer.
-        (sealed,) = layers_of(session_key)
-        put_layers(
+        sealed, first = maps_of(session_key)
+        assert first == {}
+        put_maps(
             session_key,
             {"a": sealed["a"], b"b": sealed["b"], "c": sealed["c"], "n": 5, "m": ["x"]},
+            {},
             {b"late": sealed["b"], "o": {"no": "bytes"}, "c": sealed["c"], "gone": None},
         )
         return {"a", "c"}, 5  # b"b", "n", "m", b"late", "o": each one line

@@ -25,6 +25,7 @@ from typing import Any
 from unittest import mock
 
 import lmdb
+import msgpack
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.sessions.backends.base import CreateError, UpdateError
@@ -32,24 +33,26 @@ from django.core.management import call_command
 from django.core.signals import setting_changed
 from django.test import override_settings
 
-from django_memopt import records
+from django_memopt import compression, records
 from django_memopt.backends import lmdb as lmdb_backend
 from django_memopt.backends.base import Delta, SessionStoreError, SessionStoreFull
 from django_memopt.backends.lmdb import SessionStore, close_environments, environment
 from django_memopt.checks import check_settings
+from django_memopt.codec import FieldCodec
 from django_memopt.conf import conf
 from tests import contract, lmdb_workers
 from tests.contract import corruption_logged
 from tests.processes import children, finish, result_of
 from tests.test_lmdb_contract import (
     CORRUPTIONS,
+    CORRUPTIONS_PAST_THE_FIRST_BYTES,
     STRAY_KEYS,
     LmdbStore,
     assert_index_matches_records,
     assert_indexed,
     deadline_ms,
     index_entries,
-    layers_of,
+    maps_of,
     put_raw,
     raw_records,
 )
@@ -703,7 +706,7 @@ def test_update_over_corrupt_record_never_makes_it_readable(store: str, kind: st
     assert SessionStore._read(key) is None
     assert SessionStore(key).load() == {}
     assert not SessionStore().exists(key)
-    if kind != "truncated body":
+    if kind not in CORRUPTIONS_PAST_THE_FIRST_BYTES:
         # Damage in the container's first bytes is caught by the save itself.
         with pytest.raises(UpdateError):
             loaded.save()
@@ -733,7 +736,7 @@ def test_entries_of_the_wrong_type_are_never_written_back(
         # Bad entries beside the good fields a and c (see LmdbStore.plant_bad_entries),
         # and the stored bytes of the good ones. The contract checks they read as absent.
         key = new_session(a=1, b="two", c=[3])
-        (sealed,) = layers_of(key)
+        sealed, _first = maps_of(key)
         LmdbStore(store).plant_bad_entries(key)
         return key, {name: sealed[name] for name in ("a", "c")}
 
@@ -741,28 +744,28 @@ def test_entries_of_the_wrong_type_are_never_written_back(
     key, good = tampered()
     assert "n" not in SessionStore(key) and "b" not in SessionStore(key)
     assert SessionStore.store_figures()["fields_per_session"] == 2
-    # An update appends a layer and leaves the old ones as they are (still dropped on
-    # reading); once the layers are merged, the bad entries are gone from the record.
-    for n in range(records.MAX_LAYERS):
+    # An update adds a layer and leaves the bad entries as they are (still dropped on
+    # reading); once the record is rewritten, they are gone from it.
+    for n in range(2 * records.MAX_LAYERS):
         session = SessionStore(key)
         session["d"] = n
         session.save()
         assert dict(SessionStore(key).items()) == {"a": 1, "c": [3], "d": n}
-        if len(layers_of(key)) == 1:
+        if len(maps_of(key)) == 2:
             break
     else:
-        pytest.fail("the layers were never merged")
-    (merged,) = layers_of(key)
-    assert set(merged) == {"a", "c", "d"}
-    assert {name: merged[name] for name in good} == good
+        pytest.fail("the record was never rewritten")
+    block, first = maps_of(key)
+    assert set(block) | set(first) == {"a", "c", "d"}
+    assert {name: block[name] for name in good} == good
 
     key, _ = tampered()
     session = SessionStore(key)
     session.cycle_key()
     assert session.session_key != key
     assert not SessionStore().exists(key)
-    (copied,) = layers_of(session.session_key)
-    assert set(copied) == {"a", "c"}
+    copied, first = maps_of(session.session_key)
+    assert (set(copied), first) == ({"a", "c"}, {})
     assert dict(SessionStore(session.session_key).items()) == {"a": 1, "c": [3]}
     assert_index_matches_records()
 
@@ -957,3 +960,129 @@ def test_reader_table_full_names_the_setting(store: str, settings: Any) -> None:
             txn.abort()
         held.clear()  # py-lmdb frees a reader slot with the transaction object
     assert SessionStore(key)["a"] == 1
+
+
+# -- 10. the record: the previous release's format, and sizes -------------------------------
+
+# A session as the previous release stored it: a record of format 1 whose fields its codec
+# sealed (format 1, 16-byte tags) for FROZEN_KEY under the test settings' SECRET_KEY:
+# {"_auth_user_id": "42", "cart": [...], "visits": 7, "note": "n" * 40}, then a layer
+# setting "visits" to 8 and deleting "cart"; deadline 2100-01-01.
+FROZEN_KEY = "frozenformat1record0123456789abc"
+FROZEN_FIELDS = {"_auth_user_id": "42", "visits": 8, "note": "n" * 40}
+FROZEN_RECORD = bytes.fromhex(
+    "01000003bb2cc3d8009284ad5f617574685f757365725f6964c41401350781e9e3c5426eb1a18da40272ae81"
+    "a23432a463617274c41d0198441fffa0d9292bf07921c698c2e59392a56170706c65a470656172a676697369"
+    "7473c41201399004fce616fc233d3a4e2d16383aad07a46e6f7465c43b01df1140e262c2238da87a8f1057fe"
+    "f9a7d9286e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e"
+    "82a463617274c0a6766973697473c41201cd22b6280f01f4d4c2e579d07eaa7c9508"
+)
+
+
+def put_frozen_record() -> None:
+    put_raw(FROZEN_KEY, FROZEN_RECORD)
+    opened = environment()
+    with opened.env.begin(write=True, db=opened.expiry) as txn:
+        txn.put(records.index_key(records.deadline(FROZEN_RECORD) or 0, FROZEN_KEY.encode()), b"")
+
+
+def test_a_record_of_the_previous_release_loads_and_is_rewritten_at_its_next_save(
+    store: str,
+) -> None:
+    put_frozen_record()
+    assert dict(SessionStore(FROZEN_KEY).items()) == FROZEN_FIELDS
+    assert SessionStore().exists(FROZEN_KEY)
+    assert list(SessionStore.iter_session_keys()) == [FROZEN_KEY]
+    stored = SessionStore._read(FROZEN_KEY)
+    assert stored is not None
+    # An expiry refresh moves the deadline alone, the format with it.
+    SessionStore._touch(FROZEN_KEY, time.time() + 600)
+    assert raw_records()[FROZEN_KEY][0] == 1
+    assert dict(SessionStore(FROZEN_KEY).items()) == FROZEN_FIELDS
+
+    session = SessionStore(FROZEN_KEY)
+    session["visits"] = 9
+    with mock.patch.object(FieldCodec, "unpack", side_effect=AssertionError("decoded")):
+        session.save()  # nothing decoded, nothing sealed again but "visits"
+    record = raw_records()[FROZEN_KEY]
+    assert record[0] == records.FORMAT
+    rewritten = SessionStore._read(FROZEN_KEY)
+    assert rewritten is not None
+    # The fields the save did not touch are carried over as they were stored.
+    for name in ("_auth_user_id", "note"):
+        assert rewritten.fields[name] == stored.fields[name]
+        assert rewritten.fields[name] in FROZEN_RECORD
+    assert dict(SessionStore(FROZEN_KEY).items()) == FROZEN_FIELDS | {"visits": 9}
+    assert_index_matches_records()
+
+
+_WORD_TEXT = (
+    "account basket billing cart catalog checkout coffee coupon delivery discount garden gift "
+    "invoice jacket kitchen lamp order package payment price product refund return review "
+    "shipping shoes size sofa street summer table total voucher wallet winter wishlist"
+)
+WORDS = _WORD_TEXT.split()
+
+
+def medium_session() -> dict[str, Any]:
+    """A logged-in session of 20 keys, 3.2 KB as JSON."""
+    rng = random.Random(13)
+
+    def text(words: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(words))
+
+    return {
+        "_auth_user_id": "104729",
+        "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+        "_auth_user_hash": f"{rng.getrandbits(256):064x}",
+        "visits": 17,
+        "prefs": {"lang": "en", "currency": "EUR", "page_size": 50, "comment": text(20)},
+        "cart": [
+            {"id": rng.randrange(10**6), "title": text(5), "qty": 2, "price": "19.90"}
+            for _ in range(6)
+        ],
+        "recently_viewed": [rng.randrange(10**6) for _ in range(30)],
+        "last_search": text(12),
+        "checkout_step": 2,
+        "csrf_hint": f"{rng.getrandbits(128):032x}",
+        "messages": [text(8) for _ in range(5)],
+        "newsletter_seen": True,
+        "wizard_data": {"step": 3, "notes": text(25)},
+        "form_draft": text(60),
+        "compare": [rng.randrange(10**6) for _ in range(12)],
+        "coupon": "SUMMER-2026",
+        "shipping": {"method": "express", "address": text(10)},
+        "wishlist": [{"id": rng.randrange(10**6), "title": text(5)} for _ in range(6)],
+        "banner_dismissed": False,
+        "notes": text(40),
+    }
+
+
+# medium_session()'s record as the previous release stored it (format 1, its codec).
+MEDIUM_RECORD_BEFORE = 3276
+
+
+def test_a_medium_session_takes_less_than_in_the_previous_release(store: str) -> None:
+    key = new_session(**medium_session())
+    assert len(raw_records()[key]) < 0.75 * MEDIUM_RECORD_BEFORE
+    assert dict(SessionStore(key).items()) == medium_session()
+
+
+def test_small_fields_left_plain_by_the_codec_are_compressed_together_below_djangos_row(
+    store: str,
+) -> None:
+    """The record's part: sealed without compression (as the codec leaves fields under
+    its threshold), the small fields take less in the record's block than Django's ``db``
+    engine takes for the whole session (its signed, compressed row)."""
+    from django.contrib.sessions.backends.db import SessionStore as DatabaseStore
+
+    payload = medium_session()
+    key = "plainfields" + "0" * 21
+    plain = FieldCodec([django_settings.SECRET_KEY], compression=compression.PLAIN)
+    sealed = {name: plain.encode(key, name, value) for name, value in payload.items()}
+    SessionStore._write(key, Delta(sealed, replace=True), time.time() + 600, create=True)
+    record = raw_records()[key]
+    assert len(record) <= len(DatabaseStore().encode(payload)) < MEDIUM_RECORD_BEFORE
+    _appended, block, first = msgpack.unpackb(record[records.HEADER_SIZE :])
+    assert (block[0], first) == (compression.ZSTD, {})
+    assert dict(SessionStore(key).items()) == payload

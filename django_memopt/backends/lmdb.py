@@ -39,7 +39,7 @@ import lmdb
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from django_memopt import records
+from django_memopt import codec, records
 from django_memopt.conf import conf
 
 from .base import (
@@ -68,20 +68,14 @@ SWEEP_BATCH: Final = 500
 FULL_SWEEP_BATCH: Final = 16
 # Named databases beside "sessions" and "expiry": one per space of store-wide values.
 MAX_SPACES: Final = 14
-# The previous names of what django_memopt.records holds now, for code that still reaches
-# in here (benchmarks/bench_pooling.py, tests/test_corrupt_fields.py): remove once it
-# reads records.
-RECORD_FORMAT, _HEADER, HEADER_SIZE, _record = (
-    records.FORMAT,
-    records.HEADER,
-    records.HEADER_SIZE,
-    records.pack,
-)
 # A delete on a full map may grow it, for that transaction, in steps of 1 MiB per 64 MiB of
 # MEMOPT_LMDB_MAP_SIZE (at least 1 MiB), at most RESERVE_STEPS of them. A delete needs a
 # few pages; the steps are address space, and only the pages written take disk.
 RESERVE_STEP: Final = 1024**2
 RESERVE_STEPS: Final = 4
+# A sealed field's format byte: the codec's format, its low bits the compression method.
+_COMPRESSION_BITS: Final = 0x03
+_PLAIN_FIELD: Final = bytes((codec.FORMAT,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +391,14 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _compressed(sealed: bytes) -> bool:
+    """Whether the codec compressed ``sealed``: its format byte is the codec's current
+    format with compression bits set. Such a field stays out of the record's block of small
+    fields (a field sealed by an earlier release is never compressed)."""
+    head = sealed[:1]
+    return bool(head) and head != _PLAIN_FIELD and head[0] & ~_COMPRESSION_BITS == codec.FORMAT
+
+
 def _log_bad_entry(name: str | bytes, stored: object) -> None:
     """Log, as Django does for bad session data, an entry no save writes (it is dropped)."""
     problem = (
@@ -486,13 +488,15 @@ class SessionStore(_SessionBase):
                 raise CreateError
             if not create and not live:
                 raise UpdateError
-            sets, deletes = delta.sets, delta.deletes
-            new = records.pack(new_ms, sets) if delta.replace else None
-            if new is None and (new := records.with_layer(record, new_ms, sets, deletes)) is None:
-                fields = records.merged(record, sets, deletes, _log_bad_entry)
-                if fields is None:  # damaged: it reads as absent, so it is not there to update
-                    raise UpdateError
-                new = records.pack(new_ms, fields)
+            new = (
+                records.pack(new_ms, delta.sets, _compressed)
+                if delta.replace
+                else records.updated(
+                    record, new_ms, delta.sets, delta.deletes, _log_bad_entry, _compressed
+                )
+            )
+            if new is None:  # damaged: it reads as absent, so it is not there to update
+                raise UpdateError
             txn.put(key, new, db=opened.sessions)
             _reindex(opened, txn, key, old_ms, new_ms)
 
