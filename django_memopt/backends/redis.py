@@ -162,8 +162,14 @@ local kind = redis.call('TYPE', key)['ok']
 if kind == 'hash' then
   update_hash()
   -- Small now (a format-1 session, or a large one that shrank): folded into a string, its
-  -- fields' bytes as they are. pcall: a server that forbids MEMORY folds nothing.
-  local ok, used = pcall(redis.call, 'MEMORY', 'USAGE', key, 'SAMPLES', '0')
+  -- fields' bytes as they are. MEMORY USAGE walks a hashtable's fields, which past about
+  -- 40 costs as much as the save: only a hash of at most fold_memory / 128 fields is
+  -- asked (one of more seldom fits a string). pcall: a server that forbids MEMORY folds
+  -- nothing.
+  local ok, used = false, nil
+  if redis.call('HLEN', key) <= fold_memory / 128 then
+    ok, used = pcall(redis.call, 'MEMORY', 'USAGE', key, 'SAMPLES', '0')
+  end
   if ok and type(used) == 'number' and used <= fold_memory then
     local stored = redis.call('HGETALL', key)
     local parts, count, size = {''}, 0, 0
