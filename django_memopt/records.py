@@ -44,7 +44,8 @@ What no save writes (a name that is not text, a value that is neither bytes nor 
 left out of every read and handed to the caller's ``on_bad_entry``, never raised.
 
 The expiry index of a store that keeps one (LMDB's) is here too: its keys sort by
-deadline rounded up to ``INDEX_GRANULARITY_MS``, so a sweep reads only what has expired.
+deadline rounded up to ``INDEX_GRANULARITY_MS``, so a sweep reads only what has expired
+or expires within the bucket under way.
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ BLOCK_SAVING: Final = 4
 #: The layers added since the last rewrite take at most 1/LAYER_SHARE of the block and
 #: the first layer.
 LAYER_SHARE: Final = 8
-INDEX_GRANULARITY_MS: Final = 60_000
+#: The expiry index groups deadlines by the hour: a session saved again and again moves
+#: its entry at most once an hour, and a sweep reads the entries of the hour under way.
+INDEX_GRANULARITY_MS: Final = 3_600_000
 
 _FIXARRAY: Final = 0x90
 _BIN_MARKERS: Final = frozenset((0xC4, 0xC5, 0xC6))

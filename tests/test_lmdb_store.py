@@ -388,6 +388,76 @@ def test_extended_session_is_not_swept_at_its_old_deadline(store: str) -> None:
     assert_index_matches_records()  # the stale entry went, the current ones stayed
 
 
+def test_a_session_saved_again_and_again_moves_its_index_entry_at_most_once_a_bucket(
+    store: str,
+) -> None:
+    step = records.INDEX_GRANULARITY_MS / 1000
+    start = (time.time() // step + 1) * step + 1  # just after a bucket begins
+    with mock.patch("time.time", return_value=start):
+        key = new_session(visits=0)
+    (entry,) = index_entries()
+    for n, later in enumerate((60, step / 2, step - 2), start=1):
+        with mock.patch("time.time", return_value=start + later):
+            session = SessionStore(key)
+            session["visits"] = n
+            session.save()
+        assert index_entries() == [entry]  # still in the same bucket: not moved
+    with mock.patch("time.time", return_value=start + step):
+        session = SessionStore(key)
+        session["visits"] = 4
+        session.save()
+    (moved,) = index_entries()
+    assert moved[0] == entry[0] + records.INDEX_GRANULARITY_MS
+    assert_index_matches_records()
+
+
+def test_index_entries_of_an_earlier_granularity_are_moved_or_dropped_by_the_sweep(
+    store: str,
+) -> None:
+    """The previous release rounded deadlines up to the minute. A sweep reaching such an
+    entry deletes the session if it has expired, drops the entry if there is no session,
+    and gives a session still live an entry at its deadline: none is lost from the index."""
+    now = time.time()
+    minute = 60_000
+
+    def old_entry(key: str, deadline_ms: int) -> None:
+        opened = environment()
+        with opened.env.begin(write=True, db=opened.expiry) as txn:
+            for at, indexed in index_entries():
+                if indexed == key:
+                    txn.delete(records.index_key(at, key.encode()))
+            at = -(-deadline_ms // minute) * minute
+            txn.put(at.to_bytes(8, "big") + key.encode(), b"")
+
+    with mock.patch("time.time", return_value=now - 3600):
+        live = new_session(a=1)  # then saved again: its deadline moved an hour on
+        extended = deadline_ms(raw_records()[live])
+        gone = new_session(c=1)
+    session = SessionStore(live)
+    session["a"] = 2
+    session.save()
+    old_entry(live, extended)
+    expired = SessionStore()
+    expired["b"] = 1
+    expired.set_expiry(30)
+    expired.save()
+    old_entry(expired.session_key, deadline_ms(raw_records()[expired.session_key]))
+    old_entry(gone, deadline_ms(raw_records()[gone]))
+    SessionStore(gone).delete()
+    assert len(index_entries()) == 3
+
+    # Swept once the old entries are all due, before the live session's deadline.
+    age = django_settings.SESSION_COOKIE_AGE
+    with mock.patch("time.time", return_value=now - 3600 + age + 60):
+        SessionStore.clear_expired()
+    assert list(raw_records()) == [live]
+    assert_index_matches_records()  # the live session has its entry at its deadline
+    with mock.patch("time.time", return_value=now + age + 60):
+        SessionStore.clear_expired()
+    assert list(raw_records()) == []
+    assert index_entries() == []
+
+
 # -- 4. a full map ---------------------------------------------------------------------------
 
 

@@ -8,9 +8,10 @@ serialises writers across processes and never blocks readers. Named databases:
     and layers of sealed fields. A load is one ``get`` that merges the layers without
     decoding any value; a save appends its delta as a layer.
 ``expiry``
-    :func:`django_memopt.records.index_key` (the deadline rounded up to the minute, then
-    the session key) -> empty, so ``clear_expired`` reads only what has expired. Rounding
-    means a session saved every few seconds moves its index entry once a minute.
+    :func:`django_memopt.records.index_key` (the deadline rounded up to the hour, then the
+    session key) -> empty, so ``clear_expired`` reads only what has expired or expires
+    within the hour under way. Rounding means a session saved again and again moves its
+    index entry (a commit's largest part after the record) at most once an hour.
 one per space of store-wide values (``stats``, ``meta``, ...)
     name -> value (:meth:`SessionStore.read_values` and the like); opened on first use.
 
@@ -550,40 +551,52 @@ class SessionStore(_SessionBase):
     def clear_expired(cls) -> None:
         """Delete expired sessions, walking the expiry index in short transactions.
 
-        On a full map it goes on in transactions of ``FULL_SWEEP_BATCH`` sessions, each
-        in the reserve if need be: the pages one of them frees serve the next ones.
+        It reads the entries of the buckets that have begun, and the records they name:
+        an expired session is deleted, a live one keeps its entry (in the bucket still
+        running) or gets one at its deadline if the entry was left behind. On a full map
+        it goes on in transactions of ``FULL_SWEEP_BATCH`` entries, each in the reserve if
+        need be: the pages one of them frees serve the next ones.
         """
         opened = environment()
         now_ms = _now_ms()
+        current = records.index_bucket(now_ms)
         batch = SWEEP_BATCH
+        resume = b""  # the index key the sweep goes on from
 
-        def sweep(txn: Any) -> bool:
+        def sweep(txn: Any) -> bytes | None:
+            """Where the next transaction goes on from; ``None``: the sweep is over."""
             cursor = txn.cursor(db=opened.expiry)
+            position = resume
             for _ in range(batch):
-                if not cursor.first():
-                    return True
+                if not cursor.set_range(position):
+                    return None
                 index_key = bytes(cursor.key())
-                bucket = int.from_bytes(index_key[:8], "big")
-                if bucket > now_ms:
-                    return True
+                if int.from_bytes(index_key[:8], "big") > current:
+                    return None
+                position = index_key + b"\0"
                 key = index_key[8:]
                 expires_ms = records.deadline(txn.get(key, db=opened.sessions))
-                # Only if the record is still in that bucket (else its entry is elsewhere).
-                if expires_ms is not None and records.index_bucket(expires_ms) == bucket:
+                if expires_ms is not None and expires_ms > now_ms:
+                    entry = records.index_key(expires_ms, key)
+                    if entry == index_key:
+                        continue
+                    txn.put(entry, b"", db=opened.expiry)
+                elif expires_ms is not None:
                     txn.delete(key, db=opened.sessions)
-                cursor.delete()
-            return False
+                txn.delete(index_key, db=opened.expiry)
+            return position
 
         while True:
             try:
-                done = _transaction(opened, sweep, write=True, reserve=batch < SWEEP_BATCH)
+                position = _transaction(opened, sweep, write=True, reserve=batch < SWEEP_BATCH)
             except SessionStoreFull:
                 if batch < SWEEP_BATCH:
                     raise
                 batch = FULL_SWEEP_BATCH
                 continue
-            if done:
+            if position is None:
                 return
+            resume = position
 
     @classmethod
     def iter_sessions(cls, batch: int = 1000) -> Iterator[tuple[str, float]]:
@@ -693,7 +706,7 @@ class SessionStore(_SessionBase):
 
         Counts and sizes come from LMDB's own statistics. Fields per session come from
         ``sample`` records read from a random point; expired records not yet swept are
-        counted on the expiry index, up to a limit.
+        those the expiry index names in the buckets that have begun, up to a limit.
         """
         opened = environment()
         now_ms = _now_ms()
@@ -702,13 +715,17 @@ class SessionStore(_SessionBase):
         def read(txn: Any) -> dict[str, Any]:
             stat = txn.stat(opened.sessions)
             pages = stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
-            expired = 0
+            # The records named by the entries of the buckets that have begun.
+            expired = due = 0
             cursor = txn.cursor(db=opened.expiry)
             found = cursor.first()
-            while found and expired < limit:
-                if int.from_bytes(bytes(cursor.key())[:8], "big") >= records.index_bucket(now_ms):
+            while found and due < limit:
+                index_key = bytes(cursor.key())
+                if int.from_bytes(index_key[:8], "big") > records.index_bucket(now_ms):
                     break
-                expired += 1
+                due += 1
+                expires_ms = records.deadline(txn.get(index_key[8:], db=opened.sessions))
+                expired += expires_ms is not None and expires_ms <= now_ms
                 found = cursor.next()
             # Consecutive records from a random key on (keys are random), wrapping round.
             sampled: list[int] = []
@@ -732,7 +749,7 @@ class SessionStore(_SessionBase):
                 "live_sessions": stat["entries"] - expired,
                 "session_bytes": pages * stat["psize"],
                 "expired_not_swept": expired,
-                "expired_not_swept_capped": expired >= limit,
+                "expired_not_swept_capped": due >= limit,
                 "fields_per_session": sum(sampled) / len(sampled) if sampled else 0.0,
                 "sampled_sessions": len(sampled),
                 "map_size": info["map_size"],
