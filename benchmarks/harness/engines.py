@@ -360,6 +360,12 @@ def redis_key(engine: Engine, session_key: str) -> str:
     return str(caches[REDIS_ALIAS].client.make_key(prefix + session_key))
 
 
+def sealed_fields(engine: Engine, session_key: str) -> dict[str, bytes]:
+    """A django-memopt session's sealed fields, as its store's read primitive returns them."""
+    stored = engine.store._read(session_key)
+    return {} if stored is None else dict(stored.fields)
+
+
 def populate(engines: list[Engine], payloads: Payloads, count: int, admin: Any) -> None:
     """``count`` sessions of each size in every engine, each checked to read back."""
     from django.db import transaction
@@ -400,10 +406,11 @@ def _check(engine: Engine, payloads: Payloads) -> None:
 
 
 def _populate_floor(floor: Engine, memopt: Engine, admin: Any) -> None:
-    """The floor's sessions: copies of the ``memopt-redis`` hashes, under its own prefix."""
+    """The floor's sessions: hashes of the sealed fields of the ``memopt-redis`` sessions
+    (as its store reads them, whatever form it keeps them in), under the floor's prefix."""
     for size in SIZES:
         for key in memopt.keys[size]:
-            stored = admin.hgetall(redis_key(memopt, key))
+            stored = {name.encode(): value for name, value in sealed_fields(memopt, key).items()}
             admin.hset(FLOOR_PREFIX + key, mapping=stored)
             if admin.hgetall(FLOOR_PREFIX + key) != stored:
                 raise SystemExit(f"{floor.name}: {size} session {key} does not read back")

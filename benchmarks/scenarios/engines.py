@@ -257,11 +257,11 @@ def _stored_bytes(engine: Engine, session: Any, key: str, admin: Any) -> int:
         opened = environment()
         with opened.env.begin() as txn:
             return len(txn.get(key.encode(), db=opened.sessions))
+    if engine.name == MEMOPT_REDIS:  # the changed field, whatever form the session has
+        return len(registry.sealed_fields(engine, key)[WRITE_KEY])
     if engine.on_redis:
         name = registry.redis_key(engine, key)
-        if engine.name in (MEMOPT_REDIS, FLOOR):
-            return int(admin.hstrlen(name, WRITE_KEY))
-        return int(admin.strlen(name))
+        return int(admin.hstrlen(name, WRITE_KEY) if engine.name == FLOOR else admin.strlen(name))
     if engine.name == registry.DB:
         return len(Session.objects.get(session_key=key).session_data)
     if engine.name == registry.FILE:

@@ -1,7 +1,7 @@
 """Scenario ``redis_memory``: what a session takes in Redis, and the Redis engine's page.
 
 ``MEMORY USAGE`` and ``OBJECT ENCODING`` of one session of each size in every engine that
-keeps sessions in Redis, and the hash encoding django-memopt's sessions get under
+keeps sessions in Redis, and the encoding django-memopt's sessions get under
 ``hash-max-listpack-value`` (``hash-max-ziplist-value`` before Redis 7). The Redis page
 takes its latency, bytes and lost-update figures from the ``engines`` scenario.
 """
@@ -52,7 +52,7 @@ ENCODING_SESSIONS: dict[str, dict[str, Any]] = {
 @dataclass
 class Encoding:
     session: str
-    largest: int  # the longest sealed value in the hash (bytes)
+    largest: int  # the longest sealed field of the session (bytes)
     cells: dict[int, tuple[str, int]] = field(default_factory=dict)  # setting -> (encoding, B)
     cache_usage: int = 0  # the same session in Django's cache engine (a string)
 
@@ -68,13 +68,16 @@ class Result:
 
 
 def _saved(engine: registry.Engine, payload: dict[str, Any]) -> str:
+    """A new session of ``payload`` in ``engine``: its session key."""
     session = engine.store(None)
     session.update(payload)
     session.save()
-    return registry.redis_key(engine, session.session_key)
+    return str(session.session_key)
 
 
-def _usage(admin: Any, name: str) -> tuple[int, str]:
+def _usage(admin: Any, engine: registry.Engine, session_key: str) -> tuple[int, str]:
+    """``MEMORY USAGE`` and ``OBJECT ENCODING`` of the session's key."""
+    name = registry.redis_key(engine, session_key)
     return int(admin.memory_usage(name, samples=0)), text(admin.object("encoding", name))
 
 
@@ -99,15 +102,15 @@ def _encodings(
         for value in SETTING_VALUES:
             admin.config_set(setting, value)
             for label, payload in sessions.items():
-                name = _saved(memopt, payload)
-                found[label].largest = max(len(v) for v in admin.hvals(name))
-                usage, encoding = _usage(admin, name)
+                key = _saved(memopt, payload)
+                found[label].largest = max(map(len, registry.sealed_fields(memopt, key).values()))
+                usage, encoding = _usage(admin, memopt, key)
                 found[label].cells[value] = (encoding, usage)
-                admin.delete(name)
+                admin.delete(registry.redis_key(memopt, key))
                 if not found[label].cache_usage:
                     other = _saved(cache, payload)
-                    found[label].cache_usage = _usage(admin, other)[0]
-                    admin.delete(other)
+                    found[label].cache_usage = _usage(admin, cache, other)[0]
+                    admin.delete(registry.redis_key(cache, other))
     finally:
         admin.config_set(setting, original)
     return list(found.values())
@@ -127,7 +130,7 @@ def measure(quick: bool) -> Result:
             memory = {
                 engine.name: {
                     size: _usage(
-                        admin, _saved(engine, workload.session_payload(payloads, size, 0))
+                        admin, engine, _saved(engine, workload.session_payload(payloads, size, 0))
                     )
                     for size in SIZES
                 }
@@ -156,7 +159,7 @@ def memory_section(found: Result) -> str:
         for name, sizes in found.memory.items()
     ]
     default = SETTING_VALUES[0]
-    header = ["session", "largest sealed value (B)"]
+    header = ["session", "largest sealed field (B)"]
     header += [f"at {v}" + " (default)" * (v == default) for v in SETTING_VALUES]
     encodings = [
         [enc.session, f"{enc.largest:,}"]
@@ -225,20 +228,20 @@ def _verdicts(run: Engines) -> str:
         f"{us(at('typical', 'large', MEMOPT_REDIS))} µs, `cache` "
         f"{us(at('typical', 'large', REDIS_CACHE))} µs ({large['typical']:.2f}x); read-only "
         f"{large['read-only']:.2f}x, typical cold {large[COLD]:.2f}x. The floor, which like "
-        f"`{MEMOPT_REDIS}` fetches the whole hash, took {us(at('typical', 'large', FLOOR))} µs: "
+        f"`{MEMOPT_REDIS}` fetches the whole session, took "
+        f"{us(at('typical', 'large', FLOOR))} µs: "
         f"{run.ratio('typical', 'large', REDIS_CACHE, FLOOR):.2f}x faster than `cache`.",
     ]
     if slower:
         parts.append(
             f"- Where `{MEMOPT_REDIS}` was slower than `cache`: " + ", ".join(slower) + ". A "
             "request that saves nothing (read-only, miss) is one round trip for both engines, so "
-            "the code around it decides, and a hash with one field per session key costs more "
-            "to read than one string; a create seals every field with its own keyed tag, which "
-            "costs more than one pickle of the whole session."
+            "the code around it decides; a create seals every field with its own keyed tag, "
+            "which costs more than one pickle of the whole session."
         )
     parts += [
         "- Bytes per save with one small key changed in a medium session at most 10% of a "
-        f"whole-session rewrite: {met(share <= 0.10)}: the `EVALSHA` sent "
+        f"whole-session rewrite: {met(share <= 0.10)}: the save sent "
         f"{memopt.written:,.0f} B against {memopt.rewrite or 0:,.0f} B for the rewrite "
         f"({100 * share:.1f}%), and replaced {memopt.stored:,.0f} B in Redis. Django's engines "
         "send the whole session every time ("
