@@ -12,14 +12,15 @@ A record of format 2, the one this release writes, has for body a msgpack array:
 ``block`` holds the session's small fields as one msgpack map of field name (str) ->
 sealed bytes (bin, see :mod:`django_memopt.codec`): its first byte is the
 :mod:`django_memopt.compression` method, the rest what that method made of the map (an
-empty bin: no small field). A small field is one of at most ``SMALL_FIELD_MAX`` sealed
-bytes that the codec did not compress, as many as fit in ``BLOCK_MAX`` bytes: small
-fields compress poorly one by one and well together, and a field the codec compressed
-would not shrink again. The block is compressed from ``BLOCK_COMPRESS_FROM`` bytes, and
-kept so only if that saves at least 1/``BLOCK_SAVING`` of them, as every load
-decompresses it. Each layer maps a field name to its sealed bytes or to nil (deleted by
-that layer). The first layer, written with the block, holds the other fields; the later
-ones were added by saves, and ``appended`` is how many bytes they take, at the end.
+empty bin: no block). A small field is one of at most ``SMALL_FIELD_MAX`` sealed bytes
+that the codec did not compress, as many as fit in ``BLOCK_MAX`` bytes: small fields
+compress poorly one by one and well together, and a field the codec compressed would not
+shrink again. The small fields take ``BLOCK_COMPRESS_FROM`` bytes or more, and compressing
+them saves at least 1/``BLOCK_SAVING`` of that, or there is no block: every load would pay
+for its decompression. Each layer maps a field name to its sealed bytes or to nil
+(deleted by that layer). The first layer, written with the block, holds the other fields
+(all of them if there is no block, which reads as cheaply as format 1); the later ones
+were added by saves, and ``appended`` is how many bytes they take, at the end.
 
 Reading decompresses the block (one that would come out larger than ``BLOCK_MAX`` bytes
 is damaged: a decompression bomb) and merges the layers over it in order, decoding no
@@ -248,20 +249,17 @@ def _bin(data: bytes) -> bytes:
     return b"\xc6" + size.to_bytes(4, "big") + data
 
 
-def _block(small: Mapping[str, bytes]) -> bytes:
-    """The block of ``small``, as a msgpack bin: compressed if it is large enough and that
-    saves enough."""
-    if not small:
-        return _bin(b"")
+def _compressed_block(small: Mapping[str, bytes]) -> bytes | None:
+    """The block of ``small``, as a msgpack bin; ``None`` if compressing it would not pay
+    for the decompression every load makes."""
     data = msgpack.packb(small)
-    method, body = compression.PLAIN, data
-    if len(data) >= BLOCK_COMPRESS_FROM:
-        # zstd where it is installed: it decompresses several times faster than zlib,
-        # which every load pays.
-        method = compression.ZSTD if compression.ZSTD_AVAILABLE else compression.ZLIB
-        body = compression.compress_with(method, data)
-        if len(body) > len(data) - len(data) // BLOCK_SAVING:
-            method, body = compression.PLAIN, data
+    if len(data) < BLOCK_COMPRESS_FROM:
+        return None
+    # zstd where it is installed: it decompresses several times faster than zlib.
+    method = compression.ZSTD if compression.ZSTD_AVAILABLE else compression.ZLIB
+    body = compression.compress_with(method, data)
+    if len(body) > len(data) - len(data) // BLOCK_SAVING:
+        return None
     return _bin(b"%c%s" % (method, body))
 
 
@@ -271,9 +269,10 @@ def _never(sealed: bytes) -> bool:
 
 def pack(expires_ms: int, sealed: Mapping[str, bytes], compressed: Compressed = _never) -> bytes:
     """A record, in the current format, of ``sealed``: the small fields in the block (as
-    many as fit in ``BLOCK_MAX``), the others in one layer. A field ``compressed`` says
-    the codec compressed stays out of the block: compressing it again would gain nothing
-    and cost every load."""
+    many as fit in ``BLOCK_MAX``), the others in one layer; or, if the block would not be
+    worth compressing, every field in that layer and the block empty. A field
+    ``compressed`` says the codec compressed stays out of the block: compressing it again
+    would gain nothing and cost every load."""
     small: dict[str, bytes] = {}
     large: dict[str, bytes] = {}
     room = BLOCK_MAX - _ENTRY_OVERHEAD
@@ -286,11 +285,14 @@ def pack(expires_ms: int, sealed: Mapping[str, bytes], compressed: Compressed = 
                 room -= size
                 continue
         large[name] = value
+    block = _compressed_block(small) if small else None
+    if block is None:
+        block, large = _bin(b""), dict(sealed)
     return b"".join(
         (
             HEADER.pack(FORMAT, expires_ms),
-            b"\x93\x00",  # three items, the first: no layer appended
-            _block(small),
+            b"\x93\x00",  # three items, the first: no layer added
+            block,
             msgpack.packb(large),
         )
     )
