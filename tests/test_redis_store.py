@@ -384,7 +384,9 @@ def test_a_session_outgrowing_the_string_becomes_a_hash_and_a_small_one_a_string
     assert_ttl_is(raw, name, django_settings.SESSION_COOKIE_AGE)
 
 
-def test_a_session_created_large_is_a_hash_written_atomically(dedicated: Dedicated) -> None:
+def test_a_session_created_large_is_one_set_and_a_hash_from_its_first_rewrite(
+    dedicated: Dedicated,
+) -> None:
     assert dedicated.log is not None
     log, raw = dedicated.log, dedicated.raw
     blob = big()
@@ -395,13 +397,20 @@ def test_a_session_created_large_is_a_hash_written_atomically(dedicated: Dedicat
     key = session.session_key
     assert key is not None
     name = hash_name(key)
-    assert raw.type(name) == b"hash"
-    assert set(entries(raw, name)) == {b"a", b"blob"}
+    # One command, no script, whatever the size: a script would hash every byte it gets.
+    assert [command.name for command in create.sent] == ["SET"]
+    assert create.sent[0].args[3:5] == [b"NX", b"PXAT"]
+    assert raw.type(name) == b"string"
     assert_ttl_is(raw, name, django_settings.SESSION_COOKIE_AGE)
-    # No script: a WATCHed existence check, then one MULTI block.
-    assert create.names() == ["WATCH", "EXISTS", "MULTI", "HSET", "PEXPIREAT", "EXEC"]
-    assert "EVALSHA" not in create.names()
     assert dict(SessionStore(key).items()) == {"a": 1, "blob": blob}
+
+    # A save that cannot write in place rewrites it, too large for a string: a hash.
+    grown = SessionStore(key)
+    grown["b"] = 2
+    grown.save()
+    assert raw.type(name) == b"hash"
+    assert set(entries(raw, name)) == {b"a", b"blob", b"b"}
+    assert dict(SessionStore(key).items()) == {"a": 1, "blob": blob, "b": 2}
 
     # A whole replace (after clear()) applies only to a session that is there.
     replaced = SessionStore(key)
@@ -417,7 +426,7 @@ def test_a_session_created_large_is_a_hash_written_atomically(dedicated: Dedicat
         gone.save()
     assert not raw.exists(name)
 
-    # Small enough again after a replace: a string, with SET ... XX.
+    # A replace is SET ... XX.
     small = SessionStore(new_session(blob=big()))
     small.clear()
     small["a"] = 2
@@ -443,41 +452,6 @@ def test_a_create_over_a_taken_key_raises_create_error_and_changes_nothing(
             intruder.save(must_create=True)
         assert raw.dump(hash_name(key)) == before
         assert SessionStore(key)["a"] == taken_by
-
-
-@pytest.mark.parametrize("create", [True, False])
-def test_a_large_write_racing_another_writer_is_never_half_applied(
-    dedicated: Dedicated, create: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Another request writes the key between the WATCHed check and the MULTI block: the
-    # block is refused; a create then fails (its key is taken, create() picks another), a
-    # replace tries again.
-    raw = dedicated.raw
-    key = uuid.uuid4().hex if create else new_session(a=1)
-    name = hash_name(key)
-    real_replies = redis_backend._replies
-    raced = []
-
-    def replies(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
-        answers = real_replies(conn, commands)
-        if commands[0][0] == "WATCH" and not raced:
-            raced.append(True)
-            raw.set(name, b"another writer") if create else raw.pexpire(name, 600_000)
-        return answers
-
-    monkeypatch.setattr(redis_backend, "_replies", replies)
-    blob = big()
-    if create:
-        with pytest.raises(CreateError):
-            SessionStore._write(key, Delta({"blob": blob}), time.time() + 60, create=True)
-        assert raw.get(name) == b"another writer"
-    else:
-        session = SessionStore(key)
-        session.clear()
-        session["blob"] = blob
-        session.save()
-        assert dict(SessionStore(key).items()) == {"blob": blob}
-    assert raced == [True]
 
 
 def test_an_emptied_session_still_exists(dedicated: Dedicated) -> None:
@@ -578,6 +552,10 @@ def test_a_load_is_one_round_trip_and_a_save_sends_only_the_delta(
         values["f19"] = big(2 * STRING_LIMIT)
     key = new_session(**values)
     name = hash_name(key)
+    if form == "hash":  # created as one string; its first rewrite makes it a hash
+        grown = SessionStore(key)
+        grown["f18"] = values["f18"] = [18, "longer than before"]
+        grown.save()
     assert raw.type(name).decode() == form
     before = entries(raw, name)
 
@@ -666,9 +644,8 @@ def test_random_deltas_across_the_string_limit_match_a_model(dedicated: Dedicate
             assert stored is not None
             assert stored.fields == model, (trial, step)
             assert stored.expires_at == pytest.approx(deadline, abs=0.002)
-            kind = raw.type(hash_name(key)).decode()
-            forms.add(kind)
-            assert (kind == "string") == (stored.size <= STRING_LIMIT) or kind == "hash"
+            # A string over the limit is one created so (one SET) and not rewritten since.
+            forms.add(raw.type(hash_name(key)).decode())
         SessionStore._remove(key)
         with pytest.raises(UpdateError):
             SessionStore._write(key, Delta({"x": b"1"}), deadline, create=False)
@@ -1066,14 +1043,14 @@ def test_full_redis_refuses_writes_with_its_message_and_recovers() -> None:
 
         # An update that does not fit is refused as a whole.
         some_key = next(iter(saved))
-        stored = raw.hgetall(hash_name(some_key))
+        stored = raw.dump(hash_name(some_key))
         update = SessionStore(some_key)
         update["blob"] = b"smaller"
         update["other"] = os.urandom(50_000)
         with pytest.raises(SessionStoreError, match="OOM") as refused:
             update.save()
         assert not isinstance(refused.value, SessionStoreUnavailable)
-        assert raw.hgetall(hash_name(some_key)) == stored
+        assert raw.dump(hash_name(some_key)) == stored
 
         for key, payload in saved.items():  # reads still work
             assert SessionStore(key)["blob"] == payload
@@ -1307,6 +1284,9 @@ def test_figures_sample_keys_by_session_name_without_reading_them(tmp_path: Path
     with RedisStore.isolated(tmp_path) as store:
         live = sorted(new_session(n=n) for n in range(3))
         large = new_session(n="large", blob=big())
+        grown = SessionStore(large)
+        grown["n"] = "large, rewritten: a hash"
+        grown.save()
         store.plant_strays("all of them", 3)
         figures = SessionStore.store_figures()  # HLEN on a string does not fail the sample
         assert figures["sampled_sessions"] == 4 + 12

@@ -17,11 +17,13 @@ touches that key alone (one Redis Cluster slot). The key holds one of two forms:
 The sealed fields are opaque here: the store moves their bytes and never re-seals them.
 The deadline is also the key's expiry. A load is ``GET`` and ``HGETALL`` in one round trip
 (the one of the wrong type answers ``WRONGTYPE``). A create, or a save that replaces the
-whole session, is one ``SET ... NX`` (``XX``) ``PXAT``; one too large for a string is a
-``MULTI`` block (``HSET``, ``PEXPIREAT``) guarded by ``WATCH``. A delta save is one
+whole session, is one ``SET ... NX`` (``XX``) ``PXAT`` of the string form, whatever its
+size: one round trip, and no script (a script would hash every byte it is given). A delta
+save is one
 ``EVALSHA`` of ``UPDATE_SCRIPT``, which applies it only to a session that is there: it
 splices a string (reading entry headers and names only, copying untouched entries as they
-are), turning it into a hash once it outgrows ``STRING_LIMIT``, or sets and deletes fields
+are), turning it into a hash when the result outgrows ``STRING_LIMIT`` (a session created
+large is a string until its first save that is not written in place), or sets and deletes fields
 of a hash, folding a small hash (a format-1 session) into a string. Lua scripts, not
 ``MULTI``, where a write depends on what is stored.
 
@@ -83,10 +85,6 @@ STRING_LIMIT: Final = 4096
 #: so such a read is small; and a hash just past the limit rarely takes this little (one
 #: that does pays that read at each save, about the cost of splicing a string as large).
 FOLD_MEMORY: Final = 5120
-# Tries of a whole replace of a large session (a WATCH block) before giving up: each
-# failed try means another request saved that session meanwhile.
-REPLACE_TRIES: Final = 10
-
 # A delta save. KEYS[1]: the session. ARGV: the deadline (epoch ms); the string form's
 # header for it; STRING_LIMIT; FOLD_MEMORY; the number of fields to set; their names and
 # sealed values; then the names to delete. Returns 1, or -1 if there is no session to
@@ -136,10 +134,10 @@ local function add_sets(parts)
 end
 -- The session as a string of count entries, parts[2..] (parts[1] is for the header),
 -- if that takes at most limit bytes (size: the entries' bytes); else nil.
-local function as_string(count, parts, size)
+local function as_string(count, parts, size, call)
   parts[1] = header .. map_header(count)
   if size + #parts[1] > limit then return nil end
-  redis.call('SET', key, table.concat(parts), 'PXAT', deadline)
+  call('SET', key, table.concat(parts), 'PXAT', deadline)
   return 1
 end
 local function hset(list, first, last)
@@ -180,7 +178,8 @@ if kind == 'hash' then
         count = count + 1
       end
     end
-    as_string(count, parts, size)
+    -- The save is done: a fold Redis refuses (out of memory) leaves it a hash.
+    as_string(count, parts, size, redis.pcall)
   end
   return 1
 end
@@ -296,11 +295,17 @@ for _, at in ipairs(found) do
   run = at[2] + 1
 end
 if run <= #s then parts[#parts + 1] = sub(s, run, #s); size = size + #s + 1 - run end
-if as_string(found.count - #found + nsets, parts, size + add_sets(parts)) then return 1 end
+if as_string(found.count - #found + nsets, parts, size + add_sets(parts), redis.call) then
+  return 1
+end
 
--- Grown past the limit: a hash from now on, of the fields a save writes.
+-- Grown past the limit: a hash from now on, of the fields a save writes. A write Redis
+-- refuses when it is out of memory comes first, and changes nothing: without it, the DEL
+-- (allowed then, as it frees memory) could go through and the HSET be refused, the
+-- session lost.
 local fields = {}
 walk(fields)
+redis.call('SETRANGE', key, 0, sub(header, 1, 1))
 redis.call('DEL', key)
 hset(fields, 1, #fields)
 return update_hash()
@@ -585,52 +590,6 @@ def _string_body(value: bytes) -> dict[Any, Any] | None:
     return body if type(body) is dict else None
 
 
-def _write_whole_hash(key: bytes, delta: Delta, deadline_ms: int, *, create: bool) -> bool:
-    """Write ``delta`` (a whole session, too large for a string) as a hash, atomically:
-    with ``create`` only if the key is free, else only if a session is there. Whether it
-    was written.
-
-    No script (Lua would hash every byte it is given): ``WATCH`` the key, check it exists
-    or not, then a ``MULTI`` block, which Redis refuses to run if the key changed since.
-    """
-    fields: list[Any] = []
-    for name, sealed in delta.sets.items():
-        fields += (name.encode("utf-8", "surrogatepass"), sealed)
-    block: list[tuple[Any, ...]] = [
-        ("MULTI",),
-        *([] if create else [("DEL", key)]),
-        ("HSET", key, *fields, MARKER, deadline_ms),
-        ("PEXPIREAT", key, deadline_ms),
-        ("EXEC",),
-    ]
-
-    def write(conn: Any) -> bool:
-        try:
-            for _ in range(REPLACE_TRIES):
-                _, exists = _replies(conn, [("WATCH", key), ("EXISTS", key)])
-                if isinstance(exists, Exception):
-                    raise exists
-                if bool(exists) == create:  # taken, or gone
-                    _replies(conn, [("UNWATCH",)])
-                    return False
-                replies = _replies(conn, block)
-                for reply in replies:  # a queued command refused (OOM): EXEC discards all
-                    if isinstance(reply, Exception):
-                        raise reply
-                if replies[-1] is not None:
-                    return True
-                if create:  # the key was taken since the check
-                    return False
-        except BaseException:
-            conn.disconnect()  # never hand a connection with a WATCH back to the pool
-            raise
-        raise SessionStoreError(
-            f"The session {key!r} changed during each of {REPLACE_TRIES} tries to replace it"
-        )
-
-    return _call(lambda: _on_connection(write))
-
-
 def _log_stray_key(key: bytes) -> None:
     security_logger.warning(
         "Session data corrupted: keys under session names that hold no session (not a "
@@ -678,15 +637,10 @@ class SessionStore(_SessionBase):
     def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
         key = _key(session_key)
         deadline_ms = max(1, int(expires_at * 1000))  # PXAT refuses 0 and less
-        if create or delta.replace:  # a create, or a whole replace: no script
+        if create or delta.replace:  # a create, or a whole replace: one SET, no script
             value = _string_value(deadline_ms, delta.sets)
-            if len(value) <= STRING_LIMIT:
-                guard = "NX" if create else "XX"
-                reply = _call(lambda: _execute("SET", key, value, guard, "PXAT", deadline_ms))
-                written = reply is not None
-            else:
-                written = _write_whole_hash(key, delta, deadline_ms, create=create)
-            if not written:
+            guard = "NX" if create else "XX"
+            if _call(lambda: _execute("SET", key, value, guard, "PXAT", deadline_ms)) is None:
                 raise CreateError if create else UpdateError
             return
         args: list[bytes | int] = [
