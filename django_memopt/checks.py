@@ -387,6 +387,15 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
         errors.append(
             Error("MEMOPT_REDIS_KEY_PREFIX must be a non-empty str.", id="django_memopt.E007")
         )
+    compress_from: object = conf.MEMOPT_COMPRESS_FROM
+    if compress_from is not None and not _is_int(compress_from, 1):
+        errors.append(
+            Error(
+                "MEMOPT_COMPRESS_FROM must be None or a positive int (bytes).",
+                hint="The default is 128: payloads shorter than that never compress well.",
+                id="django_memopt.E024",
+            )
+        )
     interval: object = conf.MEMOPT_STATS_INTERVAL
     if interval is not None and not (
         isinstance(interval, int | float) and not isinstance(interval, bool) and interval >= 0

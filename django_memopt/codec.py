@@ -278,12 +278,26 @@ class FieldCodec:
     Tag keys are derived from ``secrets``: the first seals, all of them open, so a secret
     can be rotated without losing sessions. ``compression`` forces one method of
     :mod:`django_memopt.compression` for every field sealed (for tests and measurements);
-    by default :func:`~django_memopt.compression.compress` chooses.
+    by default :func:`~django_memopt.compression.compress` chooses for payloads of at least
+    ``compress_from`` bytes (``None``: none is compressed).
     """
 
-    __slots__ = ("_compression", "_hashers", "_hashers_1", "_session", "_session_1")
+    __slots__ = (
+        "_compress_from",
+        "_compression",
+        "_hashers",
+        "_hashers_1",
+        "_session",
+        "_session_1",
+    )
 
-    def __init__(self, secrets: Iterable[str | bytes], *, compression: int | None = None) -> None:
+    def __init__(
+        self,
+        secrets: Iterable[str | bytes],
+        *,
+        compression: int | None = None,
+        compress_from: int | None = MIN_SIZE,
+    ) -> None:
         secrets = tuple(secrets)
         if not secrets:
             raise ValueError("FieldCodec needs at least one secret")
@@ -295,6 +309,8 @@ class FieldCodec:
             for secret in secrets
         )
         self._compression = compression
+        # A payload shorter than this is stored as it is, without a call.
+        self._compress_from = max(MIN_SIZE, compress_from) if compress_from else MAX_FIELD_SIZE + 1
         # The hashers of the last two session keys, already fed their framing: a request
         # seals and opens several fields of one session, and cycle_key() alternates
         # between the old key and the new one. One tuple, replaced whole, so threads
@@ -303,8 +319,10 @@ class FieldCodec:
         self._session_1: tuple[str, tuple[Any, ...]] = ("", ())
 
     @classmethod
-    def from_secrets(cls, secrets: Iterable[str | bytes]) -> FieldCodec:
-        return cls(secrets)
+    def from_secrets(
+        cls, secrets: Iterable[str | bytes], *, compress_from: int | None = MIN_SIZE
+    ) -> FieldCodec:
+        return cls(secrets, compress_from=compress_from)
 
     # -- values <-> payloads -------------------------------------------------------------
 
@@ -394,7 +412,7 @@ class FieldCodec:
         compressed if that pays, then tagged (so the tag hashes the smaller body)."""
         if self._compression is not None:
             method, body = self._compression, compress_with(self._compression, payload)
-        elif len(payload) < MIN_SIZE:
+        elif len(payload) < self._compress_from:
             method, body = PLAIN, payload  # the common case, without a call
         else:
             method, body = compress(payload)

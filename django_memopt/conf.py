@@ -132,6 +132,11 @@ class Settings:
         return _setting("MEMOPT_METRICS_TOKEN", None)  # type: ignore[no-any-return]
 
     @property
+    def MEMOPT_COMPRESS_FROM(self) -> int | None:
+        """Field payloads of at least this many bytes are compressed; ``None``: none is."""
+        return _setting("MEMOPT_COMPRESS_FROM", 128)  # type: ignore[no-any-return]
+
+    @property
     def MEMOPT_TOUCH_INTERVAL(self) -> int:
         """Seconds: an unmodified session's expiry is refreshed at most this often."""
         return _setting("MEMOPT_TOUCH_INTERVAL", 0)  # type: ignore[no-any-return]

@@ -48,6 +48,9 @@ def test_default_configuration_passes() -> None:
         ({"MEMOPT_TOUCH_INTERVAL": 1.5}, "django_memopt.E006"),
         ({"MEMOPT_STATS_INTERVAL": -1}, "django_memopt.E022"),
         ({"MEMOPT_STATS_INTERVAL": "10"}, "django_memopt.E022"),
+        ({"MEMOPT_COMPRESS_FROM": 0}, "django_memopt.E024"),
+        ({"MEMOPT_COMPRESS_FROM": "1k"}, "django_memopt.E024"),
+        ({"MEMOPT_COMPRESS_FROM": True}, "django_memopt.E024"),
         (
             {"SESSION_SERIALIZER": "django.core.signing.JSONSerializer"},
             "django_memopt.W001",

@@ -180,6 +180,22 @@ def test_a_large_field_is_compressed_and_flagged() -> None:
     assert codec.decode("k" * 32, "cart", stored) == CART_LINE
 
 
+@pytest.mark.parametrize("compress_from", [None, 10**6])
+def test_compression_can_start_later_or_never(compress_from: int | None) -> None:
+    # MEMOPT_COMPRESS_FROM: the LMDB record can then compress small fields together.
+    later = FieldCodec.from_secrets(["secret"], compress_from=compress_from)
+    payload = later.pack("cart", CART_LINE)
+    stored = later.seal("k" * 32, "cart", payload)
+    assert stored[0] == 0x20 and stored[HEADER_SIZE:] == payload
+    assert later.decode("k" * 32, "cart", stored) == CART_LINE
+    # Fields compressed under another setting still read.
+    compressed = FieldCodec(["secret"]).seal("k" * 32, "cart", payload)
+    assert later.decode("k" * 32, "cart", compressed) == CART_LINE
+    # A threshold below the compressor's own floor changes nothing for small payloads.
+    small = FieldCodec.from_secrets(["secret"], compress_from=1)
+    assert small.seal("k" * 32, "f", b"\x01")[0] == 0x20
+
+
 def test_a_field_that_does_not_shrink_is_stored_as_it_is() -> None:
     noise = b"".join(hashlib.sha512(bytes([n])).digest() for n in range(16))
     stored = codec.encode("k" * 32, "f", noise)

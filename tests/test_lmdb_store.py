@@ -1156,3 +1156,17 @@ def test_small_fields_left_plain_by_the_codec_are_compressed_together_below_djan
     _appended, block, first = msgpack.unpackb(record[records.HEADER_SIZE :])
     assert (block[0], first) == (compression.ZSTD, {})
     assert dict(SessionStore(key).items()) == payload
+
+
+@pytest.mark.parametrize("compress_from", [None, 1024])
+def test_with_compression_of_small_fields_off_a_medium_session_is_below_djangos_row(
+    store: str, settings: Any, compress_from: int | None
+) -> None:
+    """MEMOPT_COMPRESS_FROM: memory for load time. The codec leaves the small fields plain,
+    and the record compresses them together."""
+    from django.contrib.sessions.backends.db import SessionStore as DatabaseStore
+
+    settings.MEMOPT_COMPRESS_FROM = compress_from
+    key = new_session(**medium_session())
+    assert len(raw_records()[key]) <= len(DatabaseStore().encode(medium_session()))
+    assert dict(SessionStore(key).items()) == medium_session()

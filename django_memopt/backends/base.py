@@ -111,10 +111,14 @@ _store: type[SessionBase] | None = None
 
 
 def field_codec() -> FieldCodec:
-    """The codec for the current ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``."""
+    """The codec for the current ``SECRET_KEY``, ``SECRET_KEY_FALLBACKS`` and
+    ``MEMOPT_COMPRESS_FROM``."""
     global _codec
     if _codec is None:
-        _codec = FieldCodec.from_secrets((settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS))
+        _codec = FieldCodec.from_secrets(
+            (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS),
+            compress_from=conf.MEMOPT_COMPRESS_FROM,
+        )
     return _codec
 
 
@@ -147,6 +151,8 @@ def _forget_settings(*, setting: str, **kwargs: Any) -> None:
     global _codec, _ids, _store
     if setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
         _codec = _ids = None
+    if setting == "MEMOPT_COMPRESS_FROM":
+        _codec = None
     if setting == "SESSION_ENGINE":
         _store = None
 
