@@ -251,8 +251,8 @@ def test_values_round_trip_through_the_store_with_their_types(value: Any) -> Non
 class CountingCodec(FieldCodec):
     """A codec that counts the tag checks, by field, and the payloads decoded."""
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.verified: Counter[str] = Counter()
         self.unpacked = 0
 
