@@ -98,12 +98,13 @@ def test_sign_up_log_in_and_fill_the_cart(shop: Shop, new_context: Any, screensh
     expect(page.locator("#cart-count")).to_have_text("60")
     screenshot(page, "full-cart")
 
-    # One more item in a cart of about 100 KB: the save writes that line, not the session.
+    # One more item in a cart of about 100 KB of values (about 40 KB stored, compressed):
+    # the save writes that line, not the session.
     page.goto(shop.url)
     add_to_cart(page, "meadow-lamp")
     for of in ("redirected-cost", "cost"):  # the POST, then the page it redirected to
         rewrite = cost(page, "bytes", "data-rewrite", of=of)
-        assert rewrite > 100_000
+        assert rewrite > 30_000
         assert 0 < cost(page, "bytes", "data-written", of=of) < rewrite / 20
         assert cost(page, "fields-loaded", of=of) >= 60
         assert cost(page, "fields-decoded", of=of) <= 5
