@@ -20,8 +20,9 @@ from benchmarks.scenarios import (
     engines_page,
     filter_check,
     gate,
+    memory,
     pooling,
-    redis_memory,
+    redis_page,
     session_ids,
 )
 
@@ -35,13 +36,18 @@ class PageSpec:
     scenarios: tuple[str, ...]
     intro: str
     body: Callable[[Results, dict[str, str], str], list[str]]  # results, failed, directory
+    # What the "Machine and run" section adds of the scenarios' own setting.
+    machine: Callable[[Results], list[str]] = lambda results: []
 
     def ready(self, results: Results, ran: set[str]) -> bool:
         return set(self.scenarios) <= ran and results.get(self.scenarios[0]) is not None
 
 
-def engine_lines(run: Any) -> list[str]:
+def engine_lines(results: Results) -> list[str]:
     """What the "Machine and run" section says of the engine comparison's own setting."""
+    run = results.get("engines")
+    if run is None:
+        return []
     return [
         f"- redis-server {run.redis['redis-server']} (allocator `{run.redis['allocator']}`) on "
         f"the same machine over loopback TCP; Redis and the benchmark were {run.placement}",
@@ -79,6 +85,7 @@ PAGES = (
         tuple(SCENARIOS),  # every one
         "",
         _one_run,
+        engine_lines,
     ),
     PageSpec(
         "benchmarks-lmdb.md",
@@ -87,17 +94,28 @@ PAGES = (
         "Re-run the command on your own hardware: absolute times depend on the machine, the "
         "ratios much less.",
         lambda results, failed, directory: engines_page.lmdb_body(results["engines"]),
+        engine_lines,
     ),
     PageSpec(
         "benchmarks-redis.md",
         "Benchmarks: django-memopt's Redis engine against Django's session engines on Redis",
-        ("engines", "redis_memory"),
+        ("engines", "memory"),
         "Re-run the command on your own hardware: absolute times depend on the machine and the "
         "network to Redis, the ratios less. The LMDB engine has its own page, "
         "[benchmarks-lmdb.md](benchmarks-lmdb.md), measured in the same run.",
-        lambda results, failed, directory: redis_memory.redis_body(
-            results["engines"], results.get("redis_memory")
+        lambda results, failed, directory: redis_page.redis_body(
+            results["engines"], results.get("memory")
         ),
+        engine_lines,
+    ),
+    PageSpec(
+        "memory.md",
+        "Memory: what a session takes in each store, what a save costs Redis, and what the "
+        "workers take",
+        ("memory",),
+        "",
+        lambda results, failed, directory: memory.memory_body(results["memory"]),
+        lambda results: memory.machine_lines(results["memory"]),
     ),
     PageSpec(
         "benchmarks-gate.md",
@@ -134,11 +152,7 @@ def write(
     """Render ``spec`` into ``directory``; the file written."""
     intro = overview.intro(failed) if spec.file == "benchmarks.md" else spec.intro
     ran = [name for name in spec.scenarios if name in spans]
-    extra = (
-        engine_lines(results["engines"])
-        if results.get("engines") is not None and "engines" in spec.scenarios
-        else []
-    )
+    extra = spec.machine(results)
     text = report.page(
         spec.title,
         intro,

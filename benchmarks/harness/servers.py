@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLE = os.path.join(ROOT, "example_project")
 PLACEMENTS = ("split", "same", "none")
 
 

@@ -8,11 +8,16 @@ stores the same sessions.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import string
+import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from benchmarks.harness.servers import EXAMPLE
 
 SIZES = ("small", "medium", "large")
 # keys, target size of the session as Django's JSON serializer writes it (bytes)
@@ -159,6 +164,103 @@ def session_payload(payloads: Payloads, size: str, j: int) -> dict[str, Any]:
     payload["_auth_user_id"] = str(rng.randrange(1, 10**7))
     payload["_auth_user_hash"] = f"{rng.getrandbits(256):064x}"
     return payload
+
+
+# -- the sessions of the memory comparison --------------------------------------------------
+
+MEMORY_SEED = 1313
+CART_LINES = 46
+MEDIUM_JSON = 2800  # bytes of the memory comparison's medium session as JSON
+_ENGLISH: list[str] = []
+
+
+def _logged_in(rng: random.Random) -> dict[str, Any]:
+    """What ``django.contrib.auth.login()`` stores, and a counter."""
+    return {
+        "_auth_user_id": str(rng.randrange(1, 10**6)),
+        "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+        "_auth_user_hash": f"{rng.getrandbits(256):064x}",
+        WRITE_KEY: rng.randrange(1, 1000),
+    }
+
+
+def _english() -> str:
+    """English prose: the Python documentation's topics that CPython ships (pydoc_data)."""
+    if not _ENGLISH:
+        from pydoc_data.topics import topics
+
+        _ENGLISH.append(" ".join(" ".join(text.split()) for _, text in sorted(topics.items())))
+    return _ENGLISH[0]
+
+
+@functools.cache
+def _medium_scale(variant: int) -> float:
+    """The scale at which the workload's medium builder makes ``MEDIUM_JSON`` bytes."""
+    low, high = 1.0, 400.0
+    for _ in range(40):
+        middle = (low + high) / 2
+        if json_size(_build("medium", variant, middle)) < MEDIUM_JSON:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _cart(rng: random.Random, english: bool) -> dict[str, Any]:
+    """``CART_LINES`` lines of the example shop's cart (``shop/cart.py``: one key per line,
+    each with a copy of the product's description), for products of its catalogue."""
+    if EXAMPLE not in sys.path:
+        sys.path.insert(0, EXAMPLE)
+    from shop.catalog import PRODUCTS
+
+    skus = sorted(PRODUCTS)
+    rng.shuffle(skus)
+    start = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    lines = {}
+    for n, sku in enumerate(skus[:CART_LINES]):
+        product = PRODUCTS[sku]
+        description = product.description
+        if english:  # the catalogue's descriptions use 23 words, which flatters compressors
+            prose = _english()
+            at = rng.randrange(len(prose) - len(description))
+            description = prose[at : at + len(description)]
+        lines[f"cart:{sku}"] = {
+            "sku": product.sku,
+            "name": product.name,
+            "unit_cents": int(product.price * 100),
+            "quantity": rng.randrange(1, 4),
+            "added": (start + timedelta(seconds=37 * n)).isoformat(),
+            "description": description,
+        }
+    return lines
+
+
+def memory_session(kind: str, j: int) -> dict[str, Any]:
+    """Session ``j`` of a kind of :data:`MEMORY_SESSIONS`: a shared variant of its content
+    (one of ``PAYLOAD_VARIANTS``) with a login of its own."""
+    variant = j % PAYLOAD_VARIANTS
+    login = _logged_in(random.Random(f"{MEMORY_SEED}-user-{kind}-{j}"))
+    if kind == "logged in":
+        return login
+    if kind == "medium":
+        payload = _build("medium", variant, _medium_scale(variant))
+    else:
+        rng = random.Random(f"{MEMORY_SEED}-{kind}-{variant}")
+        payload = {**login, **_cart(rng, english=kind == "large, English")}
+    payload.update(login)
+    return payload
+
+
+#: The sessions of the memory comparison -> what they are.
+MEMORY_SESSIONS = {
+    "logged in": "what `login()` stores (`_auth_user_id`, `_auth_user_backend`, "
+    "`_auth_user_hash`: 64 hex characters) and a counter",
+    "medium": "20 keys: the login, a counter, preferences, small lists and short texts",
+    "large": f"50 keys: the login, a counter and {CART_LINES} lines of the example shop's cart, "
+    "each with its product's description",
+    "large, English": "the same cart, each description replaced by English prose as long "
+    "(the shop's descriptions are drawn from 23 words, which flatters every compressor)",
+}
 
 
 def random_session_key(rng: random.Random) -> str:

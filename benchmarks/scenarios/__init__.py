@@ -12,7 +12,7 @@ SCENARIOS = {
     name: f"benchmarks.scenarios.{name}"
     for name in (
         "engines",
-        "redis_memory",
+        "memory",
         "gate",
         "filter_check",
         "session_ids",

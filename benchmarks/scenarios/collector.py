@@ -34,9 +34,8 @@ from typing import Any
 
 from benchmarks.harness import timing
 from benchmarks.harness.report import render, table
-from benchmarks.harness.servers import ROOT
+from benchmarks.harness.servers import EXAMPLE, ROOT
 
-EXAMPLE = os.path.join(ROOT, "example_project")
 CLIENTS, WORKERS = 4, 2
 
 
@@ -44,6 +43,7 @@ CLIENTS, WORKERS = 4, 2
 class Setup:
     name: str
     settings: str  # lines appended to the example project's settings
+    env: dict[str, str] = field(default_factory=dict)  # more environment of its processes
     port: int = 0
     process: Any = None
     latencies_ns: list[float] = field(default_factory=list)
@@ -94,7 +94,8 @@ def _environment(base: str, index: int, setup: Setup) -> dict[str, str]:
                 "from example_project.settings import *  # noqa: F403\nDEBUG = False\n"
                 f"MEMOPT_LMDB_PATH = {os.path.join(base, f'store-{index}')!r}\n"
                 "DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3', "
-                f"'NAME': {os.path.join(base, f'db-{index}.sqlite3')!r}}}}}\n"
+                f"'NAME': {os.path.join(base, f'db-{index}.sqlite3')!r}, "
+                "'OPTIONS': {'timeout': 20}}}\n"
                 f"MEMOPT_STATS_INTERVAL = 1\n{setup.settings}\n"
             )
     env = dict(os.environ)
@@ -103,6 +104,7 @@ def _environment(base: str, index: int, setup: Setup) -> dict[str, str]:
     env["DJANGO_SETTINGS_MODULE"] = module
     # The shop's own files (the gate's filter among them) apart for each setup.
     env["EXAMPLE_VAR_DIR"] = os.path.join(base, module)
+    env.update(setup.env)
     return env
 
 
@@ -111,7 +113,9 @@ def _manage(env: dict[str, str], *args: str) -> str:
     return subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
 
 
-def _start(base: str, index: int, setup: Setup) -> None:
+def launch(base: str, index: int, setup: Setup, workers: int = WORKERS, *options: str) -> None:
+    """Setup ``index``'s example project under gunicorn (``--preload``, ``workers`` sync
+    workers, more gunicorn ``options``), its database migrated; back once it answers."""
     from tests.redis_server import free_port
 
     env = _environment(base, index, setup)
@@ -125,11 +129,14 @@ def _start(base: str, index: int, setup: Setup) -> None:
             "example_project.wsgi:application",
             "--preload",
             "--workers",
-            str(WORKERS),
+            str(workers),
             "--bind",
             f"127.0.0.1:{setup.port}",
             "--log-level",
             "warning",
+            # No control socket in the home directory (as serve.py): setups run at once.
+            "--no-control-socket",
+            *options,
         ],
         env=env,
     )
@@ -184,10 +191,22 @@ def _load(setup: Setup, requests: int) -> list[float]:
     return found
 
 
-def _stop_and_collect(base: str, index: int, setup: Setup) -> None:
-    setup.process.send_signal(signal.SIGTERM)  # workers exit and flush their counters
-    setup.process.wait(30)
+def stop(setup: Setup) -> None:
+    """Stop gunicorn: its workers finish their request, flush their counters and exit."""
+    if setup.process is None:
+        return
+    if setup.process.poll() is None:
+        setup.process.send_signal(signal.SIGTERM)
+        try:
+            setup.process.wait(30)
+        except subprocess.TimeoutExpired:
+            setup.process.kill()
+            setup.process.wait()
     setup.process = None
+
+
+def _stop_and_collect(base: str, index: int, setup: Setup) -> None:
+    stop(setup)
     report = json.loads(_manage(_environment(base, index, setup), "memopt_stats", "--json"))
     setup.figures = {**report["gc"], "requests": report["engine"]["loads"]}
 
@@ -199,7 +218,7 @@ def measure(quick: bool, seed: int = 1) -> Result:
     sys.path[:0] = [ROOT]
     try:
         for index, setup in enumerate(setups):
-            _start(base, index, setup)
+            launch(base, index, setup)
         for setup in setups:
             _load(setup, per_round // 4)  # warm-up, not recorded
         samples = timing.interleaved(
@@ -211,9 +230,7 @@ def measure(quick: bool, seed: int = 1) -> Result:
         return Result(rounds, per_round, setups)
     finally:
         for setup in setups:
-            if setup.process is not None and setup.process.poll() is None:
-                setup.process.kill()
-            setup.process = None
+            stop(setup)
         shutil.rmtree(base, ignore_errors=True)
 
 
