@@ -10,6 +10,10 @@ decodes a field the first time it is read, and at save time works out the delta:
 * a field never read is never decoded nor re-encoded; a full write carries its stored
   bytes over (re-sealed when the session key changed, still without decoding).
 
+A stored field may come as the object that holds it (a record's block of small fields,
+see :mod:`django_memopt.records`) instead of its bytes: it is asked for them the first
+time the field is named, and a field it cannot give is absent, as a corrupt one is.
+
 A field whose tag does not verify is absent, alike through every method and at every
 moment. Its tag is checked once, without decoding, the first time the field is named
 (``in``, reading, assigning, deleting) or the mapping shows its names (iteration, ``len``,
@@ -20,11 +24,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .codec import CorruptField, FieldCodec
 
-__all__ = ["Delta", "SessionFields"]
+__all__ = ["Delta", "Holder", "SessionFields"]
+
+
+class Holder(Protocol):
+    """What holds a stored field's bytes until they are asked for."""
+
+    def sealed(self, name: str) -> bytes | None:
+        """The sealed bytes of field ``name``; ``None`` if they cannot be had."""
 
 
 class _Unread:
@@ -66,10 +77,11 @@ class Delta:
 class SessionFields(MutableMapping[str, Any]):
     """A session's fields, decoded on first read.
 
-    ``stored`` maps field names to stored bytes as the store returned them, sealed for
-    session ``sealed_for``. A field whose tag is bad is treated as absent: the first time
-    its tag is checked, it is handed to ``on_corrupt``, dropped from this mapping and left
-    in the store (a full write does not carry it over). A field whose tag is good but whose
+    ``stored`` maps field names to stored bytes as the store returned them (or to what
+    holds them, a :class:`Holder`), sealed for session ``sealed_for``. A field whose tag
+    is bad is treated as absent: the first time its tag is checked, it is handed to
+    ``on_corrupt``, dropped from this mapping and left in the store (a full write does
+    not carry it over). A field whose tag is good but whose
     payload cannot be decoded (written by a release that knows more types) counts as
     present until it is read, then is dropped the same way.
     Each field decoded adds 1 to ``counts["fields_decoded"]`` when ``counts`` is given.
@@ -95,13 +107,14 @@ class SessionFields(MutableMapping[str, Any]):
         self,
         codec: FieldCodec,
         sealed_for: str | None = None,
-        stored: Mapping[str, bytes] | None = None,
+        stored: Mapping[str, bytes | Holder] | None = None,
         on_corrupt: CorruptHandler = _ignore_corrupt,
         counts: MutableMapping[str, int] | None = None,
     ) -> None:
         self._codec = codec
         self._sealed_for = sealed_for
-        self._stored: dict[str, bytes] = dict(stored) if stored else {}
+        # A Holder is replaced by the bytes it gives when the field's tag is checked.
+        self._stored: dict[str, Any] = dict(stored) if stored else {}
         self._values: dict[str, Any] = dict.fromkeys(self._stored, _UNCHECKED)
         # Whether some field may still be _UNCHECKED, so not known to be present.
         self._unchecked = bool(self._stored)
@@ -233,8 +246,15 @@ class SessionFields(MutableMapping[str, Any]):
 
     def _verify(self, name: str) -> bool:
         """Check the tag of ``name``, still _UNCHECKED; whether it is good (else dropped)."""
+        stored = self._stored[name]
         try:
-            self._codec.verify(self._sealed_for or "", name, self._stored[name])
+            holder = None if type(stored) is bytes else getattr(stored, "sealed", None)
+            if holder is not None:
+                stored = holder(name)
+                if stored is None:
+                    raise CorruptField("the record's block of small fields cannot be read")
+                self._stored[name] = stored
+            self._codec.verify(self._sealed_for or "", name, stored)
         except CorruptField as error:
             self._drop(name, error)
             return False
@@ -302,7 +322,7 @@ class SessionFields(MutableMapping[str, Any]):
         """The stored bytes of ``name`` sealed for ``session_key``; ``None`` if corrupt."""
         if value is _UNCHECKED and not self._verify(name):
             return None  # never launder a bad field into a good tag: it stays behind
-        stored = self._stored[name]
+        stored: bytes = self._stored[name]  # checked, so bytes
         if self._sealed_for == session_key:
             return stored
         return self._codec.carry(session_key, name, stored)

@@ -7,29 +7,34 @@ This module imports nothing from Django. Every record starts with the same heade
 
 A record of format 2, the one this release writes, has for body a msgpack array::
 
-    [appended (uint), block (bin), layer (map), layer (map), ...]
+    [appended (uint), names (array), block (bin), layer (map), layer (map), ...]
 
-``block`` holds the session's small fields as one msgpack map of field name (str) ->
-sealed bytes (bin, see :mod:`django_memopt.codec`): its first byte is the
-:mod:`django_memopt.compression` method, the rest what that method made of the map (an
-empty bin: no block). A small field is one of at most ``SMALL_FIELD_MAX`` sealed bytes
-that the codec did not compress, as many as fit in ``BLOCK_MAX`` bytes: small fields
-compress poorly one by one and well together, and a field the codec compressed would not
-shrink again. The small fields take ``BLOCK_COMPRESS_FROM`` bytes or more, and compressing
-them saves at least 1/``BLOCK_SAVING`` of that, or there is no block: every load would pay
-for its decompression. Each layer maps a field name to its sealed bytes or to nil
-(deleted by that layer). The first layer, written with the block, holds the other fields
-(all of them if there is no block, which reads as cheaply as format 1); the later ones
-were added by saves, and ``appended`` is how many bytes they take, at the end.
+``block`` holds the values of the session's small fields: its first byte is the
+:mod:`django_memopt.compression` method, the rest what that method made of a msgpack
+array of their sealed bytes (bin, see :mod:`django_memopt.codec`), in the order of
+``names`` (an empty bin and an empty array: no block). A small field is one the codec
+did not compress, of more than ``HOT_FIELD_MAX`` and at most ``SMALL_FIELD_MAX`` sealed
+bytes, as many as fit in ``BLOCK_MAX`` bytes: such fields compress poorly one by one and
+well together, and a field the codec compressed would not shrink again. The small fields
+take ``BLOCK_COMPRESS_FROM`` bytes or more, and compressing them saves at least
+1/``BLOCK_SAVING`` of that, or there is no block. Each layer maps a field name to its
+sealed bytes or to nil (deleted by that layer). The first layer, written with the block,
+holds the other fields (all of them if there is no block, which reads as cheaply as
+format 1); the later ones were added by saves, and ``appended`` is how many bytes they
+take, at the end.
 
-Reading decompresses the block (one that would come out larger than ``BLOCK_MAX`` bytes
-is damaged: a decompression bomb) and merges the layers over it in order, decoding no
-value. A save adds its delta as a layer and copies the block and the first layer as they
-are, so it neither decompresses nor compresses anything: it appends the layer, or, past
-``MAX_LAYERS`` layers or 1/``LAYER_SHARE`` of the record, merges it with the layers added
-before it into one, so that a counter changed by every request never costs more. Only
-when even that one layer would be too large is the record rewritten whole, its layers
-merged into a new block and first layer.
+The block is opened only when one of its fields is read (:class:`Block`): the names are
+stored plainly so that a session's names are known without it, and the fields most
+requests read are kept out of it, being small (the login's three, counters, flags,
+tokens: ``HOT_FIELD_MAX`` sealed bytes or fewer). So a request that reads those and
+writes some never decompresses anything. Reading merges the layers over the block in
+order, decoding no value. A save adds its delta as a layer and copies the names, the
+block and the first layer as they are, so it neither decompresses nor compresses
+anything: it appends the layer, or, past ``MAX_LAYERS`` layers or 1/``LAYER_SHARE`` of
+the record, merges it with the layers added before it into one, so that a counter
+changed by every request never costs more. Only when even that one layer would be too
+large is the record rewritten whole, its block opened and its layers merged into a new
+block and first layer.
 
 Format 1, the previous release's, has for body a msgpack array of 1 to ``MAX_LAYERS``
 layers alone, nothing compressed. It is still read, and rewritten in format 2 at its next
@@ -42,7 +47,9 @@ only, so an older record is rewritten in it at its next save. A record of a form
 reader knows is damaged: it reads as absent.
 
 What no save writes (a name that is not text, a value that is neither bytes nor nil) is
-left out of every read and handed to the caller's ``on_bad_entry``, never raised.
+left out of every read and handed to the caller's ``on_bad_entry``, never raised. A block
+that cannot be opened (damaged, or a decompression bomb: more than ``BLOCK_MAX`` bytes)
+holds no field: each of its fields reads as missing, the others as they are.
 
 The expiry index of a store that keeps one (LMDB's) is here too: its keys sort by
 deadline rounded up to ``INDEX_GRANULARITY_MS``, so a sweep reads only what has expired
@@ -64,6 +71,7 @@ __all__ = [
     "BLOCK_MAX",
     "BLOCK_SAVING",
     "FORMAT",
+    "HOT_FIELD_MAX",
     "HEADER",
     "HEADER_SIZE",
     "INDEX_GRANULARITY_MS",
@@ -71,7 +79,9 @@ __all__ = [
     "MAX_LAYERS",
     "SMALL_FIELD_MAX",
     "BadEntry",
+    "Block",
     "Compressed",
+    "Sealed",
     "deadline",
     "fields",
     "index_bucket",
@@ -91,14 +101,18 @@ HEADER_SIZE: Final = HEADER.size
 #: At most this many layers per record (format 2: beside the block).
 MAX_LAYERS: Final = 8
 #: A field whose sealed bytes are at most this long goes into the block (unless the codec
-#: compressed it).
+#: compressed it, or it is at most HOT_FIELD_MAX long).
 SMALL_FIELD_MAX: Final = 1024
+#: A field whose sealed bytes are at most this long stays out of the block: what most
+#: requests read is small (the login's user ID, backend and hash; counters; tokens), and
+#: reading it must not open the block.
+HOT_FIELD_MAX: Final = 64
 #: The most bytes a block holds decompressed; small fields beyond it go into the first
 #: layer. A block that would decompress to more is damaged (a decompression bomb).
 BLOCK_MAX: Final = 64 * 1024
 #: A block is compressed from this many bytes, and kept so only if that saves at least
-#: 1/BLOCK_SAVING of them: every load decompresses it.
-BLOCK_COMPRESS_FROM: Final = 1024
+#: 1/BLOCK_SAVING of them: a load that reads one of its fields decompresses it.
+BLOCK_COMPRESS_FROM: Final = 128
 BLOCK_SAVING: Final = 4
 #: The layers added since the last rewrite take at most 1/LAYER_SHARE of the block and
 #: the first layer.
@@ -108,7 +122,10 @@ LAYER_SHARE: Final = 8
 INDEX_GRANULARITY_MS: Final = 3_600_000
 
 _FIXARRAY: Final = 0x90
-_BIN_MARKERS: Final = frozenset((0xC4, 0xC5, 0xC6))
+# The items of a format-2 body before its appended layers: appended, names, block, and
+# the first layer.
+_ITEMS: Final = 4
+_ARRAY_MARKERS: Final = frozenset((*range(_FIXARRAY, _FIXARRAY + 16), 0xDC, 0xDD))
 _UINT_MARKERS: Final = frozenset((0xCC, 0xCD, 0xCE))
 # An upper bound of msgpack's bytes around a small field's name and value in the block,
 # a name's characters counted at UTF-8's widest.
@@ -139,24 +156,60 @@ def _layers_v1(body: bytes | memoryview) -> tuple[list[Any], int] | None:
     return layers, 1
 
 
+class Block:
+    """The block of a record: the sealed bytes of its small fields, decompressed the first
+    time one of them is asked for. Not shared between threads (a session's mapping is
+    not)."""
+
+    __slots__ = ("_data", "_names", "_values")
+
+    def __init__(self, names: list[str], data: bytes) -> None:
+        self._names = names
+        self._data = data  # the method's byte, then the compressed array of values
+        self._values: dict[str, bytes] | None = None
+
+    def sealed(self, name: str) -> bytes | None:
+        """The sealed bytes of ``name``; ``None`` if the block cannot be opened or does
+        not hold it."""
+        values = self._values
+        if values is None:
+            values = self._values = self._opened()
+        return values.get(name)
+
+    def _opened(self) -> dict[str, bytes]:
+        data = self._data
+        try:
+            values = msgpack.unpackb(
+                compression.decompress(data[0], memoryview(data)[1:], BLOCK_MAX)
+            )
+        except Exception:  # any msgpack or decompression error: the block is damaged
+            return {}
+        if type(values) is not list or len(values) != len(self._names):
+            return {}
+        pairs = zip(self._names, values, strict=True)
+        return {name: value for name, value in pairs if type(value) is bytes}
+
+
+#: A field as a read returns it: its sealed bytes, or the block that holds them.
+Sealed = bytes | Block
+
+
 def _layers_v2(body: bytes | memoryview) -> tuple[list[Any], int] | None:
-    """A format-2 body: the block, decompressed, then the layers; the block and the first
-    layer were written by a rewrite."""
+    """A format-2 body: the block's names, each for the block (not opened), then the
+    layers; the block and the first layer were written by a rewrite."""
     try:
         items = msgpack.unpackb(body)
-        if type(items) is not list or len(items) < 3 or type(items[1]) is not bytes:
-            return None
-        block = items[1]
-        small = (
-            msgpack.unpackb(compression.decompress(block[0], memoryview(block)[1:], BLOCK_MAX))
-            if block
-            else {}
-        )
-    except Exception:  # any msgpack or decompression error: the record is damaged
+    except Exception:  # any msgpack error: the record is damaged
         return None
-    if type(small) is not dict or type(items[2]) is not dict:
+    if type(items) is not list or len(items) < _ITEMS:
         return None
-    items[:2] = (small,)
+    names, data = items[1], items[2]
+    if type(names) is not list or type(data) is not bytes or type(items[3]) is not dict:
+        return None
+    if bool(names) != bool(data) or not all(type(name) is str for name in names):
+        return None
+    block = Block(names, data)
+    items[:3] = (dict.fromkeys(names, block),)
     return items, 2
 
 
@@ -178,8 +231,12 @@ def deadline(stored: bytes | memoryview | None) -> int | None:
 
 def fields(
     stored: bytes | memoryview, on_bad_entry: BadEntry = _ignore
-) -> dict[str, bytes] | None:
+) -> dict[str, Sealed] | None:
     """The sealed fields of a record, its layers merged; ``None`` if it is unreadable.
+
+    A field of the block maps to the :class:`Block`, which gives its sealed bytes when
+    asked (opening the block once for all its fields), or ``None`` if it cannot be
+    opened: the field is then missing.
 
     An entry no save writes is left out and handed to ``on_bad_entry``: a name that is
     not text, or a value that is neither bytes nor nil. The values of the maps a rewrite
@@ -192,7 +249,7 @@ def fields(
     if read is None:
         return None
     layers, rewritten = read
-    result: dict[str, bytes] = {}
+    result: dict[str, Sealed] = {}
     for position, layer in enumerate(layers):
         if type(layer) is not dict:
             return None
@@ -225,14 +282,21 @@ def merged(
 ) -> dict[str, bytes] | None:
     """The fields of ``stored`` with ``sets`` and ``deletes`` applied, for a rewrite;
     ``None`` if it is unreadable. Every entry is checked: a bad one is dropped (and handed
-    to ``on_bad_entry``), never written back as if it were a sealed field."""
-    result = fields(stored, on_bad_entry)
-    if result is None:
+    to ``on_bad_entry``), never written back as if it were a sealed field; so is each
+    field of a block that cannot be opened."""
+    found = fields(stored, on_bad_entry)
+    if found is None:
         return None
-    for name, sealed in list(result.items()):
-        if type(sealed) is not bytes:
+    result: dict[str, bytes] = {}
+    for name, sealed in found.items():
+        if name in sets:  # set again: not opened for a value replaced, kept in its place
+            result[name] = sets[name]
+            continue
+        value = sealed.sealed(name) if type(sealed) is Block else sealed
+        if type(value) is bytes:
+            result[name] = value
+        else:
             on_bad_entry(name, sealed)
-            del result[name]
     result.update(sets)
     for name in deletes:
         result.pop(name, None)
@@ -250,9 +314,9 @@ def _bin(data: bytes) -> bytes:
 
 
 def _compressed_block(small: Mapping[str, bytes]) -> bytes | None:
-    """The block of ``small``, as a msgpack bin; ``None`` if compressing it would not pay
-    for the decompression every load makes."""
-    data = msgpack.packb(small)
+    """The block of ``small``'s values, as a msgpack bin; ``None`` if compressing it would
+    not pay for the decompression a load that reads one of them makes."""
+    data = msgpack.packb(list(small.values()))
     if len(data) < BLOCK_COMPRESS_FROM:
         return None
     # zstd where it is installed: it decompresses several times faster than zlib.
@@ -272,13 +336,13 @@ def pack(expires_ms: int, sealed: Mapping[str, bytes], compressed: Compressed = 
     many as fit in ``BLOCK_MAX``), the others in one layer; or, if the block would not be
     worth compressing, every field in that layer and the block empty. A field
     ``compressed`` says the codec compressed stays out of the block: compressing it again
-    would gain nothing and cost every load."""
+    would gain nothing and cost every load that reads it."""
     small: dict[str, bytes] = {}
     large: dict[str, bytes] = {}
     room = BLOCK_MAX - _ENTRY_OVERHEAD
     for name, value in sealed.items():
         size = len(value)
-        if size <= SMALL_FIELD_MAX and not compressed(value):
+        if HOT_FIELD_MAX < size <= SMALL_FIELD_MAX and not compressed(value):
             size += _NAME_WIDTH * len(name) + _ENTRY_OVERHEAD
             if size <= room:
                 small[name] = value
@@ -287,11 +351,14 @@ def pack(expires_ms: int, sealed: Mapping[str, bytes], compressed: Compressed = 
         large[name] = value
     block = _compressed_block(small) if small else None
     if block is None:
-        block, large = _bin(b""), dict(sealed)
+        names, block, large = b"\x90", b"\xc4\x00", dict(sealed)
+    else:
+        names = msgpack.packb(list(small))
     return b"".join(
         (
             HEADER.pack(FORMAT, expires_ms),
-            b"\x93\x00",  # three items, the first: no layer added
+            b"\x94\x00",  # four items, the first: no layer added
+            names,
             block,
             msgpack.packb(large),
         )
@@ -300,35 +367,36 @@ def pack(expires_ms: int, sealed: Mapping[str, bytes], compressed: Compressed = 
 
 def _layout(stored: bytes | memoryview) -> tuple[int, int, int] | None:
     """How many layers were appended to a format-2 record, how many bytes they take, and
-    where its block starts; ``None`` if it does not start as such a record does."""
-    if len(stored) < HEADER_SIZE + 4 or stored[0] != FORMAT:
+    where its names start (the names, the block and the first layer are copied as they
+    are); ``None`` if it does not start as such a record does."""
+    if len(stored) < HEADER_SIZE + 5 or stored[0] != FORMAT:
         return None
-    layers = stored[HEADER_SIZE] - _FIXARRAY - 3
+    layers = stored[HEADER_SIZE] - _FIXARRAY - _ITEMS
     marker = stored[HEADER_SIZE + 1]
-    block_at = HEADER_SIZE + 2
+    names_at = HEADER_SIZE + 2
     if marker < 0x80:  # a positive fixint
         appended = marker
     elif marker in _UINT_MARKERS:
         width = 1 << (marker - 0xCC)
-        appended = int.from_bytes(stored[block_at : block_at + width], "big")
-        block_at += width
+        appended = int.from_bytes(stored[names_at : names_at + width], "big")
+        names_at += width
     else:
         return None
     if (
         not 0 <= layers < MAX_LAYERS
-        or block_at >= len(stored)
-        or stored[block_at] not in _BIN_MARKERS
-        or appended > len(stored) - block_at
+        or names_at >= len(stored)
+        or stored[names_at] not in _ARRAY_MARKERS
+        or appended > len(stored) - names_at
     ):
         return None
-    return layers, appended, block_at
+    return layers, appended, names_at
 
 
 def _assembled(expires_ms: int, layers: int, appended: int, *parts: bytes | memoryview) -> bytes:
     return b"".join(
         (
             HEADER.pack(FORMAT, expires_ms),
-            bytes((_FIXARRAY + 3 + layers,)),
+            bytes((_FIXARRAY + _ITEMS + layers,)),
             msgpack.packb(appended),
             *parts,
         )
@@ -357,15 +425,15 @@ def with_layer(
     layout = _layout(stored)
     if layout is None:
         return None
-    layers, appended, block_at = layout
+    layers, appended, names_at = layout
     layer: dict[str | bytes, bytes | None] = dict.fromkeys(deletes)
     layer.update(sets)
     packed = msgpack.packb(layer)
     kept = len(stored) - appended  # the appended layers start there
-    budget = (kept - block_at) // LAYER_SHARE
+    budget = (kept - names_at) // LAYER_SHARE
     if layers + 1 < MAX_LAYERS and appended + len(packed) <= budget:
         return _assembled(
-            expires_ms, layers + 1, appended + len(packed), stored[block_at:], packed
+            expires_ms, layers + 1, appended + len(packed), stored[names_at:], packed
         )
     try:
         earlier = msgpack.unpackb(bytes((_FIXARRAY + layers,)) + stored[kept:])
@@ -379,7 +447,7 @@ def with_layer(
     packed = msgpack.packb(layer)
     if len(packed) > budget:
         return None
-    return _assembled(expires_ms, 1, len(packed), stored[block_at:kept], packed)
+    return _assembled(expires_ms, 1, len(packed), stored[names_at:kept], packed)
 
 
 def updated(

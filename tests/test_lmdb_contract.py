@@ -57,9 +57,9 @@ def maps_of(session_key: str) -> list[dict[Any, Any]]:
     """The maps of a stored record of the current format, as msgpack gives them back: its
     block's fields, its first layer, then the layers added since."""
     stored = raw_records()[session_key]
-    _appended, block, *layers = msgpack.unpackb(stored[records.HEADER_SIZE :])
-    small = msgpack.unpackb(compression.decompress(block[0], block[1:])) if block else {}
-    return [small, *layers]
+    _appended, names, block, *layers = msgpack.unpackb(stored[records.HEADER_SIZE :])
+    values = msgpack.unpackb(compression.decompress(block[0], block[1:])) if block else []
+    return [dict(zip(names, values, strict=True)), *layers]
 
 
 def put_maps(session_key: str, block: dict[Any, Any], *layers: dict[Any, Any]) -> None:
@@ -67,8 +67,10 @@ def put_maps(session_key: str, block: dict[Any, Any], *layers: dict[Any, Any]) -
     under the session's current deadline."""
     header = raw_records()[session_key][: records.HEADER_SIZE]
     added = sum(len(msgpack.packb(layer)) for layer in layers[1:])
-    packed_block = bytes((compression.PLAIN,)) + msgpack.packb(block)
-    put_raw(session_key, header + msgpack.packb([added, packed_block, *layers]))
+    values = msgpack.packb(list(block.values()))
+    packed_block = bytes((compression.PLAIN,)) + values if block else b""
+    items = [added, list(block), packed_block, *layers]
+    put_raw(session_key, header + msgpack.packb(items))
 
 
 def deadline_ms(record: bytes) -> int:
@@ -80,7 +82,7 @@ def deadline_ms(record: bytes) -> int:
 def with_block(record: bytes, block: bytes) -> bytes:
     """``record`` (of the current format) with ``block`` in place of its block."""
     items = msgpack.unpackb(record[HEADER_SIZE:])
-    items[1] = block
+    items[2] = block
     return record[:HEADER_SIZE] + msgpack.packb(items)
 
 
@@ -110,15 +112,19 @@ CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
     "truncated body": lambda record: record[:-3],
     "garbage header": lambda record: b"\xde" * HEADER_SIZE + record[HEADER_SIZE:],
     "truncated header": lambda record: record[:5],
-    "block of an unknown method": lambda record: with_block(record, b"\x07\x80"),
-    "decompression bomb": lambda record: with_block(record, bytes((compression.ZSTD,)) + _BOMB),
+    # A block that names no field is damage to the record (a block's own damage is to
+    # its fields alone: test_lmdb_store).
+    "a block of an unknown method naming no field": lambda record: with_block(record, b"\x07\x80"),
+    "a decompression bomb naming no field": lambda record: with_block(
+        record, bytes((compression.ZSTD,)) + _BOMB
+    ),
 }
 # Damage a save does not look at (it checks the container's first bytes only): the
 # session stays absent all the same, as the next read finds.
 CORRUPTIONS_PAST_THE_FIRST_BYTES = (
     "truncated body",
-    "block of an unknown method",
-    "decompression bomb",
+    "a block of an unknown method naming no field",
+    "a decompression bomb naming no field",
 )
 # Keys that are no session ID, under which a listing finds records.
 STRAY_KEYS: dict[str, bytes] = {
@@ -171,8 +177,8 @@ class LmdbStore(StoreUnderTest):
         sealed = block | first
         put_maps(
             session_key,
-            {"a": sealed["a"], b"b": sealed["b"], "c": sealed["c"], "n": 5, "m": ["x"]},
             {},
+            {"a": sealed["a"], b"b": sealed["b"], "c": sealed["c"], "n": 5, "m": ["x"]},
             {b"late": sealed["b"], "o": {"no": "bytes"}, "c": sealed["c"], "gone": None},
         )
         return {"a", "c"}, 5  # b"b", "n", "m", b"late", "o": each one line

@@ -417,7 +417,9 @@ def test_index_entries_of_an_earlier_granularity_are_moved_or_dropped_by_the_swe
     """The previous release rounded deadlines up to the minute. A sweep reaching such an
     entry deletes the session if it has expired, drops the entry if there is no session,
     and gives a session still live an entry at its deadline: none is lost from the index."""
-    now = time.time()
+    # Half past an hour to come: no deadline below falls in the last minute of an hour,
+    # where rounding it up to the minute and to the hour agree.
+    now = (time.time() // 3600 + 1) * 3600 + 1800
     minute = 60_000
 
     def old_entry(key: str, deadline_ms: int) -> None:
@@ -433,17 +435,18 @@ def test_index_entries_of_an_earlier_granularity_are_moved_or_dropped_by_the_swe
         live = new_session(a=1)  # then saved again: its deadline moved an hour on
         extended = deadline_ms(raw_records()[live])
         gone = new_session(c=1)
-    session = SessionStore(live)
-    session["a"] = 2
-    session.save()
-    old_entry(live, extended)
-    expired = SessionStore()
-    expired["b"] = 1
-    expired.set_expiry(30)
-    expired.save()
-    old_entry(expired.session_key, deadline_ms(raw_records()[expired.session_key]))
-    old_entry(gone, deadline_ms(raw_records()[gone]))
-    SessionStore(gone).delete()
+    with mock.patch("time.time", return_value=now):
+        session = SessionStore(live)
+        session["a"] = 2
+        session.save()
+        old_entry(live, extended)
+        expired = SessionStore()
+        expired["b"] = 1
+        expired.set_expiry(30)
+        expired.save()
+        old_entry(expired.session_key, deadline_ms(raw_records()[expired.session_key]))
+        old_entry(gone, deadline_ms(raw_records()[gone]))
+        SessionStore(gone).delete()
     assert len(index_entries()) == 3
 
     # Swept once the old entries are all due, before the live session's deadline.
@@ -1153,17 +1156,79 @@ def test_small_fields_left_plain_by_the_codec_are_compressed_together_below_djan
     SessionStore._write(key, Delta(sealed, replace=True), time.time() + 600, create=True)
     record = raw_records()[key]
     assert len(record) <= len(DatabaseStore().encode(payload)) < MEDIUM_RECORD_BEFORE
-    _appended, block, first = msgpack.unpackb(record[records.HEADER_SIZE :])
-    assert (block[0], first) == (compression.ZSTD, {})
+    _appended, names, block, first = msgpack.unpackb(record[records.HEADER_SIZE :])
+    assert block[0] == compression.ZSTD
+    hot = {name for name, value in sealed.items() if len(value) <= records.HOT_FIELD_MAX}
+    assert (
+        set(first)
+        == hot
+        == {
+            "_auth_user_id",
+            "_auth_user_backend",
+            "_auth_user_hash",
+            "visits",
+            "checkout_step",
+            "csrf_hint",
+            "coupon",
+            "newsletter_seen",
+            "banner_dismissed",
+        }
+    )
+    assert set(names) == set(payload) - hot
     assert dict(SessionStore(key).items()) == payload
 
 
-@pytest.mark.parametrize("compress_from", [None, 1024])
-def test_with_compression_of_small_fields_off_a_medium_session_is_below_djangos_row(
+def test_a_request_that_reads_the_login_and_writes_a_counter_opens_no_block(store: str) -> None:
+    """The fields most requests read are small, and stay out of the block: reading them,
+    and saving a change to one, decompresses nothing; reading a field of the block opens
+    it once."""
+    key = new_session(**medium_session())
+    assert msgpack.unpackb(raw_records()[key][records.HEADER_SIZE :])[2]  # it has a block
+    with (
+        mock.patch.object(compression, "decompress", wraps=compression.decompress) as decompress,
+        mock.patch.object(compression, "compress_with") as compress,
+    ):
+        for visits in range(3 * records.MAX_LAYERS):
+            session = SessionStore(key)
+            assert session["_auth_user_id"] == "104729"
+            assert session.get("_auth_user_hash") == medium_session()["_auth_user_hash"]
+            assert session.get("_session_expiry") is None and "_messages" not in session
+            session["visits"] = visits
+            session.save()
+        assert decompress.call_count == compress.call_count == 0
+        session = SessionStore(key)
+        assert "cart" in session  # checks the field's tag: opens the block
+        assert session["notes"] == medium_session()["notes"]
+        assert decompress.call_count == 1
+    assert dict(SessionStore(key).items()) == medium_session() | {"visits": visits}
+
+
+def test_a_damaged_block_loses_its_fields_alone(
+    store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = new_session(**medium_session())
+    record = raw_records()[key]
+    items = msgpack.unpackb(record[records.HEADER_SIZE :])
+    items[2] = items[2][:-8] + bytes(8)
+    put_raw(key, record[: records.HEADER_SIZE] + msgpack.packb(items))
+    caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+    session = SessionStore(key)
+    assert session["_auth_user_id"] == "104729"  # the session is there, its login too
+    assert "prefs" not in session and session.get("notes") is None
+    assert "block of small fields cannot be read" in caplog.text
+    kept = {name: value for name, value in medium_session().items() if name not in items[1]}
+    assert dict(session.items()) == kept
+    session["visits"] = 99
+    session.save()
+    assert dict(SessionStore(key).items()) == kept | {"visits": 99}
+
+
+@pytest.mark.parametrize("compress_from", [128, None, 1024])
+def test_a_medium_session_is_below_djangos_row(
     store: str, settings: Any, compress_from: int | None
 ) -> None:
-    """MEMOPT_COMPRESS_FROM: memory for load time. The codec leaves the small fields plain,
-    and the record compresses them together."""
+    """Whatever MEMOPT_COMPRESS_FROM says (128 is the default), the codec leaves the fields
+    under about 1 KiB plain for the LMDB store, and the record compresses them together."""
     from django.contrib.sessions.backends.db import SessionStore as DatabaseStore
 
     settings.MEMOPT_COMPRESS_FROM = compress_from

@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
@@ -33,7 +33,7 @@ from django_memopt.codec import CorruptField, FieldCodec
 from django_memopt.conf import conf
 from django_memopt.counters import add as count
 from django_memopt.counters import counter
-from django_memopt.fields import Delta, SessionFields
+from django_memopt.fields import Delta, Holder, SessionFields
 from django_memopt.session_ids import SessionIds
 
 __all__ = [
@@ -72,7 +72,7 @@ class SessionStoreFull(SessionStoreError):
 class StoredSession:
     """A session as a store returns it: sealed fields, not decoded, and its deadline."""
 
-    fields: dict[str, bytes]
+    fields: Mapping[str, bytes | Holder]  # a field's sealed bytes, or what holds them
     expires_at: float  # seconds since the epoch
     #: Bytes the session takes in the store, about what rewriting it whole would write
     #: (for statistics; 0 if the store cannot tell cheaply).
@@ -105,21 +105,23 @@ def add_hooks(hooks: EngineHooks) -> None:
         _hooks = (*_hooks, hooks)
 
 
-_codec: FieldCodec | None = None
+_codecs: dict[int, FieldCodec] = {}
 _ids: SessionIds | None = None
 _store: type[SessionBase] | None = None
 
 
-def field_codec() -> FieldCodec:
+def field_codec(plain_below: int = 0) -> FieldCodec:
     """The codec for the current ``SECRET_KEY``, ``SECRET_KEY_FALLBACKS`` and
-    ``MEMOPT_COMPRESS_FROM``."""
-    global _codec
-    if _codec is None:
-        _codec = FieldCodec.from_secrets(
+    ``MEMOPT_COMPRESS_FROM``, leaving payloads under ``plain_below`` bytes uncompressed
+    whatever that setting says (see ``SessionBase.plain_below``)."""
+    codec = _codecs.get(plain_below)
+    if codec is None:
+        compress_from = conf.MEMOPT_COMPRESS_FROM
+        codec = _codecs[plain_below] = FieldCodec.from_secrets(
             (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS),
-            compress_from=conf.MEMOPT_COMPRESS_FROM,
+            compress_from=None if compress_from is None else max(compress_from, plain_below),
         )
-    return _codec
+    return codec
 
 
 def session_ids() -> SessionIds:
@@ -148,11 +150,12 @@ def session_store() -> type[SessionBase]:
 
 @receiver(setting_changed)
 def _forget_settings(*, setting: str, **kwargs: Any) -> None:
-    global _codec, _ids, _store
+    global _ids, _store
     if setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
-        _codec = _ids = None
+        _codecs.clear()
+        _ids = None
     if setting == "MEMOPT_COMPRESS_FROM":
-        _codec = None
+        _codecs.clear()
     if setting == "SESSION_ENGINE":
         _store = None
 
@@ -177,6 +180,9 @@ class SessionBase(DjangoSessionBase):
 
     #: Whether the primitives may wait on I/O; if so the async API runs them in a thread.
     store_blocks: ClassVar[bool] = True
+    #: Payloads under this many bytes are sealed uncompressed whatever
+    #: ``MEMOPT_COMPRESS_FROM`` says: the store compresses such fields together.
+    plain_below: ClassVar[int] = 0
 
     _session_cache: SessionFields
 
@@ -195,12 +201,13 @@ class SessionBase(DjangoSessionBase):
 
     def _new_fields(
         self,
-        stored: dict[str, bytes] | None = None,
+        stored: Mapping[str, bytes | Holder] | None = None,
         sealed_for: str | None = None,
         counts: Counter[str] | None = None,
     ) -> SessionFields:
         counts = counter() if counts is None else counts
-        return SessionFields(field_codec(), sealed_for, stored, _log_corrupt, counts)
+        codec = field_codec(self.plain_below)
+        return SessionFields(codec, sealed_for, stored, _log_corrupt, counts)
 
     def _get_session(self, no_load: bool = False) -> SessionFields:
         self.accessed = True
