@@ -66,6 +66,7 @@ from django_memopt.backends.base import (
     security_logger,
 )
 from django_memopt.backends.base import SessionBase as _SessionBase
+from django_memopt.client_cache import CachedSession, ClientCache, Probe
 from django_memopt.conf import conf
 
 __all__ = ["SessionStore", "SessionStoreUnavailable", "connection"]
@@ -385,11 +386,63 @@ def connection() -> Any:
     return _client
 
 
+_client_cache: ClientCache | None = None
+
+
+def client_cache() -> ClientCache | None:
+    """This process's client-side cache of sessions (``django_memopt.client_cache``), or
+    ``None`` if ``MEMOPT_REDIS_CLIENT_CACHE`` is 0."""
+    global _client_cache
+    if not conf.MEMOPT_REDIS_CLIENT_CACHE:
+        return None
+    if _client_cache is None:
+        _client_cache = ClientCache(
+            lambda: connection().connection_pool,
+            _heartbeat,
+            PROBE,
+            conf.MEMOPT_REDIS_KEY_PREFIX,
+            conf.MEMOPT_REDIS_CLIENT_CACHE,
+        )
+    return _client_cache
+
+
 @receiver(setting_changed)
 def _forget_client(*, setting: str, **kwargs: Any) -> None:
-    global _client
+    global _client, _client_cache
     if setting in ("CACHES", "SESSION_CACHE_ALIAS"):
         _client = None
+    if setting in (
+        "CACHES",
+        "SESSION_CACHE_ALIAS",
+        "MEMOPT_REDIS_KEY_PREFIX",
+        "MEMOPT_REDIS_CLIENT_CACHE",
+    ):
+        if _client_cache is not None:
+            _client_cache.close()
+        _client_cache = None
+
+
+def _heartbeat(name: bytes) -> None:
+    _execute("SET", name, b"1", "PX", 60_000)
+
+
+def _probe_token(replies: list[Any]) -> bytes | None:
+    string_token, marker = replies
+    if type(string_token) is bytes and len(string_token) == TOKEN_SIZE:
+        return string_token
+    found = _marker(marker)
+    return None if found is None else found[1]
+
+
+#: How the client-side cache reads a session's token: the string header's last bytes, or
+#: the hash's marker (one of the two answers ``WRONGTYPE``).
+PROBE: Final = Probe(
+    lambda key: [
+        ("GETRANGE", key, HEADER.size - TOKEN_SIZE, HEADER.size - 1),
+        ("HGET", key, MARKER),
+    ],
+    _probe_token,
+)
 
 
 _SHAS: Final = {
@@ -648,13 +701,17 @@ def _log_stray_key(key: bytes) -> None:
     )
 
 
+def _deadline(expires_at: float) -> int:
+    return max(1, int(expires_at * 1000))  # PXAT refuses 0 and less
+
+
 def _write_session(
     key: bytes, delta: Delta, expires_at: float, *, create: bool
 ) -> tuple[bytes | None, bytes]:
     """``SessionStore._write()`` of the session at ``key``: the version token it replaced
     (``None`` for a create or a whole replace, and for a session that had none) and the
     one it wrote."""
-    deadline_ms = max(1, int(expires_at * 1000))  # PXAT refuses 0 and less
+    deadline_ms = _deadline(expires_at)
     token = new_token()
     if create or delta.replace:  # a create, or a whole replace: one SET, no script
         value = _string_value(deadline_ms, token, delta.sets)
@@ -681,7 +738,7 @@ def _write_session(
 def _touch_session(key: bytes, expires_at: float) -> tuple[bytes | None, bytes]:
     """``SessionStore._touch()`` of the session at ``key``: the version token it replaced
     (``None`` if the session had none) and the one it wrote."""
-    deadline_ms = max(1, int(expires_at * 1000))
+    deadline_ms = _deadline(expires_at)
     token = new_token()
     # The string header's bytes after its format: the deadline, then the new token.
     packed = deadline_ms.to_bytes(8, "big") + token
@@ -691,53 +748,98 @@ def _touch_session(key: bytes, expires_at: float) -> tuple[bytes | None, bytes]:
     return replaced, token
 
 
+def _load(key: bytes) -> StoredSession | None:
+    """The session at ``key`` as Redis holds it (``SessionStore._read()`` without the
+    client-side cache)."""
+    form, reply = _call(lambda: _fetch(key, "HGETALL"))
+    if form == "string":
+        deadline_ms = _string_deadline(reply)
+        fields = None if deadline_ms is None else _string_fields(reply)
+        if fields is None or deadline_ms is None:
+            log_corrupt_record()
+            return None
+        token: bytes | None = HEADER.unpack_from(reply)[2]
+        return StoredSession(fields, deadline_ms / 1000, len(reply), token)
+    if not reply:  # no such key, or one that is no session
+        if form == "other":
+            log_corrupt_record()
+        return None
+    if not isinstance(reply, dict):  # RESP2: a flat list of names and values
+        reply = dict(zip(reply[::2], reply[1::2], strict=True))
+    stored: dict[bytes, bytes] = reply
+    marker = _marker(stored.pop(MARKER, None))
+    if marker is None:
+        log_corrupt_record()
+        return None
+    deadline_ms, token = marker
+    try:
+        fields = {name.decode("utf-8", "surrogatepass"): value for name, value in stored.items()}
+    except UnicodeDecodeError:
+        fields = _text_named(stored)
+    size = sum(map(len, stored)) + sum(map(len, stored.values()))
+    return StoredSession(fields, deadline_ms / 1000, size, token)
+
+
 class SessionStore(_SessionBase):
     """Sessions in the Redis of the cache ``SESSION_CACHE_ALIAS``."""
 
     @classmethod
     def _read(cls, session_key: str) -> StoredSession | None:
         key = _key(session_key)
-        form, reply = _call(lambda: _fetch(key, "HGETALL"))
-        if form == "string":
-            deadline_ms = _string_deadline(reply)
-            fields = None if deadline_ms is None else _string_fields(reply)
-            if fields is None or deadline_ms is None:
-                log_corrupt_record()
-                return None
-            token: bytes | None = HEADER.unpack_from(reply)[2]
-            return StoredSession(fields, deadline_ms / 1000, len(reply), token)
-        if not reply:  # no such key, or one that is no session
-            if form == "other":
-                log_corrupt_record()
-            return None
-        if not isinstance(reply, dict):  # RESP2: a flat list of names and values
-            reply = dict(zip(reply[::2], reply[1::2], strict=True))
-        stored: dict[bytes, bytes] = reply
-        marker = _marker(stored.pop(MARKER, None))
-        if marker is None:
-            log_corrupt_record()
-            return None
-        deadline_ms, token = marker
-        try:
-            fields = {
-                name.decode("utf-8", "surrogatepass"): value for name, value in stored.items()
-            }
-        except UnicodeDecodeError:
-            fields = _text_named(stored)
-        size = sum(map(len, stored)) + sum(map(len, stored.values()))
-        return StoredSession(fields, deadline_ms / 1000, size, token)
+        cache = client_cache()
+        if cache is None:
+            return _load(key)
+        held = cache.get(key)
+        if held is not None:
+            return StoredSession(
+                held.fields, held.deadline_ms / 1000, held.stored_size, held.token
+            )
+        with cache.loading(key) as fill:
+            stored = _load(key)
+            if stored is not None and stored.version is not None:
+                fill(
+                    CachedSession(
+                        key,
+                        stored.fields,  # type: ignore[arg-type]  # bytes: read from Redis
+                        round(stored.expires_at * 1000),
+                        stored.version,
+                        stored.size,
+                    )
+                )
+        return stored
 
     @classmethod
     def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
-        _write_session(_key(session_key), delta, expires_at, create=create)
+        key = _key(session_key)
+        cache = client_cache()
+        if cache is None:
+            _write_session(key, delta, expires_at, create=create)
+            return
+        with cache.writing(key) as written:
+            replaced, token = _write_session(key, delta, expires_at, create=create)
+            if not (create or delta.replace):  # else the held copy is dropped
+                written(replaced, token, _deadline(expires_at), delta.sets, delta.deletes)
 
     @classmethod
     def _touch(cls, session_key: str, expires_at: float) -> None:
-        _touch_session(_key(session_key), expires_at)
+        key = _key(session_key)
+        cache = client_cache()
+        if cache is None:
+            _touch_session(key, expires_at)
+            return
+        with cache.writing(key) as written:
+            replaced, token = _touch_session(key, expires_at)
+            written(replaced, token, _deadline(expires_at), {}, ())
 
     @classmethod
     def _remove(cls, session_key: str) -> None:
-        _call(lambda: _execute("DEL", _key(session_key)))
+        key = _key(session_key)
+        try:
+            _call(lambda: _execute("DEL", key))
+        finally:
+            cache = client_cache()
+            if cache is not None:
+                cache.drop(key)
 
     @classmethod
     def _contains(cls, session_key: str) -> bool:
