@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +31,8 @@ from django_memopt import client_cache as client_cache_module
 from django_memopt import counters
 from django_memopt.backends.redis import SessionStore, client_cache
 from django_memopt.client_cache import ENTRY_OVERHEAD, ClientCache
+from tests import client_cache_workers
+from tests import test_redis_contract as redis_contract
 from tests.redis_server import RedisServer, free_port
 from tests.redis_workers import redis_caches
 
@@ -295,45 +298,13 @@ def test_a_server_refusing_tracking_leaves_the_process_without_cache_said_once(
 # -- the guarantee, across processes -------------------------------------------------------
 
 
-def writer(port: int, prefix: str, commands: Any) -> None:
-    """Process B: carries out what it is sent on the pipe, then answers (with its cache on)."""
-    from tests.redis_workers import setup
-
-    try:
-        setup(port, prefix)
-        override_settings(MEMOPT_REDIS_CLIENT_CACHE=CACHE_BYTES).enable()
-        commands.send(("ready", None))
-        while True:
-            operation, session_key, value = commands.recv()
-            if operation == "stop":
-                commands.send(("stopped", counters.process_totals()))
-                return
-            session = SessionStore(session_key)
-            answer: Any = None
-            if operation == "set":
-                session["v"] = value
-                session.save()
-            elif operation == "delete":
-                session.delete()
-            elif operation == "flush":  # a logout: deleted, and a new empty session
-                session.flush()
-            elif operation == "cycle":
-                session.cycle_key()
-                answer = session.session_key
-            elif operation == "create":
-                session["v"] = value
-                session.save()
-                answer = session.session_key
-            commands.send(("done", answer))
-    except Exception:
-        commands.send(("error", traceback.format_exc()))
-
-
 @contextmanager
 def writer_process(port: int) -> Iterator[Any]:
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
-    process = context.Process(target=writer, args=(port, PREFIX, theirs), daemon=True)
+    process = context.Process(
+        target=client_cache_workers.writer, args=(port, PREFIX, theirs), daemon=True
+    )
     process.start()
     try:
         assert ours.poll(WAIT), "the writer never started"
@@ -441,26 +412,6 @@ def test_no_stale_load_while_the_channel_is_killed_again_and_again(
     assert figures["hits"] > figures["checked"] // 4, figures
 
 
-def racing_writer(
-    port: int, prefix: str, session_keys: list[str], acknowledged: Any, stop: Any, ready: Any
-) -> None:
-    """Process B, without a handshake: sets field ``v`` of the sessions in turn to a rising
-    number and, once each save has answered, publishes that number in ``acknowledged``."""
-    from tests.redis_workers import setup
-
-    setup(port, prefix)
-    override_settings(MEMOPT_REDIS_CLIENT_CACHE=CACHE_BYTES).enable()
-    ready.set()
-    number = 0
-    while not stop.is_set():
-        number += 1
-        at = number % len(session_keys)
-        session = SessionStore(session_keys[at])
-        session["v"] = number
-        session.save()
-        acknowledged[at] = number
-
-
 def test_own_writes_racing_another_process_s_never_leave_a_stale_copy(cached: Cached) -> None:
     """A writes its own field of the sessions B keeps writing: a write of B's that lands
     right after A's comes back in the same message as A's own, and only the probe tells
@@ -471,7 +422,7 @@ def test_own_writes_racing_another_process_s_never_leave_a_stale_copy(cached: Ca
     acknowledged = context.Array("q", len(session_keys), lock=False)
     stop, ready = context.Event(), context.Event()
     process = context.Process(
-        target=racing_writer,
+        target=client_cache_workers.racing_writer,
         args=(cached.server.port, PREFIX, session_keys, acknowledged, stop, ready),
         daemon=True,
     )
@@ -525,3 +476,38 @@ def test_a_lagging_channel_is_fenced_before_it_serves(cached: Cached) -> None:
             pipe.delete(name(key))
             pipe.execute()
         assert load(key) is None, "a logout behind a flood of writes was not seen"
+
+
+# -- every contract, with the cache on -----------------------------------------------------
+
+
+class CachedRedisStore(redis_contract.RedisStore):
+    """The store contract's Redis store, with this process's client-side cache on."""
+
+    @classmethod
+    @contextmanager
+    def isolated(cls, tmp_path: Path) -> Iterator[redis_contract.RedisStore]:
+        with (
+            override_settings(MEMOPT_REDIS_CLIENT_CACHE=CACHE_BYTES),
+            super().isolated(tmp_path) as store,
+        ):
+            yield store
+
+
+class TestStoreContractCached(redis_contract.TestStoreContract):
+    store_type = CachedRedisStore
+
+
+@override_settings(MEMOPT_REDIS_CLIENT_CACHE=CACHE_BYTES)
+class TestContractCached(redis_contract.TestContract):
+    pass
+
+
+@override_settings(MEMOPT_REDIS_CLIENT_CACHE=CACHE_BYTES)
+class TestDjangoSessionTestsCached(redis_contract.TestDjangoSessionTests):
+    pass
+
+
+@override_settings(MEMOPT_REDIS_CLIENT_CACHE=CACHE_BYTES)
+class TestMiddlewareFlowsCached(redis_contract.TestMiddlewareFlows):
+    pass
