@@ -220,10 +220,9 @@ class _Link:
 class _Load:
     """A load in flight: whether its key was invalidated meanwhile."""
 
-    __slots__ = ("epoch", "invalidated", "key")
+    __slots__ = ("epoch", "invalidated")
 
-    def __init__(self, key: bytes, epoch: int) -> None:
-        self.key = key
+    def __init__(self, epoch: int) -> None:
         self.epoch = epoch
         self.invalidated = False
 
@@ -511,7 +510,7 @@ class ClientCache:
         whole load."""
         with self._lock:
             usable = self._usable()
-            load = _Load(key, self.epoch)
+            load = _Load(self.epoch)
             self._loads.setdefault(key, []).append(load)
 
         def fill(entry: CachedSession) -> None:

@@ -29,8 +29,9 @@ from django_redis.pool import ConnectionFactory
 
 from django_memopt import client_cache as client_cache_module
 from django_memopt import counters
+from django_memopt.backends import redis as redis_backend
 from django_memopt.backends.redis import SessionStore, client_cache
-from django_memopt.client_cache import ENTRY_OVERHEAD, ClientCache
+from django_memopt.client_cache import ENTRY_OVERHEAD, CachedSession, ClientCache
 from tests import client_cache_workers
 from tests import test_redis_contract as redis_contract
 from tests.redis_server import RedisServer, free_port
@@ -240,6 +241,56 @@ def test_a_forked_child_starts_empty_on_its_own_channel(cached: Cached) -> None:
     assert served_from_cache(key)
     cached.raw.delete(name(key))
     assert load(key) is None
+
+
+def test_a_resp3_pool_and_another_database(cached: Cached) -> None:
+    # The channel speaks RESP2 whatever the pool speaks; Redis tracks key names across
+    # databases, so a database of its own changes nothing.
+    caches = redis_caches(cached.server.port)
+    caches["sessions"]["LOCATION"] = cached.server.url.replace("/0", "/1")
+    caches["sessions"]["OPTIONS"]["CONNECTION_POOL_KWARGS"] = {"protocol": 3}
+    with override_settings(CACHES=caches):
+        key = new_session(a=1)
+        assert load(key) == {"a": 1}
+        assert served_from_cache(key)
+        session = SessionStore(key)
+        session["a"] = 2
+        session.save()
+        assert served_from_cache(key)
+        assert load(key) == {"a": 2}
+        db1 = redis.Redis(port=cached.server.port, db=1)
+        db1.delete(name(key))
+        db1.close()
+        assert load(key) is None
+
+
+def test_no_serving_unless_the_heartbeat_comes_back_on_the_channel(cached: Cached) -> None:
+    """The heartbeat goes through the data path; a channel that talks to another server
+    (a proxy, a failover the pool saw first) never hears it, and never serves."""
+    other = RedisServer(free_port()).start()
+    try:
+        elsewhere = redis.Redis(port=other.port)
+        here = redis.ConnectionPool(port=cached.server.port)
+
+        def heartbeat_elsewhere(name: bytes) -> None:
+            elsewhere.set(name, b"1", px=60_000)
+
+        def heartbeat_here(name: bytes) -> None:
+            cached.raw.set(name, b"1", px=60_000)
+
+        for heartbeat, serves in ((heartbeat_elsewhere, False), (heartbeat_here, True)):
+            cache = ClientCache(lambda: here, heartbeat, redis_backend.PROBE, PREFIX, CACHE_BYTES)
+            key = name(new_session(a=1))
+            with cache.loading(key) as fill:
+                fill(CachedSession(key, {"a": b"x"}, int(time.time() * 1000) + 600_000, b"t" * 8))
+            bypasses = counted().get("cache_bypasses", 0)
+            assert (cache.get(key) is not None) == serves
+            assert counted().get("cache_bypasses", 0) - bypasses == (0 if serves else 1)
+            cache.close()
+        elsewhere.close()
+        here.disconnect()
+    finally:
+        other.cleanup()
 
 
 # -- failures ------------------------------------------------------------------------------
