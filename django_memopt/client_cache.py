@@ -95,8 +95,6 @@ _SO_MEMINFO: Final = 55 if sys.platform.startswith("linux") else None
 #: A session whose deadline is less than this many ms ahead is never served: Redis
 #: expires by its own clock, this process by its own.
 EXPIRY_MARGIN_MS: Final = 1000
-# The heartbeat key's own expiry (it is rewritten long before).
-_HEARTBEAT_TTL_MS: Final = 60_000
 # Bytes an entry takes beyond its key, fields dict and fields (measured with tracemalloc
 # on CPython 3.11: the entry object, its token and deadline, the LRU's slot and link).
 ENTRY_OVERHEAD: Final = 224

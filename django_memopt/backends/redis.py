@@ -35,7 +35,11 @@ of a hash, folding a small hash (a format-1 session) into a string. Lua scripts,
 
 Beside the sessions, under names no session key can take (no session key has a ``~``):
 one hash without expiry per space of store-wide values, ``<prefix>~<space>`` (such as
-``~stats``, each process's counters, and ``~meta``, values set once).
+``~stats``, each process's counters, and ``~meta``, values set once), and the heartbeat
+keys of the client-side cache, ``<prefix>~hb:<random>``.
+
+With ``MEMOPT_REDIS_CLIENT_CACHE`` set, loads, saves and deletes also go through this
+process's :class:`~django_memopt.client_cache.ClientCache` (see that module).
 """
 
 from __future__ import annotations
@@ -423,6 +427,8 @@ def _forget_client(*, setting: str, **kwargs: Any) -> None:
 
 
 def _heartbeat(name: bytes) -> None:
+    # Through the data pool: the client-side cache's proof that its channel hears the
+    # server the pool writes to. It expires in a minute, and is rewritten twice a second.
     _execute("SET", name, b"1", "PX", 60_000)
 
 
