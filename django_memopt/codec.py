@@ -265,11 +265,23 @@ def derive_key(secret: str | bytes, context: bytes = _KEY_CONTEXT) -> bytes:
     return hmac.digest(secret, context, "sha256")
 
 
+# _head() of the field names met lately: a request names the same few fields again and
+# again. Emptied when full, so names from stored sessions cannot make it grow.
+_heads: dict[tuple[str, int], bytes] = {}
+_HEADS_KEPT: Final = 512
+
+
 def _head(field: str, fmt: int) -> bytes:
     """What a format-2 tag covers after the session key and before the body: the field
     name, length-prefixed, and the format byte."""
-    name = field.encode("utf-8", "surrogatepass")
-    return b"%d:%s%c" % (len(name), name, fmt)
+    head = _heads.get((field, fmt))
+    if head is None:
+        name = field.encode("utf-8", "surrogatepass")
+        head = b"%d:%s%c" % (len(name), name, fmt)
+        if len(_heads) >= _HEADS_KEPT:
+            _heads.clear()
+        _heads[field, fmt] = head
+    return head
 
 
 class FieldCodec:

@@ -136,8 +136,8 @@ _NAME_WIDTH: Final = 4
 BadEntry = Callable[[str | bytes, object], None]
 #: Whether the codec compressed a field's sealed bytes.
 Compressed = Callable[[bytes], bool]
-# A format's reader: its body -> its layers, oldest first, and how many of the first ones
-# a rewrite wrote (their values are taken as they are); None: damaged.
+# A format's reader: its body -> its layers, oldest first, and whether the first one is
+# what a rewrite wrote (its values are taken as they are); None: damaged.
 LayersReader = Callable[[bytes | memoryview], tuple[list[Any], int] | None]
 
 
@@ -206,11 +206,23 @@ def _layers_v2(body: bytes | memoryview) -> tuple[list[Any], int] | None:
     names, data = items[1], items[2]
     if type(names) is not list or type(data) is not bytes or type(items[3]) is not dict:
         return None
-    if bool(names) != bool(data) or not all(type(name) is str for name in names):
+    if not names:
+        if data:
+            return None
+        del items[:3]  # no block: the first layer is what the last rewrite wrote
+        return items, 1
+    try:
+        "".join(names)  # are all the names text?
+    except TypeError:
         return None
-    block = Block(names, data)
-    items[:3] = (dict.fromkeys(names, block),)
-    return items, 2
+    if not data:
+        return None
+    # The block's fields, then the first layer over them: what the last rewrite wrote.
+    written = dict.fromkeys(names, Block(names, data))
+    written.update(items[3])
+    del items[:3]
+    items[0] = written
+    return items, 1
 
 
 # Each format this release reads -> its reader.
@@ -249,23 +261,25 @@ def fields(
     if read is None:
         return None
     layers, rewritten = read
-    result: dict[str, Sealed] = {}
-    for position, layer in enumerate(layers):
+    for layer in layers:
         if type(layer) is not dict:
             return None
-        if position < rewritten:
-            try:
-                "".join(layer)  # names are text or bytes (strict_map_key): are all text?
-            except TypeError:
-                rewritten = 0  # then every entry is checked, as in an appended layer
-            else:
-                if result:
-                    result.update(layer)
-                else:
-                    result = layer
-                continue
+    result: dict[str, Sealed] = {}
+    if rewritten:
+        try:
+            "".join(layers[0])  # names are text or bytes (strict_map_key): are all text?
+        except TypeError:
+            pass  # then every entry is checked, as in an appended layer
+        else:
+            result = layers[0]
+            if len(layers) == 1:
+                return result
+            layers = layers[1:]
+    for layer in layers:
         for name, sealed in layer.items():
-            if type(name) is not str or (sealed is not None and type(sealed) is not bytes):
+            if type(name) is not str or (
+                sealed is not None and type(sealed) is not bytes and type(sealed) is not Block
+            ):
                 on_bad_entry(name, sealed)
             elif sealed is None:
                 result.pop(name, None)

@@ -409,8 +409,8 @@ GROUPS: Final = (
                 "hash_encodings",
                 "Hash encodings",
                 COUNTS_BY_KEY,
-                "Redis: OBJECT ENCODING of the sampled sessions' hashes (listpack is the "
-                "compact one).",
+                "Redis: OBJECT ENCODING of the sampled sessions (a session under 4 KiB is a "
+                "string, raw or embstr; a larger one a hash, hashtable or listpack).",
             ),
             _store(
                 "map_used",

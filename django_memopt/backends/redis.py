@@ -475,11 +475,25 @@ def _on_connection(action: Callable[[Any], T]) -> T:
         pool.release(conn)
 
 
+def _packed(command: tuple[Any, ...]) -> bytes:
+    """``command`` in Redis's protocol. Its arguments are bytes, str or int, as this module
+    sends them; packing them here costs a tenth of what redis-py's general packer does,
+    which is a few µs of every load."""
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        if type(arg) is int:
+            arg = b"%d" % arg
+        elif type(arg) is str:
+            arg = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
 def _execute(*command: Any) -> Any:
     """Redis's reply to ``command`` (an error reply raised)."""
 
     def send(conn: Any) -> Any:
-        conn.send_command(*command)
+        conn.send_packed_command((_packed(command),))
         return conn.read_response()
 
     return _on_connection(send)
@@ -488,7 +502,7 @@ def _execute(*command: Any) -> Any:
 def _replies(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     """Redis's replies to ``commands``, sent at once: one round trip. An error reply is
     returned in its place, not raised, once every reply is read."""
-    conn.send_packed_command(conn.pack_commands(commands))
+    conn.send_packed_command((b"".join(map(_packed, commands)),))
     replies = []
     for _ in commands:
         try:
