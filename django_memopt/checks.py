@@ -123,6 +123,27 @@ def _check_redis_cache() -> list[CheckMessage]:
     ]
 
 
+def _check_client_cache() -> list[CheckMessage]:
+    size: object = conf.MEMOPT_REDIS_CLIENT_CACHE
+    if not _is_int(size, 0):
+        return [
+            Error(
+                "MEMOPT_REDIS_CLIENT_CACHE must be an int number of bytes, 0 (no cache) or more.",
+                id="django_memopt.E025",
+            )
+        ]
+    if size and settings.SESSION_ENGINE != REDIS_ENGINE:
+        return [
+            Warning(
+                "MEMOPT_REDIS_CLIENT_CACHE is set, but SESSION_ENGINE is not the Redis "
+                "engine: it has no effect.",
+                hint=f"Set SESSION_ENGINE = {REDIS_ENGINE!r}, or remove the setting.",
+                id="django_memopt.W008",
+            )
+        ]
+    return []
+
+
 @register()
 def check_middleware(
     app_configs: Sequence[Any] | None = None, **kwargs: Any
@@ -417,6 +438,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 id="django_memopt.E023",
             )
         )
+    errors += _check_client_cache()
     if settings.SESSION_ENGINE == REDIS_ENGINE:
         errors += _check_redis_cache()
     errors += _check_filter()

@@ -78,6 +78,11 @@ class Settings:
         return _setting("MEMOPT_REDIS_KEY_PREFIX", "memopt:session:")  # type: ignore[no-any-return]
 
     @property
+    def MEMOPT_REDIS_CLIENT_CACHE(self) -> int:
+        """Bytes of sessions each process keeps in its client-side cache; 0: none."""
+        return _setting("MEMOPT_REDIS_CLIENT_CACHE", 0)  # type: ignore[no-any-return]
+
+    @property
     def MEMOPT_FILTER(self) -> bool:
         """Whether the host's filter of live session IDs is kept and asked."""
         return _setting("MEMOPT_FILTER", False)  # type: ignore[no-any-return]

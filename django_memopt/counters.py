@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Final
 
 __all__ = [
+    "CLIENT_CACHE_COUNTERS",
     "ENGINE_COUNTERS",
     "GATE_COUNTERS",
     "add",
@@ -39,6 +40,15 @@ ENGINE_COUNTERS: Final = (
     "fields_decoded",
     "bytes_written",
     "bytes_rewrite",
+)
+#: The Redis engine's client-side cache's counters (see ``django_memopt.client_cache``).
+CLIENT_CACHE_COUNTERS: Final = (
+    "cache_hits",
+    "cache_misses",
+    "cache_bypasses",
+    "cache_invalidations",
+    "cache_flushes",
+    "cache_bytes",
 )
 #: The session-ID gate's counters: cookies checked, let through, and turned away by reason,
 #: and the checks made while the filter could not be asked.

@@ -162,6 +162,22 @@ def test_checks_are_registered_and_fail_the_check_command() -> None:
             {"SESSION_ENGINE": "django_memopt.backends.redis", "SESSION_CACHE_ALIAS": "sessions"},
             [],
         ),
+        ({"MEMOPT_REDIS_CLIENT_CACHE": -1}, ["django_memopt.E025"]),
+        ({"MEMOPT_REDIS_CLIENT_CACHE": "64M"}, ["django_memopt.E025"]),
+        ({"MEMOPT_REDIS_CLIENT_CACHE": 1.5}, ["django_memopt.E025"]),
+        ({"MEMOPT_REDIS_CLIENT_CACHE": True}, ["django_memopt.E025"]),
+        ({"MEMOPT_REDIS_CLIENT_CACHE": None}, ["django_memopt.E025"]),
+        # Set with another engine: no effect, said so; 0 (off) is fine anywhere.
+        ({"MEMOPT_REDIS_CLIENT_CACHE": 2**26}, ["django_memopt.W008"]),
+        ({"MEMOPT_REDIS_CLIENT_CACHE": 0}, []),
+        (
+            {
+                "SESSION_ENGINE": "django_memopt.backends.redis",
+                "SESSION_CACHE_ALIAS": "sessions",
+                "MEMOPT_REDIS_CLIENT_CACHE": 2**26,
+            },
+            [],
+        ),
     ],
 )
 def test_redis_configuration(overrides: dict[str, Any], expected: list[str]) -> None:

@@ -28,8 +28,10 @@ from tests.contract import (
 )
 
 REDIS = {"SESSION_ENGINE": "django_memopt.backends.redis", "SESSION_CACHE_ALIAS": "sessions"}
-MARKER = b"\xff"  # docs/redis.md: the hash field that holds a session's deadline
-HEADER = struct.Struct(">BQ")  # docs/redis.md: a string's format (2) and deadline
+# docs/redis.md: the hash field that holds a session's deadline, then ":" and its token
+MARKER = b"\xff"
+# docs/redis.md: a string's format (2), deadline and version token
+HEADER = struct.Struct(">BQ8s")
 
 # -- Redis's raw data ------------------------------------------------------------------------
 
@@ -46,13 +48,13 @@ def stored_session(raw: redis.Redis, name: bytes) -> tuple[str, dict[Any, Any], 
     if kind == "string":
         value = raw.get(name)
         assert value is not None
-        string_format, deadline = HEADER.unpack_from(value)
-        assert string_format == 2, value[:16]
+        string_format, deadline, _ = HEADER.unpack_from(value)
+        assert string_format == 2, value[:24]
         body = msgpack.unpackb(value[HEADER.size :], raw=True, strict_map_key=False)
         return kind, body, deadline
     assert kind == "hash", kind
     fields = raw.hgetall(name)
-    return kind, fields, int(fields.pop(MARKER))
+    return kind, fields, int(fields.pop(MARKER).partition(b":")[0])
 
 
 def stored_fields(raw: redis.Redis, name: bytes) -> dict[bytes, bytes]:

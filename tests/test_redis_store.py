@@ -322,13 +322,15 @@ def test_a_small_session_is_one_string_of_its_fields_with_the_expiry_as_ttl(
     assert raw.keys("*") == [name]
     assert raw.type(name) == b"string"
     value = raw.get(name)
-    # The format, the deadline, then a msgpack map of name (str) to sealed field (bin), as
-    # Python's msgpack packs it: the sealed fields are the engine's, byte for byte.
-    string_format, deadline = HEADER.unpack_from(value)
+    # The format, the deadline, the version token, then a msgpack map of name (str) to
+    # sealed field (bin), as Python's msgpack packs it: the sealed fields are the engine's,
+    # byte for byte.
+    string_format, deadline, token = HEADER.unpack_from(value)
     assert string_format == 2
     sealed = SessionStore._read(key)
     assert sealed is not None
     assert value[HEADER.size :] == msgpack.packb(sealed.fields)
+    assert sealed.version == token
     assert set(entries(raw, name)) == {field.encode() for field in fields}
     assert b"caf\xc3\xa9" in entries(raw, name)  # the name in UTF-8
     assert deadline == round(sealed.expires_at * 1000)
@@ -452,6 +454,74 @@ def test_a_create_over_a_taken_key_raises_create_error_and_changes_nothing(
             intruder.save(must_create=True)
         assert raw.dump(hash_name(key)) == before
         assert SessionStore(key)["a"] == taken_by
+
+
+@pytest.mark.parametrize("form", ["string", "hash"])
+def test_every_write_replaces_the_version_token_and_reports_the_one_it_replaced(
+    dedicated: Dedicated, form: str
+) -> None:
+    key = new_session(a=1, blob=big() if form == "hash" else b"")
+    name = hash_name(key)
+
+    def version() -> bytes | None:
+        stored = SessionStore._read(key)
+        assert stored is not None
+        return stored.version
+
+    def update(**sets: Any) -> tuple[bytes | None, bytes]:
+        codec = field_codec()
+        sealed = {field: codec.seal(key, field, codec.pack(field, v)) for field, v in sets.items()}
+        expires_at = time.time() + 600
+        return redis_backend._write_session(name, Delta(sealed, ()), expires_at, create=False)
+
+    created = version()
+    assert created is not None and len(created) == 8
+    seen = {created}
+    replaced, token = update(a="two")  # a string spliced, or (hash) made a hash
+    assert (replaced, version()) == (created, token)
+    assert raw_type(dedicated, name) == form
+    seen.add(token)
+    replaced, in_place = update(a="six")  # a string written in place
+    assert (replaced, version()) == (token, in_place)
+    seen.add(in_place)
+    replaced, touched = redis_backend._touch_session(name, time.time() + 900)
+    assert (replaced, version()) == (in_place, touched)
+    seen.add(touched)
+    assert len(seen) == 4, "a write kept the token it found"
+    assert dict(SessionStore(key).items())["a"] == "six"
+    # A whole replace (a SET): a new token, nothing to report.
+    session = SessionStore(key)
+    session.clear()
+    session["b"] = 1
+    session.save()
+    assert version() not in seen
+
+    # Nothing is written to a session that is gone, and no token is reported.
+    SessionStore(key).delete()
+    with pytest.raises(UpdateError):
+        update(a=4)
+    with pytest.raises(UpdateError):
+        redis_backend._touch_session(name, time.time() + 900)
+
+
+def raw_type(dedicated: Dedicated, name: bytes) -> str:
+    return str(dedicated.raw.type(name).decode())
+
+
+def test_a_previous_release_session_has_no_token_until_its_next_save(
+    dedicated: Dedicated,
+) -> None:
+    key, _ = previous_release_session(dedicated.raw, a=1)
+    stored = SessionStore._read(key)
+    assert stored is not None and stored.version is None
+    replaced, _ = redis_backend._touch_session(hash_name(key), time.time() + 900)
+    assert replaced is None
+    stored = SessionStore._read(key)
+    assert stored is not None and stored.version is not None
+    session = SessionStore(key)
+    session["a"] = 2
+    session.save()
+    assert dict(SessionStore(key).items()) == {"a": 2}
 
 
 def test_an_emptied_session_still_exists(dedicated: Dedicated) -> None:
@@ -1204,9 +1274,10 @@ def test_touch_extends_the_ttl_without_rewriting_fields(dedicated: Dedicated, fo
         f for command in touch.commands if command.name == "HSET" for f in command.args[2::2]
     }
     assert written <= {MARKER}, f"a touch rewrote {written}"
-    # In place: the string's deadline (8 bytes at offset 1), or the hash's deadline field.
+    # In place: the string's deadline and token (8 + 8 bytes at offset 1), or the hash's
+    # deadline field.
     ranges = [command.args[2:] for command in touch.commands if command.name == "SETRANGE"]
-    assert all(offset == b"1" and len(deadline) == 8 for offset, deadline in ranges), ranges
+    assert all(offset == b"1" and len(deadline) == 16 for offset, deadline in ranges), ranges
     assert bool(ranges) == (form == "string")
     assert not any(set(command.args) & set(before.values()) for command in touch.sent)
     assert SessionStore(key)["a"] == "1"

@@ -77,6 +77,9 @@ class StoredSession:
     #: Bytes the session takes in the store, about what rewriting it whole would write
     #: (for statistics; 0 if the store cannot tell cheaply).
     size: int = 0
+    #: The store's version token of what was read, replaced by every write of the session
+    #: (``None`` if the store keeps none, or the session has none yet).
+    version: bytes | None = None
 
 
 class EngineHooks:

@@ -8,11 +8,17 @@ Layout: one key per session, ``MEMOPT_REDIS_KEY_PREFIX`` + session key, and ever
 touches that key alone (one Redis Cluster slot). The key holds one of two forms:
 
 - a **string** while the session is small (at most ``STRING_LIMIT`` bytes):
-  ``STRING_FORMAT`` (1 byte), the deadline (epoch milliseconds, 8 bytes big-endian), then
-  a msgpack map of field name (str) to sealed field (bin);
+  ``STRING_FORMAT`` (1 byte), the deadline (epoch milliseconds, 8 bytes big-endian), the
+  version token (8 bytes), then a msgpack map of field name (str) to sealed field (bin);
 - a **hash** past that: field = the session key's name (UTF-8), value = the sealed field,
-  and field ``MARKER`` holding the deadline (epoch milliseconds in ASCII digits). This is
-  the previous release's only layout (format 1): its sessions load as they are.
+  and field ``MARKER`` holding the deadline (epoch milliseconds in ASCII digits), then
+  ``:`` and the version token. This is the previous release's only layout (format 1,
+  whose marker holds the deadline alone): its sessions load as they are.
+
+The version token is 8 random bytes that every write replaces (a create, a save, an expiry
+refresh): the scripts return the token they replaced, so a writer can tell whether the
+copy it holds was the current one (the client-side cache's own writes). A session of the
+previous release has none until its next save.
 
 The sealed fields are opaque here: the store moves their bytes and never re-seals them.
 The deadline is also the key's expiry. A load is ``GET`` and ``HGETALL`` in one round trip
@@ -29,12 +35,17 @@ of a hash, folding a small hash (a format-1 session) into a string. Lua scripts,
 
 Beside the sessions, under names no session key can take (no session key has a ``~``):
 one hash without expiry per space of store-wide values, ``<prefix>~<space>`` (such as
-``~stats``, each process's counters, and ``~meta``, values set once).
+``~stats``, each process's counters, and ``~meta``, values set once), and the heartbeat
+keys of the client-side cache, ``<prefix>~hb:<random>``.
+
+With ``MEMOPT_REDIS_CLIENT_CACHE`` set, loads, saves and deletes also go through this
+process's :class:`~django_memopt.client_cache.ClientCache` (see that module).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -59,22 +70,27 @@ from django_memopt.backends.base import (
     security_logger,
 )
 from django_memopt.backends.base import SessionBase as _SessionBase
+from django_memopt.client_cache import CachedSession, ClientCache, Probe
 from django_memopt.conf import conf
 
 __all__ = ["SessionStore", "SessionStoreUnavailable", "connection"]
 
 T = TypeVar("T")
 
-# Present in every session hash, holding the deadline (epoch ms): an emptied session still
-# exists, and a load learns the deadline without a second command. No session key name
-# encodes to it: the byte 0xFF never occurs in UTF-8.
+# Present in every session hash, holding the deadline (epoch ms) and the version token: an
+# emptied session still exists, and a load learns both without a second command. No
+# session key name encodes to it: the byte 0xFF never occurs in UTF-8.
 MARKER: Final = b"\xff"
+#: Between the deadline and the version token in a hash's ``MARKER`` (digits never hold it).
+TOKEN_SEPARATOR: Final = b":"
+#: The version token's length: random bytes, replaced by every write.
+TOKEN_SIZE: Final = 8
 # A deadline in epoch milliseconds has at most this many digits (10**15 ms: the year 33658).
 DEADLINE_DIGITS: Final = 15
 #: The first byte of a session's string form (a hash is format 1, the previous layout).
 STRING_FORMAT: Final = 2
-#: The string form's header: its format, then the deadline in epoch ms.
-HEADER: Final = struct.Struct(">BQ")
+#: The string form's header: its format, the deadline in epoch ms, the version token.
+HEADER: Final = struct.Struct(f">BQ{TOKEN_SIZE}s")
 #: A session is a string while that takes at most this many bytes, else a hash. A string
 #: costs the least memory, but a delta save reads and rewrites it whole in Lua, whose cost
 #: grows with its size; a hash's costs the same at any size (docs/redis.md: measured).
@@ -86,16 +102,22 @@ STRING_LIMIT: Final = 4096
 #: that does pays that read at each save, about the cost of splicing a string as large).
 FOLD_MEMORY: Final = 5120
 # A delta save. KEYS[1]: the session. ARGV: the deadline (epoch ms); the string form's
-# header for it; STRING_LIMIT; FOLD_MEMORY; the number of fields to set; their names and
-# sealed values; then the names to delete. Returns 1, or -1 if there is no session to
-# update (none, or no record a save writes): then nothing is written. A deadline in the
-# past deletes the session.
+# header for it (with the new version token); STRING_LIMIT; FOLD_MEMORY; the number of
+# fields to set; their names and sealed values; then the names to delete. Returns
+# {1, the version token it replaced (nil if the session had none)}, or {-1, nil} if there
+# is no session to update (none, or no record a save writes): then nothing is written. A
+# deadline in the past deletes the session.
 UPDATE_SCRIPT: Final = r"""
 local key = KEYS[1]
 local deadline, header = ARGV[1], ARGV[2]
 local limit, fold_memory, nsets = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local first_delete = 6 + 2 * nsets
 local byte, sub, char, floor = string.byte, string.sub, string.char, math.floor
+-- The string form's map starts right after the header; the header ends with the token.
+local body_at = #header + 1
+local token = sub(header, body_at - 8)
+-- The version token this save replaces.
+local old = false
 
 -- msgpack, as Python's msgpack writes it: names are str, sealed fields bin.
 local function big_endian(n, width)
@@ -151,13 +173,17 @@ local function update_hash()
   for at = first_delete, #ARGV, 1000 do
     redis.call('HDEL', key, unpack(ARGV, at, math.min(at + 999, #ARGV)))
   end
-  redis.call('HSET', key, '\255', deadline)
+  redis.call('HSET', key, '\255', deadline .. ':' .. token)
   redis.call('PEXPIREAT', key, deadline)
   return 1
 end
 
 local kind = redis.call('TYPE', key)['ok']
 if kind == 'hash' then
+  -- The marker: the deadline's digits, then ':' and the token (none in format 1).
+  local marker = redis.call('HGET', key, '\255')
+  local separator = marker and string.find(marker, ':', 1, true)
+  if separator then old = sub(marker, separator + 1) end
   update_hash()
   -- Small now (a format-1 session, or a large one that shrank): folded into a string, its
   -- fields' bytes as they are. MEMORY USAGE walks a hashtable's fields, which past about
@@ -181,15 +207,16 @@ if kind == 'hash' then
     -- The save is done: a fold Redis refuses (out of memory) leaves it a hash.
     as_string(count, parts, size, redis.pcall)
   end
-  return 1
+  return {1, old}
 end
-if kind ~= 'string' then return -1 end
+if kind ~= 'string' then return {-1, false} end
 
 -- A string: spliced. Entries are walked by their headers; a name is read only if it is as
 -- long as one the delta sets or deletes; runs of the other entries are copied as they are,
 -- whatever they hold.
 local s = redis.call('GET', key)
-if byte(s, 1) ~= byte(header, 1) then return -1 end
+if byte(s, 1) ~= byte(header, 1) or #s < #header then return {-1, false} end
+old = sub(s, body_at - 8, body_at - 1)
 -- The names the delta sets (to their new value) or deletes (to false), and their lengths.
 local changed, lengths = {}, {}
 for i = 6, first_delete - 1, 2 do changed[ARGV[i]] = ARGV[i + 1]; lengths[#ARGV[i]] = true end
@@ -225,10 +252,10 @@ end
 -- length, name); with `fields`, collect there the others that a save writes (name, value,
 -- ...), for a hash. nil if the string is no session record.
 local function walk(fields)
-  local b, count, pos = byte(s, 10), nil, nil
-  if b and b >= 0x80 and b <= 0x8f then count, pos = b - 0x80, 11
-  elseif b == 0xde then count, pos = uint(11, 2), 13
-  elseif b == 0xdf then count, pos = uint(11, 4), 15 end
+  local b, count, pos = byte(s, body_at), nil, nil
+  if b and b >= 0x80 and b <= 0x8f then count, pos = b - 0x80, body_at + 1
+  elseif b == 0xde then count, pos = uint(body_at + 1, 2), body_at + 3
+  elseif b == 0xdf then count, pos = uint(body_at + 1, 4), body_at + 5 end
   if not count then return nil end
   local found, last = {first = pos, count = count}, #s + 1
   for _ = 1, count do
@@ -266,7 +293,7 @@ local function walk(fields)
 end
 
 local found = walk()
-if not found then return -1 end
+if not found then return {-1, false} end
 -- Each field set is there once, as long as its new value, and none deleted is there:
 -- the new values are written in place (the common save: a counter, a token, a time).
 local in_place = #found == nsets
@@ -285,7 +312,7 @@ if in_place then
   for _, at in ipairs(found) do redis.call('SETRANGE', key, at[3] - 1, changed[at[5]]) end
   redis.call('SETRANGE', key, 0, header)
   redis.call('PEXPIREAT', key, deadline)
-  return 1
+  return {1, old}
 end
 
 -- Else rewritten: the runs of entries the delta leaves, copied as they are, then the sets.
@@ -296,7 +323,7 @@ for _, at in ipairs(found) do
 end
 if run <= #s then parts[#parts + 1] = sub(s, run, #s); size = size + #s + 1 - run end
 if as_string(found.count - #found + nsets, parts, size + add_sets(parts), redis.call) then
-  return 1
+  return {1, old}
 end
 
 -- Grown past the limit: a hash from now on, of the fields a save writes. A write Redis
@@ -308,22 +335,31 @@ walk(fields)
 redis.call('SETRANGE', key, 0, sub(header, 1, 1))
 redis.call('DEL', key)
 hset(fields, 1, #fields)
-return update_hash()
+update_hash()
+return {1, old}
 """
 
-# An expiry refresh. KEYS[1]: the session; ARGV: the new deadline in epoch ms, and the same
-# as 8 bytes big-endian. The fields are not touched. Returns 1, or 0 if no session is there.
+# An expiry refresh, with a new version token. KEYS[1]: the session; ARGV: the new deadline
+# in epoch ms, then the same as 8 bytes big-endian followed by the new token (the string
+# header's bytes after its format). The fields are not touched. Returns {1, the token it
+# replaced (nil if the session had none)}, or {0, nil} if no session is there.
 TOUCH_SCRIPT: Final = r"""
 local kind = redis.call('TYPE', KEYS[1])['ok']
+local old = false
 if kind == 'string' then
+  old = redis.call('GETRANGE', KEYS[1], 9, 16)
+  if #old ~= 8 then old = false end
   redis.call('SETRANGE', KEYS[1], 1, ARGV[2])
 elseif kind == 'hash' then
-  redis.call('HSET', KEYS[1], '\255', ARGV[1])
+  local marker = redis.call('HGET', KEYS[1], '\255')
+  local separator = marker and string.find(marker, ':', 1, true)
+  if separator then old = string.sub(marker, separator + 1) end
+  redis.call('HSET', KEYS[1], '\255', ARGV[1] .. ':' .. string.sub(ARGV[2], 9))
 else
-  return 0
+  return {0, false}
 end
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-return 1
+return {1, old}
 """
 
 # KEYS[1]: a space's hash; ARGV: a name and a value. The value the name then holds.
@@ -354,11 +390,65 @@ def connection() -> Any:
     return _client
 
 
+_client_cache: ClientCache | None = None
+
+
+def client_cache() -> ClientCache | None:
+    """This process's client-side cache of sessions (``django_memopt.client_cache``), or
+    ``None`` if ``MEMOPT_REDIS_CLIENT_CACHE`` is 0."""
+    global _client_cache
+    if not conf.MEMOPT_REDIS_CLIENT_CACHE:
+        return None
+    if _client_cache is None:
+        _client_cache = ClientCache(
+            lambda: connection().connection_pool,
+            _heartbeat,
+            PROBE,
+            conf.MEMOPT_REDIS_KEY_PREFIX,
+            conf.MEMOPT_REDIS_CLIENT_CACHE,
+        )
+    return _client_cache
+
+
 @receiver(setting_changed)
 def _forget_client(*, setting: str, **kwargs: Any) -> None:
-    global _client
+    global _client, _client_cache
     if setting in ("CACHES", "SESSION_CACHE_ALIAS"):
         _client = None
+    if setting in (
+        "CACHES",
+        "SESSION_CACHE_ALIAS",
+        "MEMOPT_REDIS_KEY_PREFIX",
+        "MEMOPT_REDIS_CLIENT_CACHE",
+    ):
+        if _client_cache is not None:
+            _client_cache.close()
+        _client_cache = None
+
+
+def _heartbeat(name: bytes) -> None:
+    # Through the data pool: the client-side cache's proof that its channel hears the
+    # server the pool writes to. It expires in a minute, and is rewritten twice a second.
+    _execute("SET", name, b"1", "PX", 60_000)
+
+
+def _probe_token(replies: list[Any]) -> bytes | None:
+    string_token, marker = replies
+    if type(string_token) is bytes and len(string_token) == TOKEN_SIZE:
+        return string_token
+    found = _marker(marker)
+    return None if found is None else found[1]
+
+
+#: How the client-side cache reads a session's token: the string header's last bytes, or
+#: the hash's marker (one of the two answers ``WRONGTYPE``).
+PROBE: Final = Probe(
+    lambda key: [
+        ("GETRANGE", key, HEADER.size - TOKEN_SIZE, HEADER.size - 1),
+        ("HGET", key, MARKER),
+    ],
+    _probe_token,
+)
 
 
 _SHAS: Final = {
@@ -483,12 +573,30 @@ def _key(session_key: str) -> bytes:
     return (conf.MEMOPT_REDIS_KEY_PREFIX + session_key).encode()
 
 
+def _marker(stored: Any) -> tuple[int, bytes | None] | None:
+    """The deadline and the version token a marker field holds (the token ``None`` in a
+    format-1 session's); ``None`` if it holds no deadline our writes could have stored
+    (absent, not a hash, not a count of milliseconds: negative, NaN, huge, ...), or a
+    token of another length."""
+    if type(stored) is not bytes:
+        return None
+    digits, separator, token = stored.partition(TOKEN_SEPARATOR)
+    if not (digits.isdigit() and len(digits) <= DEADLINE_DIGITS):
+        return None
+    if not separator:
+        return int(digits), None
+    return (int(digits), token) if len(token) == TOKEN_SIZE else None
+
+
 def _deadline_ms(stored: Any) -> int | None:
-    """The deadline a marker field holds; ``None`` if it holds none our writes could have
-    stored (absent, not a hash, not a count of milliseconds: negative, NaN, huge, ...)."""
-    if type(stored) is bytes and stored.isdigit() and len(stored) <= DEADLINE_DIGITS:
-        return int(stored)
-    return None
+    """The deadline a marker field holds (see :func:`_marker`)."""
+    marker = _marker(stored)
+    return None if marker is None else marker[0]
+
+
+def new_token() -> bytes:
+    """A fresh version token."""
+    return os.urandom(TOKEN_SIZE)
 
 
 def _string_deadline(value: bytes) -> int | None:
@@ -533,9 +641,9 @@ def _text_named(stored: dict[Any, Any]) -> dict[str, Any]:
     return fields
 
 
-def _string_value(deadline_ms: int, sets: dict[str, bytes]) -> bytes:
+def _string_value(deadline_ms: int, token: bytes, sets: dict[str, bytes]) -> bytes:
     """A session's string form."""
-    return HEADER.pack(STRING_FORMAT, deadline_ms) + msgpack.packb(
+    return HEADER.pack(STRING_FORMAT, deadline_ms, token) + msgpack.packb(
         sets, unicode_errors="surrogatepass"
     )
 
@@ -613,74 +721,145 @@ def _log_stray_key(key: bytes) -> None:
     )
 
 
+def _deadline(expires_at: float) -> int:
+    return max(1, int(expires_at * 1000))  # PXAT refuses 0 and less
+
+
+def _write_session(
+    key: bytes, delta: Delta, expires_at: float, *, create: bool
+) -> tuple[bytes | None, bytes]:
+    """``SessionStore._write()`` of the session at ``key``: the version token it replaced
+    (``None`` for a create or a whole replace, and for a session that had none) and the
+    one it wrote."""
+    deadline_ms = _deadline(expires_at)
+    token = new_token()
+    if create or delta.replace:  # a create, or a whole replace: one SET, no script
+        value = _string_value(deadline_ms, token, delta.sets)
+        guard = "NX" if create else "XX"
+        if _call(lambda: _execute("SET", key, value, guard, "PXAT", deadline_ms)) is None:
+            raise CreateError if create else UpdateError
+        return None, token
+    args: list[bytes | int] = [
+        deadline_ms,
+        HEADER.pack(STRING_FORMAT, deadline_ms, token),
+        STRING_LIMIT,
+        FOLD_MEMORY,
+        len(delta.sets),
+    ]
+    for name, sealed in delta.sets.items():
+        args += (name.encode("utf-8", "surrogatepass"), sealed)
+    args += (name.encode("utf-8", "surrogatepass") for name in delta.deletes)
+    status, replaced = _call(lambda: _run_script(UPDATE_SCRIPT, key, *args))
+    if status != 1:
+        raise UpdateError
+    return replaced, token
+
+
+def _touch_session(key: bytes, expires_at: float) -> tuple[bytes | None, bytes]:
+    """``SessionStore._touch()`` of the session at ``key``: the version token it replaced
+    (``None`` if the session had none) and the one it wrote."""
+    deadline_ms = _deadline(expires_at)
+    token = new_token()
+    # The string header's bytes after its format: the deadline, then the new token.
+    packed = deadline_ms.to_bytes(8, "big") + token
+    status, replaced = _call(lambda: _run_script(TOUCH_SCRIPT, key, deadline_ms, packed))
+    if status != 1:
+        raise UpdateError
+    return replaced, token
+
+
+def _load(key: bytes) -> StoredSession | None:
+    """The session at ``key`` as Redis holds it (``SessionStore._read()`` without the
+    client-side cache)."""
+    form, reply = _call(lambda: _fetch(key, "HGETALL"))
+    if form == "string":
+        deadline_ms = _string_deadline(reply)
+        fields = None if deadline_ms is None else _string_fields(reply)
+        if fields is None or deadline_ms is None:
+            log_corrupt_record()
+            return None
+        token: bytes | None = HEADER.unpack_from(reply)[2]
+        return StoredSession(fields, deadline_ms / 1000, len(reply), token)
+    if not reply:  # no such key, or one that is no session
+        if form == "other":
+            log_corrupt_record()
+        return None
+    if not isinstance(reply, dict):  # RESP2: a flat list of names and values
+        reply = dict(zip(reply[::2], reply[1::2], strict=True))
+    stored: dict[bytes, bytes] = reply
+    marker = _marker(stored.pop(MARKER, None))
+    if marker is None:
+        log_corrupt_record()
+        return None
+    deadline_ms, token = marker
+    try:
+        fields = {name.decode("utf-8", "surrogatepass"): value for name, value in stored.items()}
+    except UnicodeDecodeError:
+        fields = _text_named(stored)
+    size = sum(map(len, stored)) + sum(map(len, stored.values()))
+    return StoredSession(fields, deadline_ms / 1000, size, token)
+
+
 class SessionStore(_SessionBase):
     """Sessions in the Redis of the cache ``SESSION_CACHE_ALIAS``."""
 
     @classmethod
     def _read(cls, session_key: str) -> StoredSession | None:
         key = _key(session_key)
-        form, reply = _call(lambda: _fetch(key, "HGETALL"))
-        if form == "string":
-            deadline_ms = _string_deadline(reply)
-            fields = None if deadline_ms is None else _string_fields(reply)
-            if fields is None or deadline_ms is None:
-                log_corrupt_record()
-                return None
-            return StoredSession(fields, deadline_ms / 1000, len(reply))
-        if not reply:  # no such key, or one that is no session
-            if form == "other":
-                log_corrupt_record()
-            return None
-        if not isinstance(reply, dict):  # RESP2: a flat list of names and values
-            reply = dict(zip(reply[::2], reply[1::2], strict=True))
-        stored: dict[bytes, bytes] = reply
-        deadline_ms = _deadline_ms(stored.pop(MARKER, None))
-        if deadline_ms is None:
-            log_corrupt_record()
-            return None
-        try:
-            fields = {
-                name.decode("utf-8", "surrogatepass"): value for name, value in stored.items()
-            }
-        except UnicodeDecodeError:
-            fields = _text_named(stored)
-        size = sum(map(len, stored)) + sum(map(len, stored.values()))
-        return StoredSession(fields, deadline_ms / 1000, size)
+        cache = client_cache()
+        if cache is None:
+            return _load(key)
+        held = cache.get(key)
+        if held is not None:
+            return StoredSession(
+                held.fields, held.deadline_ms / 1000, held.stored_size, held.token
+            )
+        with cache.loading(key) as fill:
+            stored = _load(key)
+            if stored is not None and stored.version is not None:
+                fill(
+                    CachedSession(
+                        key,
+                        stored.fields,  # type: ignore[arg-type]  # bytes: read from Redis
+                        round(stored.expires_at * 1000),
+                        stored.version,
+                        stored.size,
+                    )
+                )
+        return stored
 
     @classmethod
     def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
         key = _key(session_key)
-        deadline_ms = max(1, int(expires_at * 1000))  # PXAT refuses 0 and less
-        if create or delta.replace:  # a create, or a whole replace: one SET, no script
-            value = _string_value(deadline_ms, delta.sets)
-            guard = "NX" if create else "XX"
-            if _call(lambda: _execute("SET", key, value, guard, "PXAT", deadline_ms)) is None:
-                raise CreateError if create else UpdateError
+        cache = client_cache()
+        if cache is None:
+            _write_session(key, delta, expires_at, create=create)
             return
-        args: list[bytes | int] = [
-            deadline_ms,
-            HEADER.pack(STRING_FORMAT, deadline_ms),
-            STRING_LIMIT,
-            FOLD_MEMORY,
-            len(delta.sets),
-        ]
-        for name, sealed in delta.sets.items():
-            args += (name.encode("utf-8", "surrogatepass"), sealed)
-        args += (name.encode("utf-8", "surrogatepass") for name in delta.deletes)
-        if _call(lambda: _run_script(UPDATE_SCRIPT, key, *args)) != 1:
-            raise UpdateError
+        with cache.writing(key) as written:
+            replaced, token = _write_session(key, delta, expires_at, create=create)
+            if not (create or delta.replace):  # else the held copy is dropped
+                written(replaced, token, _deadline(expires_at), delta.sets, delta.deletes)
 
     @classmethod
     def _touch(cls, session_key: str, expires_at: float) -> None:
-        deadline_ms = max(1, int(expires_at * 1000))
         key = _key(session_key)
-        packed = deadline_ms.to_bytes(8, "big")
-        if not _call(lambda: _run_script(TOUCH_SCRIPT, key, deadline_ms, packed)):
-            raise UpdateError
+        cache = client_cache()
+        if cache is None:
+            _touch_session(key, expires_at)
+            return
+        with cache.writing(key) as written:
+            replaced, token = _touch_session(key, expires_at)
+            written(replaced, token, _deadline(expires_at), {}, ())
 
     @classmethod
     def _remove(cls, session_key: str) -> None:
-        _call(lambda: _execute("DEL", _key(session_key)))
+        key = _key(session_key)
+        try:
+            _call(lambda: _execute("DEL", key))
+        finally:
+            cache = client_cache()
+            if cache is not None:
+                cache.drop(key)
 
     @classmethod
     def _contains(cls, session_key: str) -> bool:

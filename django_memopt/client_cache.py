@@ -1,0 +1,613 @@
+"""A per-process cache of the Redis engine's sessions, kept coherent by Redis's tracking.
+
+A load of a session this process holds costs no round trip: the cache keeps each session
+as Redis returned it (sealed fields, never decoded values; the deadline; the version
+token), in least-recently-used order, within ``MEMOPT_REDIS_CLIENT_CACHE`` bytes.
+
+Coherence: each process opens one connection of its own, the **channel**, made as the
+data pool makes its connections (``pool.connection_class(**pool.connection_kwargs)``:
+address, password, TLS, Sentinel), and turns it into a RESP2 subscriber that Redis tells
+of every write under the key prefix::
+
+    CLIENT ID                      -> id
+    CLIENT TRACKING ON REDIRECT <id> BCAST PREFIX <MEMOPT_REDIS_KEY_PREFIX>
+    SUBSCRIBE __redis__:invalidate
+
+Redis then sends the name of every key written under the prefix (by any client, script,
+expiry or eviction) to the channel, and a null for ``FLUSHDB``/``FLUSHALL``. In BCAST mode
+it writes that message to the channel's socket *before* it writes the writer's reply
+(the invalidations of an event-loop cycle go out first), so on one host a process that
+takes in whatever its channel holds before serving (``poll(0)``, then a read only if
+something is there: well under a microsecond when nothing is) sees every write whose
+reply came back before: that is the guarantee. Nothing is ever sent on the channel while
+serving (output queued for it during another client's command would lose that order),
+except the lag fence below.
+
+The cache serves only while the channel is **confirmed**: a heartbeat key of this process
+(``<prefix>~hb:<random>``), written every ``HEARTBEAT`` seconds *through the data pool*,
+came back on the channel less than ``MAX_SILENCE`` seconds ago. That proves the channel is
+alive, tracking is on, and the data pool and the channel talk to the same server. A drain
+that read a lot (``LAG_BYTES``, or a socket queue near its receive buffer) means Redis may
+be holding messages back: the channel sends a ``PING`` and the cache serves nothing until
+its ``PONG``, which comes after everything held back.
+
+Own writes: the save and refresh scripts return the version token they replaced. The
+writer patches its copy only if that is the token it held (no write came between its copy
+and its save), and holds the patched copy *unverified*: BCAST merges the keys written in
+one event-loop cycle, so a foreign write right after ours comes back as the same message
+as our own. A **probe** (the token read on a second connection of this process, sent
+without waiting) verifies the copy; a load of it waits for that reply.
+
+Failure is safe: the channel or the probe closed or reset, a heartbeat not back in
+``MAX_SILENCE``, a lag fence not answered in ``MAX_SILENCE``: the cache is flushed and
+bypassed, and reconnected at most every ``RECONNECT_EVERY`` seconds. A null message
+(``FLUSHDB``) flushes it. A server that refuses ``CLIENT TRACKING`` (an ACL, a proxy, a
+managed service) or runs threaded I/O (which loses the order above) leaves this process
+without a cache, said once in the log. A forked child drops its parent's cache and
+connections.
+
+Counted (``django_memopt.counters``, ``CLIENT_CACHE_COUNTERS``): loads served from the
+cache, loads not served though the cache was usable, loads while it was not (bypasses),
+invalidations received for held sessions, flushes, and the bytes held (added and taken
+away as entries come and go, so the sum over threads is the current total).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from typing import Any, Final
+
+import hiredis
+
+from django_memopt.counters import CLIENT_CACHE_COUNTERS
+from django_memopt.counters import add as count
+
+__all__ = ["CLIENT_CACHE_COUNTERS", "CachedSession", "ClientCache", "Probe"]
+
+logger: Final = logging.getLogger("django_memopt.client_cache")
+
+INVALIDATE_CHANNEL: Final = b"__redis__:invalidate"
+#: Seconds between heartbeat writes (one small ``SET`` through the data pool).
+HEARTBEAT: Final = 0.5
+#: Seconds without a confirmed heartbeat (or with a lag fence unanswered) after which the
+#: cache stops serving, and then flushes and reconnects.
+MAX_SILENCE: Final = 2.0
+#: Seconds between attempts to connect the channel after a failure.
+RECONNECT_EVERY: Final = 1.0
+#: Seconds between attempts on a server that refused tracking (not logged again).
+REFUSED_RETRY: Final = 300.0
+#: A drain that read this many bytes may have left messages in Redis's buffers.
+LAG_BYTES: Final = 32 * 1024
+#: A socket queue using at least 1/LAG_FRACTION of its receive buffer counts as lagging.
+LAG_FRACTION: Final = 4
+# getsockopt(SOL_SOCKET, SO_MEMINFO): the kernel's memory for a socket's queues (Linux).
+_SO_MEMINFO: Final = 55 if sys.platform.startswith("linux") else None
+#: A session whose deadline is less than this many ms ahead is never served: Redis
+#: expires by its own clock, this process by its own.
+EXPIRY_MARGIN_MS: Final = 1000
+# Bytes an entry takes beyond its key, fields dict and fields (measured with tracemalloc
+# on CPython 3.11: the entry object, its token and deadline, the LRU's slot and link).
+ENTRY_OVERHEAD: Final = 224
+
+
+class CachedSession:
+    """A session as the cache holds it: sealed fields (never decoded), deadline, token."""
+
+    __slots__ = ("deadline_ms", "fields", "size", "stored_size", "token", "verified")
+
+    def __init__(
+        self,
+        key: bytes,
+        fields: dict[str, bytes],
+        deadline_ms: int,
+        token: bytes,
+        stored_size: int = 0,
+    ) -> None:
+        self.fields = fields
+        self.deadline_ms = deadline_ms
+        self.token = token
+        self.stored_size = stored_size  # the bytes it takes in Redis, about (statistics)
+        self.verified = True
+        # What it costs this process, not only its stored bytes: the bound is on memory.
+        self.size = (
+            ENTRY_OVERHEAD
+            + sys.getsizeof(key)
+            + sys.getsizeof(fields)
+            + sum(sys.getsizeof(name) + sys.getsizeof(value) for name, value in fields.items())
+        )
+
+
+class Probe:
+    """How the store reads a session's version token: the commands to send (sent together,
+    one of them may answer ``WRONGTYPE``), and the token in their replies (``None``: no
+    session, or none with a token)."""
+
+    def __init__(
+        self,
+        commands: Callable[[bytes], list[tuple[Any, ...]]],
+        token: Callable[[list[Any]], bytes | None],
+    ) -> None:
+        self.commands = commands
+        self.token = token
+
+
+class _Refused(Exception):
+    """The server will not track for this process."""
+
+
+class _Link:
+    """A connection of this process's own, as the data pool makes them, read without
+    blocking through a hiredis reader once set up."""
+
+    def __init__(self, pool: Any) -> None:
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["protocol"] = 2  # invalidations as Pub/Sub messages, whatever the pool uses
+        self.connection = pool.connection_class(**kwargs)
+        self.connection.connect()
+        self.sock: socket.socket = self.connection._sock
+        self.reader = hiredis.Reader()
+        self._poller = select.poll()  # not select(): a process may hold fds past 1024
+        self._poller.register(self.sock.fileno(), select.POLLIN)
+
+    def call(self, *command: Any) -> Any:
+        """Redis's reply to ``command`` (an error reply raised), waiting for it."""
+        self.connection.send_command(*command)
+        return self.connection.read_response()
+
+    def send(self, *commands: tuple[Any, ...]) -> None:
+        self.sock.sendall(b"".join(self.connection.pack_commands(list(commands))))
+
+    def readable(self) -> bool:
+        pending = getattr(self.sock, "pending", None)  # TLS: bytes decrypted, not yet read
+        return bool(pending and pending()) or bool(self._poller.poll(0))
+
+    def drain(self) -> tuple[list[Any], int]:
+        """The replies that have arrived, and how many bytes that read; ``ConnectionError``
+        if the server closed the connection."""
+        read = 0
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed by the server")
+            read += len(data)
+            self.reader.feed(data)
+            if not self.readable():
+                break
+        replies = []
+        while (reply := self.reader.gets()) is not False:
+            replies.append(reply)
+        return replies, read
+
+    def read_one(self) -> Any:
+        """The next reply, waiting for it (within the connection's socket timeout)."""
+        while (reply := self.reader.gets()) is False:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed by the server")
+            self.reader.feed(data)
+        return reply
+
+    def queued(self) -> tuple[int, int] | None:
+        """The bytes this socket's receive queue holds and its receive buffer (Linux)."""
+        if _SO_MEMINFO is None:
+            return None
+        try:
+            held, buffer = struct.unpack_from(
+                "2I", self.sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 36)
+            )
+        except OSError:
+            return None
+        return held, buffer
+
+    def close(self) -> None:
+        # redis-py shuts the socket down only in the process that opened it: a forked
+        # child closes its copy and leaves the parent's connection alone.
+        self.connection.disconnect()
+
+
+class _Load:
+    """A load in flight: whether its key was invalidated meanwhile."""
+
+    __slots__ = ("epoch", "invalidated")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.invalidated = False
+
+
+class ClientCache:
+    """This process's cache of the sessions under ``prefix`` in the Redis of ``pool()``.
+
+    ``heartbeat(name)`` writes the key ``name`` through the data pool; ``probe`` reads a
+    session's token. Every method is thread-safe; none raises for a Redis failure (the
+    cache is then bypassed: the data path reports the failure).
+    """
+
+    def __init__(
+        self,
+        pool: Callable[[], Any],
+        heartbeat: Callable[[bytes], object],
+        probe: Probe,
+        prefix: str,
+        max_bytes: int,
+    ) -> None:
+        self._pool = pool
+        self._heartbeat = heartbeat
+        self._probe = probe
+        self._per_probe = len(probe.commands(b""))
+        self.prefix = prefix.encode()
+        self.max_bytes = max_bytes
+        self._lock = threading.RLock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self.entries: OrderedDict[bytes, CachedSession] = OrderedDict()
+        self.used = 0
+        self.epoch = 0  # one more at every flush
+        self._loads: dict[bytes, list[_Load]] = {}
+        self._channel: _Link | None = None
+        self._prober: _Link | None = None
+        self._poller = select.poll()
+        self._probes: list[tuple[bytes, CachedSession]] = []  # awaiting a reply, in order
+        self._probe_replies: list[Any] = []  # the first replies of a probe not all in
+        self._confirmed_at = 0.0  # when the last heartbeat that came back was written
+        self._heartbeat_sent: float | None = None
+        self._heartbeat_key = b""
+        self._fence_sent: float | None = None  # a lag fence's PING, until its PONG
+        self._next_connect = 0.0
+        self.refused: str | None = None
+
+    # -- the cache's entries ---------------------------------------------------------------
+
+    def _put(self, key: bytes, entry: CachedSession) -> None:
+        self._drop(key, invalidate_loads=False)
+        if entry.size > self.max_bytes:
+            return
+        self.entries[key] = entry
+        self.used += entry.size
+        count("cache_bytes", entry.size)
+        while self.used > self.max_bytes:
+            _, oldest = self.entries.popitem(last=False)
+            self.used -= oldest.size
+            count("cache_bytes", -oldest.size)
+
+    def _drop(self, key: bytes, invalidate_loads: bool = True) -> bool:
+        """Forget ``key``; a load of it in flight will not fill the cache. Whether it was
+        held."""
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self.used -= entry.size
+            count("cache_bytes", -entry.size)
+        if invalidate_loads:
+            for load in self._loads.get(key, ()):
+                load.invalidated = True
+        return entry is not None
+
+    def _flush(self) -> None:
+        if self.used:
+            count("cache_bytes", -self.used)
+        self.entries.clear()
+        self.used = 0
+        self.epoch += 1
+        for loads in self._loads.values():
+            for load in loads:
+                load.invalidated = True
+        count("cache_flushes")
+
+    def drop(self, key: bytes) -> None:
+        """Forget ``key`` (a delete, a failed write), after taking in what has arrived."""
+        with self._lock:
+            self._usable()
+            self._drop(key)
+
+    # -- the channel -----------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        now = time.monotonic()
+        if now < self._next_connect:
+            return
+        self._next_connect = now + (REFUSED_RETRY if self.refused else RECONNECT_EVERY)
+        channel = prober = None
+        try:
+            pool = self._pool()
+            channel = _Link(pool)
+            try:
+                client_id = channel.call("CLIENT", "ID")
+                channel.call(
+                    "CLIENT",
+                    "TRACKING",
+                    "ON",
+                    "REDIRECT",
+                    client_id,
+                    "BCAST",
+                    "PREFIX",
+                    self.prefix,
+                )
+            except Exception as exc:  # an error reply: NOPERM, unknown command, a proxy's
+                if _is_connection_error(exc):
+                    raise
+                raise _Refused(f"CLIENT TRACKING refused: {exc}") from exc
+            channel.call("SUBSCRIBE", INVALIDATE_CHANNEL)
+            prober = _Link(pool)
+            if _threaded_io(prober):
+                raise _Refused("the server runs threaded I/O (io-threads above 1)")
+        except _Refused as exc:
+            for link in (channel, prober):
+                if link is not None:
+                    link.close()
+            if self.refused is None:
+                logger.warning(
+                    "The Redis client-side session cache is off in this process: %s", exc
+                )
+            self.refused = str(exc)
+            self._next_connect = now + REFUSED_RETRY
+            return
+        except Exception:  # unreachable, timed out, closed: tried again later
+            for link in (channel, prober):
+                if link is not None:
+                    with suppress(Exception):
+                        link.close()
+            return
+        self.refused = None
+        self._channel, self._prober = channel, prober
+        self._poller = select.poll()
+        self._poller.register(channel.sock.fileno(), select.POLLIN)
+        self._poller.register(prober.sock.fileno(), select.POLLIN)
+        self._heartbeat_key = self.prefix + b"~hb:" + os.urandom(8).hex().encode()
+        self._confirmed_at = 0.0
+        self._heartbeat_sent = self._fence_sent = None
+
+    def _down(self) -> None:
+        """The channel is lost or not to be trusted: flush, and reconnect later."""
+        for link in (self._channel, self._prober):
+            if link is not None:
+                with suppress(Exception):
+                    link.close()
+        self._channel = self._prober = None
+        self._probes.clear()
+        self._probe_replies.clear()
+        self._flush()
+
+    def close(self) -> None:
+        """Close the connections and forget every entry."""
+        with self._lock:
+            self._down()
+
+    def _take_in(self) -> None:
+        """Read and apply whatever the channel and the probe connection hold."""
+        channel, prober = self._channel, self._prober
+        assert channel is not None and prober is not None
+        if channel.readable():
+            queued = channel.queued()
+            replies, read = channel.drain()
+            self._apply(replies)
+            if queued is not None:
+                held, buffer = queued
+                lagging = held * LAG_FRACTION >= buffer
+            else:
+                lagging = False
+            if (lagging or read >= LAG_BYTES) and self._fence_sent is None:
+                self._fence_sent = time.monotonic()
+                channel.send(("PING",))
+        if prober.readable():  # probe replies; or its end, seen even with none awaited
+            self._verify(prober.drain()[0])
+
+    def _apply(self, messages: list[Any]) -> None:
+        for message in messages:
+            kind = message[0]
+            if kind == b"message":
+                keys = message[2]
+                if keys is None:  # FLUSHDB, FLUSHALL: everything
+                    self._flush()
+                    continue
+                for key in keys:
+                    if key == self._heartbeat_key:
+                        if self._heartbeat_sent is not None:
+                            self._confirmed_at = self._heartbeat_sent
+                            self._heartbeat_sent = None
+                    elif self._drop(key):
+                        count("cache_invalidations")
+            elif kind == b"pong":  # the lag fence: everything held back has been read
+                self._fence_sent = None
+
+    def _verify(self, replies: list[Any]) -> None:
+        """Apply probe replies (each probe's commands' replies, in order; a probe whose
+        replies are not all in yet waits for the rest)."""
+        if not self._probes:
+            return  # nothing awaited: nothing else is ever sent on that connection
+        self._probe_replies += replies
+        per_probe = self._per_probe
+        while self._probes and len(self._probe_replies) >= per_probe:
+            key, entry = self._probes.pop(0)
+            replied = self._probe_replies[:per_probe]
+            del self._probe_replies[:per_probe]
+            current = self._probe.token(replied) == entry.token
+            if self.entries.get(key) is entry:
+                if current:
+                    entry.verified = True
+                else:
+                    self._drop(key)
+
+    def _await_probe(self, entry: CachedSession) -> None:
+        """Read probe replies until ``entry``'s is in."""
+        prober = self._prober
+        assert prober is not None
+        while any(waiting is entry for _, waiting in self._probes):
+            self._verify([prober.read_one()])
+
+    def _usable(self) -> bool:
+        """Take in what reached this process; whether the cache may serve now."""
+        if self._pid != os.getpid():  # a forked child: the parent's connections are not ours
+            for link in (self._channel, self._prober):
+                if link is not None:
+                    link.close()
+            self._reset()
+        if self._channel is None:
+            self._connect()
+            if self._channel is None:
+                return False
+        try:
+            if self._poller.poll(0) or _tls_pending(self._channel, self._prober):
+                self._take_in()
+            now = time.monotonic()
+            if self._heartbeat_sent is None and now - self._confirmed_at > HEARTBEAT:
+                self._heartbeat_sent = now
+                self._heartbeat(self._heartbeat_key)
+                if self._poller.poll(0):  # usually back already
+                    self._take_in()
+            elif self._heartbeat_sent is not None and now - self._heartbeat_sent > MAX_SILENCE:
+                raise ConnectionError("the heartbeat did not come back")
+            if self._fence_sent is not None and now - self._fence_sent > MAX_SILENCE:
+                raise ConnectionError("the lag fence was not answered")
+        except Exception:  # the channel, the probe or the heartbeat failed: not trusted
+            self._down()
+            return False
+        return self._fence_sent is None and time.monotonic() - self._confirmed_at < MAX_SILENCE
+
+    # -- what the store calls ---------------------------------------------------------------
+
+    def get(self, key: bytes) -> CachedSession | None:
+        """The session at ``key`` if the cache holds a current copy that may be served."""
+        with self._lock:
+            if not self._usable():
+                count("cache_bypasses")
+                return None
+            entry = self.entries.get(key)
+            if entry is not None and not entry.verified:
+                try:
+                    self._await_probe(entry)
+                except Exception:
+                    self._down()
+                entry = self.entries.get(key)
+            if (
+                entry is None
+                or not entry.verified
+                or entry.deadline_ms - time.time() * 1000 < EXPIRY_MARGIN_MS
+            ):
+                count("cache_misses")
+                return None
+            self.entries.move_to_end(key)
+            count("cache_hits")
+            return entry
+
+    @contextmanager
+    def loading(self, key: bytes) -> Iterator[Callable[[CachedSession], None]]:
+        """Around a load from Redis: gives ``fill(entry)``, which keeps what was loaded
+        unless ``key`` was written meanwhile or the cache could not be trusted for the
+        whole load."""
+        with self._lock:
+            usable = self._usable()
+            load = _Load(self.epoch)
+            self._loads.setdefault(key, []).append(load)
+
+        def fill(entry: CachedSession) -> None:
+            with self._lock:
+                # The reply is in: every write before it has reached the channel.
+                if usable and self._usable() and not load.invalidated and load.epoch == self.epoch:
+                    self._put(key, entry)
+
+        try:
+            yield fill
+        finally:
+            with self._lock:
+                loads = self._loads.get(key, [])
+                if load in loads:
+                    loads.remove(load)
+                if not loads:
+                    self._loads.pop(key, None)
+
+    @contextmanager
+    def writing(
+        self, key: bytes
+    ) -> Iterator[Callable[[bytes | None, bytes, int, Mapping[str, bytes], Iterable[str]], None]]:
+        """Around an own write of ``key``: gives ``written(replaced, token, deadline_ms,
+        sets, deletes)``, to call with what the write script reported. The held copy is
+        patched if ``replaced`` is its token (held unverified until the probe's reply),
+        else dropped; it is dropped too if the write fails."""
+        with self._lock:
+            usable = self._usable()
+            held = self.entries.get(key) if usable else None
+            epoch = self.epoch
+        done = False
+
+        def written(
+            replaced: bytes | None,
+            token: bytes,
+            deadline_ms: int,
+            sets: Mapping[str, bytes],
+            deletes: Iterable[str],
+        ) -> None:
+            nonlocal done
+            done = True
+            with self._lock:
+                # Takes in this write's own invalidation (and any merged with it).
+                if (
+                    held is None
+                    or replaced is None
+                    or replaced != held.token
+                    or not self._usable()
+                    or epoch != self.epoch
+                ):
+                    self._drop(key)
+                    return
+                fields = dict(held.fields)
+                fields.update(sets)
+                for name in deletes:
+                    fields.pop(name, None)
+                patched = CachedSession(key, fields, deadline_ms, token, held.stored_size)
+                patched.verified = False
+                try:
+                    assert self._prober is not None
+                    self._prober.send(*self._probe.commands(key))
+                except Exception:
+                    self._down()
+                    return
+                self._put(key, patched)
+                self._probes.append((key, patched))
+
+        try:
+            yield written
+        finally:
+            if not done:
+                self.drop(key)
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    from redis import exceptions
+
+    return isinstance(exc, (exceptions.ConnectionError, exceptions.TimeoutError, OSError))
+
+
+def _tls_pending(*links: _Link | None) -> bool:
+    for link in links:
+        pending = getattr(link.sock, "pending", None) if link is not None else None
+        if pending is not None and pending():
+            return True
+    return False
+
+
+def _threaded_io(link: _Link) -> bool:
+    """Whether the server may write replies from several threads (``io-threads`` above 1):
+    Redis's order of invalidations before replies no longer holds then."""
+    try:
+        found = link.call("CONFIG", "GET", "io-threads")
+        if found and len(found) == 2:
+            return int(found[1]) > 1
+    except Exception as exc:
+        if _is_connection_error(exc):
+            raise
+    # CONFIG refused (a managed service): whether threads are on now.
+    info = link.call("INFO", "stats")
+    text = info.decode("ascii", "replace") if isinstance(info, bytes) else str(info)
+    return "io_threads_active:1" in text
