@@ -24,6 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 from . import stats
 from .backends.base import SessionStoreError, session_store
 from .conf import conf
+from .counters import CLIENT_CACHE_COUNTERS
 from .gate import REJECT_REASONS, open_filter
 
 __all__ = [
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 #: The report's sections, in the order ``--json`` keys and Prometheus names use.
-SECTIONS: Final = ("store", "filter", "engine", "gc", "flushes")
+SECTIONS: Final = ("store", "filter", "engine", "client_cache", "gc", "flushes")
 #: Sessions read for the per-session figures unless ``--sample`` says otherwise.
 DEFAULT_SAMPLE: Final = 1000
 logger: Final = logging.getLogger("django_memopt.report")
@@ -56,10 +57,14 @@ _GC_GAUGES: Final = frozenset(
     {"worst_pause_ns", "worst_pause_generation", "out_of_band_every", "frozen_objects"}
     | {f"threshold{generation}" for generation in range(3)}
 )
-# Prometheus counters: the counters of the engine and the gate.
+# The client-side cache's counters, as its section names them: cache_hits -> hits.
+_CACHE_KEYS: Final = {name: name.removeprefix("cache_") for name in CLIENT_CACHE_COUNTERS}
+# Prometheus counters: the counters of the engine, the gate and the client-side cache (but
+# the bytes it holds, which go up and down).
 _COUNTERS: Final = frozenset(
     {("engine", name) for name in stats.ENGINE_COUNTERS}
     | {("filter", name) for name in stats.GATE_COUNTERS}
+    | {("client_cache", key) for key in _CACHE_KEYS.values() if key != "bytes"}
 )
 
 
@@ -121,10 +126,16 @@ def collect(sample: int = DEFAULT_SAMPLE) -> dict[str, Any]:
             live_generations=len(figures.live),
             fill_ratios=[generation.fill_ratio for generation in figures.live],
         )
+    client_cache: dict[str, Any] = {"configured": bool(conf.MEMOPT_REDIS_CLIENT_CACHE)}
+    client_cache.update((key, counts.get(name, 0)) for name, key in _CACHE_KEYS.items())
+    client_cache["largest_process_bytes"] = max(
+        ((record.get("counts") or {}).get("cache_bytes", 0) for record in records), default=0
+    )
     return {
         "store": store_section,
         "filter": filter_section,
         "engine": engine,
+        "client_cache": client_cache,
         "gc": total["gc"],
         "flushes": flushes(records, time.time()),
     }
@@ -270,6 +281,10 @@ def _store(key: str, label: str, unit: Unit, meaning: str, **options: Any) -> Fi
 
 def _gate(key: str, label: str, unit: Unit, meaning: str, **options: Any) -> Figure:
     return Figure("filter", key, label, unit, meaning, **options)
+
+
+def _cache(key: str, label: str, unit: Unit, meaning: str, **options: Any) -> Figure:
+    return Figure("client_cache", key, label, unit, meaning, **options)
 
 
 def _gc(key: str, label: str, unit: Unit, meaning: str, **options: Any) -> Figure:
@@ -547,6 +562,65 @@ GROUPS: Final = (
         ),
     ),
     Group(
+        "client-cache",
+        "Is the client-side cache serving?",
+        (
+            _cache(
+                "configured",
+                "Client-side cache on",
+                FLAG,
+                "MEMOPT_REDIS_CLIENT_CACHE, as the reporting process has it: whether Redis "
+                "sessions are kept in each process, kept current by Redis's tracking.",
+            ),
+            _cache("hits", "Loads served locally", COUNT, "Loads served with no round trip."),
+            _cache(
+                "misses",
+                "Loads not held",
+                COUNT,
+                "Loads the cache could serve but did not hold: read from Redis, then held.",
+            ),
+            _cache(
+                "local_share",
+                "Local share",
+                RATIO,
+                "Loads served locally, as a share of the loads the cache could serve.",
+                derive=lambda cache: _share(cache["hits"], cache["hits"] + cache["misses"]),
+            ),
+            _cache(
+                "bypasses",
+                "Loads past the cache",
+                COUNT,
+                "Loads read from Redis because the cache could not vouch for its copies: "
+                "its channel not confirmed, lagging or reconnecting.",
+            ),
+            _cache(
+                "invalidations",
+                "Invalidations",
+                COUNT,
+                "Sessions held that Redis said were written or deleted elsewhere, and so "
+                "were dropped.",
+            ),
+            _cache(
+                "flushes",
+                "Cache flushes",
+                COUNT,
+                "Times a process emptied its cache: its channel lost, FLUSHDB, a fork.",
+            ),
+            _cache(
+                "bytes",
+                "Bytes held",
+                BYTES,
+                "What the caches of all processes hold, as of their last flushes.",
+            ),
+            _cache(
+                "largest_process_bytes",
+                "Bytes held by one process, at most",
+                BYTES,
+                "The most any one process holds (bounded by MEMOPT_REDIS_CLIENT_CACHE).",
+            ),
+        ),
+    ),
+    Group(
         "gc",
         "Is GC hurting?",
         (
@@ -769,6 +843,7 @@ def as_text(
         "speed": "summed over every process's last flush",
         "store": f"sampled: up to {sample:,} sessions for per-session figures",
         "gate": "summed over every process's last flush",
+        "client-cache": "summed over every process's last flush",
         "gc": "summed over processes; worst pause: the largest",
         "flushes": _missing_note(report["flushes"]["interval_seconds"]),
     }

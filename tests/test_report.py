@@ -77,8 +77,41 @@ def test_every_counter_has_a_figure() -> None:
         assert ("engine", name) in report.FIGURES, f"engine counter {name!r} has no figure"
     for name in counters.GATE_COUNTERS:
         assert ("filter", name) in report.FIGURES, f"gate counter {name!r} has no figure"
+    for name in counters.CLIENT_CACHE_COUNTERS:
+        key = name.removeprefix("cache_")
+        assert ("client_cache", key) in report.FIGURES, f"cache counter {name!r} has no figure"
     for name in collector_figures():
         assert ("gc", name) in report.FIGURES, f"collector figure {name!r} has no figure"
+
+
+def test_the_client_cache_figures_sum_what_the_processes_counted(tmp_path: Path) -> None:
+    # This process's counters hold the other tests' counts too: compare with before.
+    with override_settings(
+        SESSION_ENGINE=LMDB, MEMOPT_LMDB_PATH=str(tmp_path / "store"), MEMOPT_STATS_INTERVAL=10
+    ):
+        stats.flush()
+        before = report.collect()["client_cache"]
+        stats.add("cache_hits", 9)
+        stats.add("cache_misses", 3)
+        stats.add("cache_invalidations", 2)
+        stats.add("cache_bytes", 5000)
+        stats.add("cache_bytes", -1200)
+        stats.flush()
+        found = report.collect()
+    cache = found["client_cache"]
+    assert cache["configured"] is False  # MEMOPT_REDIS_CLIENT_CACHE is 0 here
+    added = {key: cache[key] - before[key] for key in ("hits", "misses", "invalidations")}
+    assert added == {"hits": 9, "misses": 3, "invalidations": 2}
+    assert cache["bytes"] - before["bytes"] == 3800
+    assert cache["largest_process_bytes"] == cache["bytes"]  # one process
+    rows = dict(report.rows(found))
+    group = next(group for group in report.GROUPS if group.slug == "client-cache")
+    shown = {row.figure.key: row.shown for row in rows[group]}
+    share = cache["hits"] / (cache["hits"] + cache["misses"])
+    assert shown["local_share"] == report.RATIO.show(share)
+    text = report.as_prometheus(found)
+    assert f"memopt_client_cache_hits_total {cache['hits']}" in text
+    assert f"memopt_client_cache_bytes {cache['bytes']}" in text
 
 
 def test_every_figure_a_report_holds_is_described(
@@ -173,6 +206,10 @@ JSON_KEYS = {
         "estimated_fp_rate", "file_size", "live_generations", "fill_ratios",
     },
     "engine": {*counters.ENGINE_COUNTERS, "decoded_share", "written_share", "processes", "hosts"},
+    "client_cache": {
+        "configured", "hits", "misses", "bypasses", "invalidations", "flushes", "bytes",
+        "largest_process_bytes",
+    },
     "flushes": {"interval_seconds", "newest_age_seconds", "oldest_age_seconds", "processes"},
 }  # fmt: skip
 PROMETHEUS_NAMES = {
@@ -192,6 +229,10 @@ PROMETHEUS_NAMES = {
     "memopt_engine_bytes_written_total", "memopt_engine_bytes_rewrite_total",
     "memopt_engine_decoded_share", "memopt_engine_written_share", "memopt_engine_processes",
     "memopt_engine_hosts",
+    "memopt_client_cache_configured", "memopt_client_cache_hits_total",
+    "memopt_client_cache_misses_total", "memopt_client_cache_bypasses_total",
+    "memopt_client_cache_invalidations_total", "memopt_client_cache_flushes_total",
+    "memopt_client_cache_bytes", "memopt_client_cache_largest_process_bytes",
     *(f"memopt_gc_{figure}_gen{n}_total" for figure in ("collections", "time_ns", "collected")
       for n in range(3)),
     "memopt_gc_in_request_time_ns_total", "memopt_gc_between_requests_time_ns_total",

@@ -193,7 +193,7 @@ def test_json_has_the_four_sections_with_store_figures(store: Path) -> None:
     )  # a third field: "_session_expiry"  # stored with its deadline two minutes ago, until swept
     expired.save()
     data = json.loads(report("--json"))
-    assert set(data) == {"store", "filter", "engine", "gc", "flushes"}
+    assert set(data) == {"store", "filter", "engine", "client_cache", "gc", "flushes"}
     figures = data["store"]
     assert figures["engine"] == LMDB
     assert figures["sessions"] == 6
@@ -229,6 +229,7 @@ def test_text_output_follows_the_groups_with_labels_and_units(store: Path) -> No
         "Are sessions fast?",
         "Is the store healthy?",
         "Is the gate working?",
+        "Is the client-side cache serving?",
         "Is GC hurting?",
         "How fresh are these figures?",
     ]

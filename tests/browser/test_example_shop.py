@@ -191,6 +191,7 @@ QUESTIONS = (
     "Are sessions fast?",
     "Is the store healthy?",
     "Is the gate working?",
+    "Is the client-side cache serving?",
     "Is GC hurting?",
     "How fresh are these figures?",
 )
