@@ -167,9 +167,14 @@ class _Link:
     def send(self, *commands: tuple[Any, ...]) -> None:
         self.sock.sendall(b"".join(self.connection.pack_commands(list(commands))))
 
+    def tls_pending(self) -> bool:
+        """Whether TLS holds bytes it decrypted that were not read yet (the socket may be
+        quiet meanwhile)."""
+        pending = getattr(self.sock, "pending", None)
+        return bool(pending and pending())
+
     def readable(self) -> bool:
-        pending = getattr(self.sock, "pending", None)  # TLS: bytes decrypted, not yet read
-        return bool(pending and pending()) or bool(self._poller.poll(0))
+        return self.tls_pending() or bool(self._poller.poll(0))
 
     def drain(self) -> tuple[list[Any], int]:
         """The replies that have arrived, and how many bytes that read; ``ConnectionError``
@@ -458,7 +463,8 @@ class ClientCache:
             if self._channel is None:
                 return False
         try:
-            if self._poller.poll(0) or _tls_pending(self._channel, self._prober):
+            links = (self._channel, self._prober)
+            if self._poller.poll(0) or any(link and link.tls_pending() for link in links):
                 self._take_in()
             now = time.monotonic()
             if self._heartbeat_sent is None and now - self._confirmed_at > HEARTBEAT:
@@ -587,14 +593,6 @@ def _is_connection_error(exc: Exception) -> bool:
     from redis import exceptions
 
     return isinstance(exc, (exceptions.ConnectionError, exceptions.TimeoutError, OSError))
-
-
-def _tls_pending(*links: _Link | None) -> bool:
-    for link in links:
-        pending = getattr(link.sock, "pending", None) if link is not None else None
-        if pending is not None and pending():
-            return True
-    return False
 
 
 def _threaded_io(link: _Link) -> bool:

@@ -127,8 +127,8 @@ _FIXARRAY: Final = 0x90
 _ITEMS: Final = 4
 _ARRAY_MARKERS: Final = frozenset((*range(_FIXARRAY, _FIXARRAY + 16), 0xDC, 0xDD))
 _UINT_MARKERS: Final = frozenset((0xCC, 0xCD, 0xCE))
-# An upper bound of msgpack's bytes around a small field's name and value in the block,
-# a name's characters counted at UTF-8's widest.
+# An upper bound of msgpack's bytes for a small field in the names and the block (its name
+# and its value, each with its header), a name's characters counted at UTF-8's widest.
 _ENTRY_OVERHEAD: Final = 10
 _NAME_WIDTH: Final = 4
 
