@@ -16,6 +16,7 @@ from benchmarks.harness import report
 from benchmarks.harness.report import Run, Span, us
 from benchmarks.scenarios import (
     SCENARIOS,
+    client_cache,
     collector,
     engines_page,
     filter_check,
@@ -107,6 +108,17 @@ PAGES = (
             results["engines"], results.get("memory")
         ),
         engine_lines,
+    ),
+    PageSpec(
+        "benchmarks-client-cache.md",
+        "Benchmark: the Redis engine's client-side cache, in one process and in workers",
+        ("client_cache",),
+        "Re-run the command on your own hardware: absolute times depend on the machine and the "
+        "network to Redis, the ratios less.",
+        lambda results, failed, directory: [
+            "## The cache against a round trip per load\n",
+            client_cache.section(results["client_cache"]),
+        ],
     ),
     PageSpec(
         "memory.md",

@@ -55,20 +55,28 @@ class Engine:
     cookie_store: bool = False  # the session key is the signed session: a save changes it
     store: Any = None
     keys: dict[str, list[str]] = field(default_factory=dict)  # populated sessions by size
+    # django-memopt settings this engine runs with (set directly, as for the LMDB path)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def activate(self) -> None:
-        """Point django-memopt's LMDB engine at this engine's environment (if it is one).
+        """Apply this engine's ``settings``, and point django-memopt's LMDB engine at this
+        engine's environment (if it is one).
 
         Both LMDB engines share one module, which keeps one current environment per
         process; switching with ``override_settings`` would close and reopen every
         environment on every switch, so this sets the setting directly and makes the
         engine look again (both environments stay open, cached per path).
         """
-        if self.lmdb is None:
-            return
         from django.conf import settings
 
         from django_memopt import conf
+
+        if self.settings:
+            for name, value in self.settings.items():
+                setattr(settings, name, value)
+            conf._cache.clear()
+        if self.lmdb is None:
+            return
         from django_memopt.backends import lmdb as backend
 
         path, durability = self.lmdb

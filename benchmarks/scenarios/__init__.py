@@ -12,6 +12,7 @@ SCENARIOS = {
     name: f"benchmarks.scenarios.{name}"
     for name in (
         "engines",
+        "client_cache",
         "memory",
         "gate",
         "filter_check",
