@@ -57,6 +57,8 @@ class Profile:
     block: int  # requests per worker per block
     blocks: int  # recorded blocks per mix (one more, first, is not recorded)
     held: tuple[int, ...]  # distinct sessions loaded, for the bytes held
+    channels: tuple[int, ...]  # subscribed channels, for the cost of a write's fan-out
+    writes: int  # typical requests per channel count
 
 
 FULL = Profile(
@@ -69,6 +71,8 @@ FULL = Profile(
     block=1500,
     blocks=4,
     held=(100, 1_000, 10_000),
+    channels=(0, 4, 16, 64, 256),
+    writes=2000,
 )
 QUICK = Profile(
     sessions=30,
@@ -80,6 +84,8 @@ QUICK = Profile(
     block=60,
     blocks=1,
     held=(10, 100),
+    channels=(0, 4),
+    writes=50,
 )
 
 
@@ -110,6 +116,13 @@ class HeldRow:
 
 
 @dataclass
+class FanOutRow:
+    channels: int  # other processes' channels subscribed (besides the benchmark's own)
+    cpu_us: float  # Redis's CPU time per typical request (user + system)
+    median_ns: float  # the typical request's time
+
+
+@dataclass
 class Result:
     profile: Profile
     medians: dict[tuple[str, str, str], float]  # (operation, size, engine) -> ns
@@ -118,6 +131,7 @@ class Result:
     anomalies: Counter[str]
     workers: list[WorkerRow]
     held: list[HeldRow]
+    fan_out: list[FanOutRow]
     redis: dict[str, str]
     placement: str
     round_trip: float  # one PING (ns)
@@ -433,6 +447,75 @@ def _held(engine: Engine, payloads: Payloads, profile: Profile) -> list[HeldRow]
     return rows
 
 
+# -- fan-out ---------------------------------------------------------------------------------
+
+
+def _redis_cpu(admin: Any) -> float:
+    found = admin.info("cpu")
+    return float(found["used_cpu_user"]) + float(found["used_cpu_sys"])
+
+
+def _fan_out(engine: Engine, admin: Any, port: int, profile: Profile) -> list[FanOutRow]:
+    """Typical requests on ``engine`` (the cache off) while other processes' channels are
+    subscribed, as the client-side cache subscribes them: what each write costs Redis."""
+    import select
+    import threading
+
+    import redis.connection
+
+    from django_memopt.conf import conf
+
+    engine.activate()
+    keys = engine.keys["medium"]
+    rng = random.Random(workload.SEED + 11)
+    rows = []
+    for count in profile.channels:
+        channels = []
+        for _ in range(count):
+            channel = redis.connection.Connection(port=port, protocol=2)
+            channel.connect()
+            channel.send_command("CLIENT", "ID")
+            own = channel.read_response()
+            prefix = conf.MEMOPT_REDIS_KEY_PREFIX
+            channel.send_command(
+                "CLIENT", "TRACKING", "ON", "REDIRECT", own, "BCAST", "PREFIX", prefix
+            )
+            channel.read_response()
+            channel.send_command("SUBSCRIBE", "__redis__:invalidate")
+            channel.read_response()
+            channels.append(channel)
+        stop = threading.Event()
+
+        def drain(channels: list[Any], stop: threading.Event) -> None:
+            # As each process does: read what comes, so Redis never holds it back.
+            poller = select.poll()
+            sockets = {channel._sock.fileno(): channel._sock for channel in channels}
+            for fd in sockets:
+                poller.register(fd, select.POLLIN)
+            while not stop.is_set():
+                for fd, _ in poller.poll(50):
+                    sockets[fd].recv(1 << 16)
+
+        reader = threading.Thread(target=drain, args=(channels, stop))
+        reader.start()
+        try:
+            timings = []
+            before = _redis_cpu(admin)
+            for n in range(profile.writes):
+                start = timing.perf_ns()
+                workload.typical(engine.store, keys[rng.randrange(len(keys))], n)
+                timings.append(timing.perf_ns() - start)
+            used = _redis_cpu(admin) - before
+        finally:
+            stop.set()
+            reader.join()
+            for channel in channels:
+                channel.disconnect()
+        rows.append(FanOutRow(count, used / profile.writes * 1e6, statistics.median(timings)))
+        log(f"fan-out to {count} channels: {rows[-1].cpu_us:.1f} µs of Redis CPU per write")
+    return rows
+
+
 # -- the scenario ----------------------------------------------------------------------------
 
 
@@ -460,10 +543,13 @@ def measure(quick: bool) -> Result:
             rows = _workers(cpus, engines, config, payloads, profile, admin, single["anomalies"])
             log("bytes held...")
             held = _held(cached, payloads, profile)
+            log("fan-out...")
+            fan_out = _fan_out(registry.named(engines, MEMOPT_REDIS), admin, server.port, profile)
             return Result(
                 profile=profile,
                 workers=rows,
                 held=held,
+                fan_out=fan_out,
                 redis=servers.versions(admin),
                 placement=pinned,
                 round_trip=servers.round_trip_ns(admin),
@@ -567,6 +653,26 @@ def _held_table(found: Result) -> str:
     return table(header, rows)
 
 
+def _fan_out_table(found: Result) -> str:
+    base = found.fan_out[0]
+    rows = [
+        [
+            f"{row.channels:,}",
+            f"{row.cpu_us:.1f}",
+            f"{(row.cpu_us - base.cpu_us) / row.channels:.2f}" if row.channels else "",
+            us(row.median_ns),
+        ]
+        for row in found.fan_out
+    ]
+    header = [
+        "other processes' channels",
+        "Redis CPU µs per typical request",
+        "µs more per channel",
+        "typical request µs",
+    ]
+    return table(header, rows)
+
+
 def section(found: Result) -> str:
     """The scenario's section of a page."""
     profile = found.profile
@@ -601,6 +707,8 @@ def section(found: Result) -> str:
         cpus=found.cpus,
         worker_table=_worker_table(found),
         held_table=_held_table(found),
+        fan_out_table=_fan_out_table(found),
+        writes=profile.writes,
         anomalies=", ".join(f"{k}: {v}" for k, v in found.anomalies.items()) or "none",
         redis=found.redis["redis-server"],
         placement=found.placement,
