@@ -6,7 +6,9 @@ The session store is chosen by the ``EXAMPLE_SESSION_STORE`` environment variabl
     django-memopt's LMDB engine under ``var/sessions``; nothing to install or run.
 ``redis``
     django-memopt's Redis engine on the server at ``EXAMPLE_REDIS_URL`` (``serve.py
-    --redis`` starts a private ``redis-server`` and sets it).
+    --redis`` starts a private ``redis-server`` and sets it). ``EXAMPLE_REDIS_CLIENT_CACHE``
+    is ``MEMOPT_REDIS_CLIENT_CACHE``, in bytes per process: 0 (the default) leaves the
+    client-side cache off.
 ``django-db``
     Django's own ``db`` engine with Django's own middleware, to compare against: the
     session-cost panel then has nothing to show, and concurrent tabs lose cart items.
@@ -66,6 +68,7 @@ elif EXAMPLE_SESSION_STORE == "redis":
     }
     SESSION_CACHE_ALIAS = "sessions"
     MEMOPT_REDIS_KEY_PREFIX = "example-shop:"
+    MEMOPT_REDIS_CLIENT_CACHE = int(os.environ.get("EXAMPLE_REDIS_CLIENT_CACHE") or 0)
 elif EXAMPLE_SESSION_STORE == "django-db":
     SESSION_ENGINE = "django.contrib.sessions.backends.db"
     SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"

@@ -4,7 +4,9 @@
 the session middleware has saved the session. It takes the difference of this thread's
 django-memopt counters over the request and puts it in the page where the base template
 left :data:`MARKER`. A form's POST ends in a redirect, which shows no page: its cost
-travels in a cookie to the page the redirect leads to, and is shown there too.
+travels in a cookie to the page the redirect leads to, and is shown there too. On the Redis
+engine it also says where the session's load came from: the client-side cache
+(``MEMOPT_REDIS_CLIENT_CACHE``) or Redis.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from django_memopt import stats
 
 MARKER = b"<!-- session-cost -->"
 PREVIOUS_COOKIE = "session_cost_of_redirect"
-COUNTED = (*stats.ENGINE_COUNTERS, *stats.GATE_COUNTERS)
+REDIS_ENGINE = "django_memopt.backends.redis"
+# Each load on the Redis engine with the client-side cache on counts one of these.
+CACHE_LOAD_COUNTERS = ("cache_hits", "cache_misses", "cache_bypasses")
+COUNTED = (*stats.ENGINE_COUNTERS, *stats.GATE_COUNTERS, *CACHE_LOAD_COUNTERS)
 REJECTIONS = ("malformed", "forged", "unsigned", "unknown")
 
 
@@ -45,6 +50,21 @@ def save_kind(cost: Counter[str]) -> str:
     return "nothing to save"
 
 
+def load_source(cost: Counter[str]) -> str:
+    """Where the session's load came from, on the Redis engine ("" on the others, or with
+    no load). A round trip, if any load of the request made one, is what it cost."""
+    if cost["cache_bypasses"]:
+        return "loaded from Redis (cache bypassed: channel not confirmed)"
+    if cost["cache_misses"]:
+        return "loaded from Redis (not held / invalidated)"
+    if cost["cache_hits"]:
+        return "served locally (no round trip)"
+    # With the cache on, each load counts one of the above.
+    if cost["loads"] and settings.SESSION_ENGINE == REDIS_ENGINE:
+        return "loaded from Redis (client-side cache off)"
+    return ""
+
+
 def described(request_line: str, cost: Counter[str]) -> dict[str, Any]:
     """What the panel shows of one request."""
     rewrite = cost["bytes_rewrite"]
@@ -52,6 +72,7 @@ def described(request_line: str, cost: Counter[str]) -> dict[str, Any]:
         "request": request_line,
         "cost": cost,
         "gate": gate_verdict(cost),
+        "load": load_source(cost),
         "save": save_kind(cost),
         "share": f"{cost['bytes_written'] / rewrite:.2%}" if rewrite else "",
     }
