@@ -126,18 +126,44 @@ class CachedSession:
             + sum(sys.getsizeof(name) + sys.getsizeof(value) for name, value in fields.items())
         )
 
+    def patched(
+        self, sets: Mapping[str, bytes], deletes: Iterable[str], deadline_ms: int, token: bytes
+    ) -> CachedSession:
+        """A copy with a write applied, unverified; its size reckoned from this one's."""
+        fields = dict(self.fields)
+        size = self.size - sys.getsizeof(self.fields)
+        for name, value in sets.items():
+            old = fields.get(name)
+            if old is None:
+                size += sys.getsizeof(name) + sys.getsizeof(value)
+            else:
+                size += sys.getsizeof(value) - sys.getsizeof(old)
+            fields[name] = value
+        for name in deletes:
+            old = fields.pop(name, None)
+            if old is not None:
+                size -= sys.getsizeof(name) + sys.getsizeof(old)
+        copy = CachedSession.__new__(CachedSession)
+        copy.fields, copy.deadline_ms, copy.token = fields, deadline_ms, token
+        copy.stored_size, copy.verified = self.stored_size, False
+        copy.size = size + sys.getsizeof(fields)
+        return copy
+
 
 class Probe:
-    """How the store reads a session's version token: the commands to send (sent together,
-    one of them may answer ``WRONGTYPE``), and the token in their replies (``None``: no
+    """How the store reads a session's version token: ``packed(key)``, the commands to send
+    in Redis's protocol (sent together; one of them may answer ``WRONGTYPE``), ``replies``,
+    how many replies they get, and ``token(replies)``, the token in them (``None``: no
     session, or none with a token)."""
 
     def __init__(
         self,
-        commands: Callable[[bytes], list[tuple[Any, ...]]],
+        packed: Callable[[bytes], bytes],
+        replies: int,
         token: Callable[[list[Any]], bytes | None],
     ) -> None:
-        self.commands = commands
+        self.packed = packed
+        self.replies = replies
         self.token = token
 
 
@@ -166,6 +192,9 @@ class _Link:
 
     def send(self, *commands: tuple[Any, ...]) -> None:
         self.sock.sendall(b"".join(self.connection.pack_commands(list(commands))))
+
+    def send_packed(self, data: bytes) -> None:
+        self.sock.sendall(data)
 
     def tls_pending(self) -> bool:
         """Whether TLS holds bytes it decrypted that were not read yet (the socket may be
@@ -249,7 +278,6 @@ class ClientCache:
         self._pool = pool
         self._heartbeat = heartbeat
         self._probe = probe
-        self._per_probe = len(probe.commands(b""))
         self.prefix = prefix.encode()
         self.max_bytes = max_bytes
         self._lock = threading.RLock()
@@ -432,7 +460,7 @@ class ClientCache:
         if not self._probes:
             return  # nothing awaited: nothing else is ever sent on that connection
         self._probe_replies += replies
-        per_probe = self._per_probe
+        per_probe = self._probe.replies
         while self._probes and len(self._probe_replies) >= per_probe:
             key, entry = self._probes.pop(0)
             replied = self._probe_replies[:per_probe]
@@ -567,15 +595,10 @@ class ClientCache:
                 ):
                     self._drop(key)
                     return
-                fields = dict(held.fields)
-                fields.update(sets)
-                for name in deletes:
-                    fields.pop(name, None)
-                patched = CachedSession(key, fields, deadline_ms, token, held.stored_size)
-                patched.verified = False
+                patched = held.patched(sets, deletes, deadline_ms, token)
                 try:
                     assert self._prober is not None
-                    self._prober.send(*self._probe.commands(key))
+                    self._prober.send_packed(self._probe.packed(key))
                 except Exception:
                     self._down()
                     return

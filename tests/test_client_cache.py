@@ -196,6 +196,16 @@ def test_own_writes_keep_the_held_copy_current(cached: Cached) -> None:
     assert load(key) == {"a": 19, "b": 19, "c": 1}
 
 
+def test_a_patched_copy_counts_what_a_new_entry_of_its_fields_counts() -> None:
+    held = CachedSession(b"k", {"a": b"1" * 10, "b": b"2" * 300, "c": b"3"}, 5, b"t" * 8)
+    sets = {"a": b"x" * 2000, "d": b"4" * 70, "e": b""}
+    patched = held.patched(sets, ["b", "gone"], 9, b"u" * 8)
+    assert patched.fields == {"a": b"x" * 2000, "c": b"3", "d": b"4" * 70, "e": b""}
+    assert (patched.deadline_ms, patched.token, patched.verified) == (9, b"u" * 8, False)
+    assert held.fields["a"] == b"1" * 10 and held.verified  # the held copy is untouched
+    assert patched.size == CachedSession(b"k", patched.fields, 9, b"u" * 8).size
+
+
 def test_a_session_within_a_second_of_its_deadline_is_not_served(cached: Cached) -> None:
     session = SessionStore()
     session["a"] = 1

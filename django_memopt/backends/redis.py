@@ -443,10 +443,11 @@ def _probe_token(replies: list[Any]) -> bytes | None:
 #: How the client-side cache reads a session's token: the string header's last bytes, or
 #: the hash's marker (one of the two answers ``WRONGTYPE``).
 PROBE: Final = Probe(
-    lambda key: [
-        ("GETRANGE", key, HEADER.size - TOKEN_SIZE, HEADER.size - 1),
-        ("HGET", key, MARKER),
-    ],
+    lambda key: (
+        _packed(("GETRANGE", key, HEADER.size - TOKEN_SIZE, HEADER.size - 1))
+        + _packed(("HGET", key, MARKER))
+    ),
+    2,
     _probe_token,
 )
 
