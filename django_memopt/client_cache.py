@@ -383,6 +383,7 @@ class ClientCache:
                 logger.warning(
                     "The Redis client-side session cache is off in this process: %s", exc
                 )
+                count("cache_refusals")
             self.refused = str(exc)
             self._next_connect = now + REFUSED_RETRY
             return

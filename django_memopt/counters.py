@@ -48,6 +48,7 @@ CLIENT_CACHE_COUNTERS: Final = (
     "cache_bypasses",
     "cache_invalidations",
     "cache_flushes",
+    "cache_refusals",
     "cache_bytes",
 )
 #: The session-ID gate's counters: cookies checked, let through, and turned away by reason,

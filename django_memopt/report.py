@@ -607,6 +607,14 @@ GROUPS: Final = (
                 "Times a process emptied its cache: its channel lost, FLUSHDB, a fork.",
             ),
             _cache(
+                "refusals",
+                "Refused by the server",
+                COUNT,
+                "Times a process found Redis refusing CLIENT TRACKING (an ACL, a proxy, a "
+                "managed service) or running threaded I/O: it runs without the cache, and its "
+                "log says why.",
+            ),
+            _cache(
                 "bytes",
                 "Bytes held",
                 BYTES,

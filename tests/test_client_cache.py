@@ -336,6 +336,7 @@ def test_a_server_refusing_tracking_leaves_the_process_without_cache_said_once(
     caplog: pytest.LogCaptureFixture, refusal: str
 ) -> None:
     caplog.set_level(logging.WARNING, logger="django_memopt.client_cache")
+    refused_before = counted().get("cache_refusals", 0)
     if refusal == "threaded I/O":  # Redis's order of invalidations and replies is lost
         options, url = ("--io-threads", "2", "--io-threads-do-reads", "yes"), ""
     else:
@@ -355,6 +356,7 @@ def test_a_server_refusing_tracking_leaves_the_process_without_cache_said_once(
         assert ("NOPERM" in reason or "permission" in reason) == bool(url), reason
     refusals = [r for r in caplog.records if "client-side session cache is off" in r.getMessage()]
     assert len(refusals) == 1, refusals
+    assert counted().get("cache_refusals", 0) == refused_before + 1  # memopt_stats counts it
 
 
 # -- the guarantee, across processes -------------------------------------------------------

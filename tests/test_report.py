@@ -207,8 +207,8 @@ JSON_KEYS = {
     },
     "engine": {*counters.ENGINE_COUNTERS, "decoded_share", "written_share", "processes", "hosts"},
     "client_cache": {
-        "configured", "hits", "misses", "bypasses", "invalidations", "flushes", "bytes",
-        "largest_process_bytes",
+        "configured", "hits", "misses", "bypasses", "invalidations", "flushes", "refusals",
+        "bytes", "largest_process_bytes",
     },
     "flushes": {"interval_seconds", "newest_age_seconds", "oldest_age_seconds", "processes"},
 }  # fmt: skip
@@ -232,6 +232,7 @@ PROMETHEUS_NAMES = {
     "memopt_client_cache_configured", "memopt_client_cache_hits_total",
     "memopt_client_cache_misses_total", "memopt_client_cache_bypasses_total",
     "memopt_client_cache_invalidations_total", "memopt_client_cache_flushes_total",
+    "memopt_client_cache_refusals_total",
     "memopt_client_cache_bytes", "memopt_client_cache_largest_process_bytes",
     *(f"memopt_gc_{figure}_gen{n}_total" for figure in ("collections", "time_ns", "collected")
       for n in range(3)),
