@@ -59,6 +59,7 @@ class Profile:
     held: tuple[int, ...]  # distinct sessions loaded, for the bytes held
     channels: tuple[int, ...]  # subscribed channels, for the cost of a write's fan-out
     writes: int  # typical requests per channel count
+    drains: int  # look-ups timed, for the cost of taking in the channel
 
 
 FULL = Profile(
@@ -73,6 +74,7 @@ FULL = Profile(
     held=(100, 1_000, 10_000),
     channels=(0, 4, 16, 64, 256),
     writes=2000,
+    drains=5000,
 )
 QUICK = Profile(
     sessions=30,
@@ -86,6 +88,7 @@ QUICK = Profile(
     held=(10, 100),
     channels=(0, 4),
     writes=50,
+    drains=100,
 )
 
 
@@ -132,6 +135,7 @@ class Result:
     workers: list[WorkerRow]
     held: list[HeldRow]
     fan_out: list[FanOutRow]
+    drain_ns: tuple[float, float]  # a look-up with nothing on the channel, and with a message
     redis: dict[str, str]
     placement: str
     round_trip: float  # one PING (ns)
@@ -447,6 +451,42 @@ def _held(engine: Engine, payloads: Payloads, profile: Profile) -> list[HeldRow]
     return rows
 
 
+# -- taking in the channel ---------------------------------------------------------------------
+
+
+def _drain(engine: Engine, admin: Any, profile: Profile) -> tuple[float, float]:
+    """The cache's look-up of a held session (its ``get``: it first takes in whatever the
+    channel holds), with nothing there, and with one invalidation there (another session,
+    written by another client, so the held one is still served)."""
+    import select
+
+    from django_memopt.backends import redis as backend
+
+    engine.activate()
+    session_key, other_key = engine.keys["small"][:2]
+    held, other = (
+        (backend.conf.MEMOPT_REDIS_KEY_PREFIX + key).encode() for key in (session_key, other_key)
+    )
+    engine.store(session_key).load()
+    cache = backend.client_cache()
+    assert cache is not None and cache.get(held) is not None
+    quiet, told = [], []
+    for _ in range(profile.drains):
+        start = timing.perf_ns()
+        cache.get(held)
+        quiet.append(timing.perf_ns() - start)
+        admin.pexpire(other, 3_600_000)
+        channel = cache._channel
+        if channel is not None:  # the message is in this process's socket before timing
+            select.select([channel.sock], [], [], 1)
+        start = timing.perf_ns()
+        found = cache.get(held)
+        told.append(timing.perf_ns() - start)
+        if found is None:
+            raise SystemExit(f"{CACHED}: a write to another session dropped the held one")
+    return statistics.median(quiet), statistics.median(told)
+
+
 # -- fan-out ---------------------------------------------------------------------------------
 
 
@@ -543,6 +583,7 @@ def measure(quick: bool) -> Result:
             rows = _workers(cpus, engines, config, payloads, profile, admin, single["anomalies"])
             log("bytes held...")
             held = _held(cached, payloads, profile)
+            drain_ns = _drain(cached, admin, profile)
             log("fan-out...")
             fan_out = _fan_out(registry.named(engines, MEMOPT_REDIS), admin, server.port, profile)
             return Result(
@@ -550,6 +591,7 @@ def measure(quick: bool) -> Result:
                 workers=rows,
                 held=held,
                 fan_out=fan_out,
+                drain_ns=drain_ns,
                 redis=servers.versions(admin),
                 placement=pinned,
                 round_trip=servers.round_trip_ns(admin),
@@ -708,6 +750,9 @@ def section(found: Result) -> str:
         worker_table=_worker_table(found),
         held_table=_held_table(found),
         fan_out_table=_fan_out_table(found),
+        drain_quiet=f"{found.drain_ns[0] / 1000:.2f}",
+        drain_told=f"{found.drain_ns[1] / 1000:.2f}",
+        drains=profile.drains,
         writes=profile.writes,
         anomalies=", ".join(f"{k}: {v}" for k, v in found.anomalies.items()) or "none",
         redis=found.redis["redis-server"],
