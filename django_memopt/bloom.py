@@ -40,7 +40,11 @@ Writers serialise on ``flock`` of a sibling ``<path>.lock``, which also records 
 (incarnation, device, inode) of the file the last owner created: a file at the path that
 is not that file (a copy, a backup put back, another program's) is never trusted, however
 valid its header. A process whose lock file was removed moves to the one now at its path.
-Readers never lock.
+Readers never lock. A writer updating the header never rewrites the file's identity (magic
+and incarnation, written once, when the file is created): a file zeroed or truncated
+between a writer's read of the header and its write stays damaged, instead of coming back
+intact, even complete, with its bits gone. A handle expects the size its header gives, not
+the size it found, so a file truncated as it was created or opened is never taken as intact.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ _BLOCK_MASK = BLOCK - 1
 _BLOCK_BITS = BLOCK.bit_length() - 1
 _GATE = struct.Struct("<8s8sQB7x")
 _GATE_END = _GATE.size
+# The file's identity, magic and incarnation: written once, by the process creating the file.
+_IDENTITY_END = 16
 _PARAMS = struct.Struct("<IIQddQIQ16s16s")
 _SLOT = struct.Struct("<qd")
 _RECORD = struct.Struct("<8sQQ")  # in the lock file: the created file's incarnation, dev, ino
@@ -550,8 +556,7 @@ class SessionFilter:
 
     def _write_batch(self, batch: list[tuple[str, float]], incarnation: bytes) -> bool:
         with self._writing():
-            self._write(batch)
-            return self._incarnation == incarnation
+            return self._write(batch) and self._incarnation == incarnation
 
     def mark_complete(self) -> None:
         """Declare that every live session has been added to this handle's file. Does
@@ -581,13 +586,22 @@ class SessionFilter:
         return header
 
     def _write_header(self, header: _Header) -> None:
-        assert self._file is not None
-        os.pwrite(self._file.fd, header.pack(), 0)
+        """Write ``header`` (read from this handle's file, lock held) but for the file's
+        identity (magic and incarnation), which only :meth:`_create` writes.
 
-    def _write(self, items: list[tuple[str, float]]) -> None:
+        Another program may zero or truncate the file between the read and this write,
+        and a header written whole would bring such a file back intact, complete and
+        with its bits gone: checks would turn its sessions away. Without its identity
+        it stays damaged, and is replaced and refilled.
+        """
+        assert self._file is not None
+        os.pwrite(self._file.fd, header.pack()[_IDENTITY_END:], _IDENTITY_END)
+
+    def _write(self, items: list[tuple[str, float]]) -> bool:
+        """Record ``items`` in this handle's file (lock held); whether every one was."""
         header = self._header_for_writing()
         if header is None or self._file is None:
-            return
+            return False
         now = self._clock()
         number = math.floor(now / self._window)
         slot = number % self._generations
@@ -610,10 +624,11 @@ class SessionFilter:
             at, words = _placed(self._shape, key)
             block = bytearray(os.pread(fd, BLOCK, at))
             if len(block) < BLOCK:  # truncated under us: the next add re-creates the file
-                return
+                return False
             for word in words:
                 block[word & _BLOCK_MASK] |= bit
             os.pwrite(fd, block, at)
+        return True
 
     def _clear(self, slot: int) -> None:
         assert self._file is not None
@@ -689,8 +704,10 @@ class SessionFilter:
             if not self._owner:
                 self._file, self._view = None, _NO_VIEW
                 return
-            fd = self._create()
-            self._use(fd, self._header_of(fd))
+            # Its header as written: another program may already have damaged the file at
+            # the path (then this handle sees it at its next look and replaces it).
+            fd, header = self._create()
+            self._use(fd, header)
             # Handles still on the replaced inode see its magic gone: they pass all.
             if old >= 0 and os.fstat(old).st_size >= len(MAGIC):
                 os.pwrite(old, bytes(len(MAGIC)), 0)
@@ -714,12 +731,6 @@ class SessionFilter:
         os.close(self._lock_fd)  # and with it the lock on the old file
         self._lock_fd = fd
 
-    @staticmethod
-    def _header_of(fd: int) -> _Header:
-        header = _Header.unpack(os.pread(fd, _HEADER_END, 0))
-        assert header is not None  # written under the lock
-        return header
-
     def _usable(self, fd: int) -> _Header | None:
         """The header of the file at ``fd`` if this handle may use it as it is."""
         if fd < 0:
@@ -740,9 +751,9 @@ class SessionFilter:
                     self._positions, self._hashes, DATA_AT + self._positions)  # fmt: skip
         return header if header[3:10] == expected else None
 
-    def _create(self) -> int:
+    def _create(self) -> tuple[int, _Header]:
         """A new empty, incomplete file renamed into place and recorded in the lock file; its
-        descriptor."""
+        descriptor and the header written in it."""
         directory, name = os.path.split(self._path)
         os.makedirs(directory, mode=0o700, exist_ok=True)  # removed with its files, maybe
         fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
@@ -764,7 +775,7 @@ class SessionFilter:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
             raise
-        return fd
+        return fd, header
 
     def _use(self, fd: int, header: _Header) -> None:
         stat = os.fstat(fd)
@@ -779,7 +790,9 @@ class SessionFilter:
         )
         # The old descriptor is not closed here: another thread may be reading through it.
         self._file = _OpenFile(fd)
-        self._file_id = (stat.st_dev, stat.st_ino, stat.st_size)
+        # The size the header gives, not the one found: a file truncated since it was
+        # created or checked is then seen as damaged at the next look, never trusted.
+        self._file_id = (stat.st_dev, stat.st_ino, header.file_size)
         self._incarnation = header.incarnation
         self._confirmed_at = self._clock()
         self._view = _View(self._file, self._shape, -1, -math.inf, b"")

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -437,3 +438,82 @@ def test_threads_checking_while_another_remaps_see_no_false_negative(
                 thread.join(10)
         assert failures == []
         assert rejects_unknown(shared)
+
+
+# -- the file damaged at the worst moment (what the vandal of test_gate.py hits by chance) ----
+
+
+def mark_complete_on_a_fresh_file(gate: SessionFilter, keys: list[str]) -> None:
+    gate.rebuild((key, T0 + WINDOW) for key in keys)
+
+
+def raise_a_deadline_on_a_complete_file(gate: SessionFilter, keys: list[str]) -> None:
+    gate.rebuild((key, T0 + WINDOW) for key in keys[:-1])
+    gate.add(keys[-1], T0 + 100 * WINDOW)  # later than the slot's deadline: a header write
+
+
+@pytest.mark.parametrize(
+    "header_write", [mark_complete_on_a_fresh_file, raise_a_deadline_on_a_complete_file]
+)
+def test_a_file_zeroed_while_its_header_is_written_is_never_trusted(
+    path: Path, clock: Clock, header_write: Any
+) -> None:
+    """Another program zeroes the file between a writer's read of the header and its
+    write: the file must stay damaged, not come back complete with its bits gone."""
+    keys = random_ids(200)
+    write_header = SessionFilter._write_header
+
+    def zero_then_write(self: SessionFilter, header: Any) -> None:
+        if header.complete:
+            damage_zeroed(path)
+        write_header(self, header)
+
+    with (
+        SessionFilter.open(path, **PARAMS, clock=clock) as writer,
+        SessionFilter.open(path, **PARAMS, clock=clock) as reader,
+    ):
+        with mock.patch.object(SessionFilter, "_write_header", zero_then_write):
+            header_write(writer, keys)
+        for gate in (writer, reader):
+            assert not gate.complete and all(map(gate.might_contain, keys))
+        writer.add("after-the-damage", T0 + WINDOW)  # moves to a new file
+        writer.rebuild((key, T0 + WINDOW) for key in keys)
+        reader.refresh()
+        for gate in (writer, reader):
+            assert all(map(gate.might_contain, [*keys, "after-the-damage"]))
+            assert rejects_unknown(gate)
+
+
+def damage_truncated_to_nothing(path: Path) -> None:
+    os.truncate(path, 0)
+
+
+def damage_truncated_to_half(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize(
+    "damage", [damage_zeroed, damage_truncated_to_nothing, damage_truncated_to_half]
+)
+def test_a_file_damaged_as_it_is_created_is_replaced_and_kills_nothing(
+    path: Path, clock: Clock, damage: Any
+) -> None:
+    """Another program damages the file right after the process creating it has renamed
+    it into place: no exception, and no trust in the damaged file."""
+    keys = random_ids(200)
+    rename, armed = os.rename, [True]
+
+    def rename_then_damage(source: Any, destination: Any) -> None:
+        rename(source, destination)
+        if armed and os.fspath(destination) == os.fspath(path):
+            armed.clear()
+            damage(path)
+
+    with mock.patch.object(os, "rename", rename_then_damage):
+        gate = SessionFilter.open(path, **PARAMS, clock=clock)
+    with gate:
+        assert not armed
+        gate.add(keys[0], T0 + WINDOW)
+        gate.rebuild((key, T0 + WINDOW) for key in keys)
+        assert all(map(gate.might_contain, keys))
+        assert gate.complete and gate.is_current() and rejects_unknown(gate)
