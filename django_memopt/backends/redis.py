@@ -369,6 +369,17 @@ return redis.call('HGET', KEYS[1], ARGV[1])
 """
 
 
+# The client-side cache's heartbeat (django_memopt.client_cache). KEYS[1]: the process's
+# heartbeat key, set for a minute. Not replicated: a channel left on a replica of the server
+# the data pool writes to (a demoted primary, a DNS name moved by a failover) would hear a
+# replicated write late, and must never be confirmed by it.
+HEARTBEAT_SCRIPT: Final = """
+redis.replicate_commands()
+redis.set_repl(redis.REPL_NONE)
+return redis.call('SET', KEYS[1], '1', 'PX', 60000)
+"""
+
+
 class SessionStoreUnavailable(SessionStoreError):
     """Redis could not be reached, or did not answer in time."""
 
@@ -428,8 +439,8 @@ def _forget_client(*, setting: str, **kwargs: Any) -> None:
 
 def _heartbeat(name: bytes) -> None:
     # Through the data pool: the client-side cache's proof that its channel hears the
-    # server the pool writes to. It expires in a minute, and is rewritten twice a second.
-    _execute("SET", name, b"1", "PX", 60_000)
+    # server the pool writes to, itself (HEARTBEAT_SCRIPT). Rewritten twice a second.
+    _run_script(HEARTBEAT_SCRIPT, name)
 
 
 def _probe_token(replies: list[Any]) -> bytes | None:
@@ -454,7 +465,7 @@ PROBE: Final = Probe(
 
 _SHAS: Final = {
     script: hashlib.sha1(script.encode()).hexdigest()
-    for script in (UPDATE_SCRIPT, TOUCH_SCRIPT, ADD_VALUE_SCRIPT)
+    for script in (UPDATE_SCRIPT, TOUCH_SCRIPT, ADD_VALUE_SCRIPT, HEARTBEAT_SCRIPT)
 }
 
 
