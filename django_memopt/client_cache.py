@@ -24,17 +24,19 @@ serving (output queued for it during another client's command would lose that or
 except the lag fence below.
 
 The cache serves only while the channel is **confirmed**: a heartbeat key of this process
-(``<prefix>~hb:<random>``), written every ``HEARTBEAT`` seconds *through the data pool*
-and not replicated, came back on the channel less than ``MAX_SILENCE`` seconds ago. That
-proves the channel is alive, tracking is on, and the data pool and the channel talk to the
-same server (not a replica of it, which would hear writes late). The heartbeat and a
-reconnect are round trips: one thread makes each, outside the lock, while the others go
-on (serving while the last confirmation is recent, bypassing while the channel is down).
-The channel tracks with itself as its redirect target, so a redirect cannot break on its
-own (Redis's ``tracking-redir-broken``): the channel's end is its socket's. A drain
-that read a lot (``LAG_BYTES``, or a socket queue near its receive buffer) means Redis may
-be holding messages back: the channel sends a ``PING`` and the cache serves nothing until
-its ``PONG``, which comes after everything held back.
+(``<prefix>~hb:<random>``, the prefix's last ``:`` left out: outside the sessions' prefix,
+tracked on a prefix of its own, so only this process hears of it), written every
+``HEARTBEAT`` seconds *through the data pool* and not replicated, came back on the channel
+less than ``MAX_SILENCE`` seconds ago. That proves the channel is alive, tracking is on,
+and the data pool and the channel talk to the same server (not a replica of it, which
+would hear writes late). The heartbeat and a reconnect are round trips: one thread makes
+each, outside the lock, while the others go on (serving while the last confirmation is
+recent, bypassing while the channel is down). The channel tracks with itself as its
+redirect target, so a redirect cannot break on its own (Redis's
+``tracking-redir-broken``): the channel's end is its socket's. A drain that read a lot
+(``LAG_BYTES``, or a socket queue near its receive buffer) means Redis may be holding
+messages back: the channel sends a ``PING`` and the cache serves nothing until its
+``PONG``, which comes after everything held back.
 
 Own writes: the save and refresh scripts return the version token they replaced. The
 writer patches its copy only if that is the token it held (no write came between its copy
@@ -186,6 +188,7 @@ class _Link:
         self.connection = pool.connection_class(**kwargs)
         self.connection.connect()
         self.sock: socket.socket = self.connection._sock
+        self._tls = hasattr(self.sock, "pending")
         self.reader = hiredis.Reader()
         self._poller = select.poll()  # not select(): a process may hold fds past 1024
         self._poller.register(self.sock.fileno(), select.POLLIN)
@@ -220,6 +223,10 @@ class _Link:
                 raise ConnectionError("closed by the server")
             read += len(data)
             self.reader.feed(data)
+            # A plain TCP read returns all that is queued, up to its size: a short one
+            # emptied the queue. TLS returns a record at a time, so it looks again.
+            if len(data) < 65536 and not self._tls:
+                break
             if not self.readable():
                 break
         replies = []
@@ -377,8 +384,9 @@ class ClientCache:
             epoch = self.epoch
         links: tuple[_Link, _Link] | None = None
         refusal = None
+        heartbeat_key = heartbeat_key_for(self.prefix)
         try:
-            links = _open_links(self._pool(), self.prefix)
+            links = _open_links(self._pool(), self.prefix, heartbeat_key)
         except _Refused as exc:
             refusal = str(exc)
         except Exception:  # unreachable, timed out, closed: tried again later
@@ -387,7 +395,7 @@ class ClientCache:
             with self._lock:
                 self._connecting = False
                 if links is not None and epoch == self.epoch:
-                    self._install(*links)
+                    self._install(*links, heartbeat_key)
                     links = None
                 elif refusal is not None:
                     if self.refused is None:
@@ -402,13 +410,13 @@ class ClientCache:
                 with suppress(Exception):
                     link.close()
 
-    def _install(self, channel: _Link, prober: _Link) -> None:
+    def _install(self, channel: _Link, prober: _Link, heartbeat_key: bytes) -> None:
         self.refused = None
         self._channel, self._prober = channel, prober
         self._poller = select.poll()
         self._poller.register(channel.sock.fileno(), select.POLLIN)
         self._poller.register(prober.sock.fileno(), select.POLLIN)
-        self._heartbeat_key = self.prefix + b"~hb:" + os.urandom(8).hex().encode()
+        self._heartbeat_key = heartbeat_key
         self._confirmed_at = 0.0
         self._heartbeat_sent = self._fence_sent = None
 
@@ -449,11 +457,12 @@ class ClientCache:
         with self._lock:
             self._down()
 
-    def _take_in(self) -> None:
-        """Read and apply whatever the channel and the probe connection hold."""
+    def _take_in(self, ready: set[int]) -> None:
+        """Read and apply whatever the channel and the probe connection hold (``ready``:
+        the descriptors a poll just found readable)."""
         channel, prober = self._channel, self._prober
         assert channel is not None and prober is not None
-        if channel.readable():
+        if channel.sock.fileno() in ready or channel.tls_pending():
             queued = channel.queued()
             replies, read = channel.drain()
             self._apply(replies)
@@ -465,7 +474,8 @@ class ClientCache:
             if (lagging or read >= LAG_BYTES) and self._fence_sent is None:
                 self._fence_sent = time.monotonic()
                 channel.send(("PING",))
-        if prober.readable():  # probe replies; or its end, seen even with none awaited
+        # Probe replies; or its end, seen even with none awaited.
+        if prober.sock.fileno() in ready or prober.tls_pending():
             self._verify(prober.drain()[0])
 
     def _apply(self, messages: list[Any]) -> None:
@@ -526,8 +536,9 @@ class ClientCache:
         if channel is None or prober is None:
             return False
         try:
-            if self._poller.poll(0) or channel.tls_pending() or prober.tls_pending():
-                self._take_in()
+            ready = self._poller.poll(0)
+            if ready or channel.tls_pending() or prober.tls_pending():
+                self._take_in({fd for fd, _ in ready})
             now = time.monotonic()
             if self._heartbeat_sent is not None and now - self._heartbeat_sent > MAX_SILENCE:
                 raise ConnectionError("the heartbeat did not come back")
@@ -644,17 +655,27 @@ class ClientCache:
                 self.drop(key)
 
 
-def _open_links(pool: Any, prefix: bytes) -> tuple[_Link, _Link]:
-    """A new channel, tracking and subscribed, and a probe connection, to the server
-    ``pool`` connects to now; ``_Refused`` if that server will not track for us."""
+def heartbeat_key_for(prefix: bytes) -> bytes:
+    """A new heartbeat key for a process whose sessions are under ``prefix``: next to them
+    (``memopt:session:`` gives ``memopt:session~hb:<random>``), so that an ACL's key
+    pattern for them covers it, but outside the prefix where it can be, so that Redis
+    tells only this process of its heartbeats, not every process of every one."""
+    return prefix.removesuffix(b":") + b"~hb:" + os.urandom(8).hex().encode()
+
+
+def _open_links(pool: Any, prefix: bytes, heartbeat_key: bytes) -> tuple[_Link, _Link]:
+    """A new channel, tracking the sessions' ``prefix`` and ``heartbeat_key`` and
+    subscribed, and a probe connection, to the server ``pool`` connects to now;
+    ``_Refused`` if that server will not track for us."""
+    prefixes: list[Any] = ["PREFIX", prefix]
+    if not heartbeat_key.startswith(prefix):  # Redis refuses overlapping prefixes
+        prefixes += ["PREFIX", heartbeat_key]
     channel = prober = None
     try:
         channel = _Link(pool)
         try:
             client_id = channel.call("CLIENT", "ID")
-            channel.call(
-                "CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", "PREFIX", prefix
-            )
+            channel.call("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", *prefixes)
         except Exception as exc:  # an error reply: NOPERM, unknown command, a proxy's
             if _is_connection_error(exc):
                 raise

@@ -36,7 +36,8 @@ of a hash, folding a small hash (a format-1 session) into a string. Lua scripts,
 Beside the sessions, under names no session key can take (no session key has a ``~``):
 one hash without expiry per space of store-wide values, ``<prefix>~<space>`` (such as
 ``~stats``, each process's counters, and ``~meta``, values set once), and the heartbeat
-keys of the client-side cache, ``<prefix>~hb:<random>``.
+keys of the client-side cache, ``<prefix>~hb:<random>`` (with ``<prefix>``'s trailing
+``:`` left out, which puts them outside the sessions' prefix).
 
 With ``MEMOPT_REDIS_CLIENT_CACHE`` set, loads, saves and deletes also go through this
 process's :class:`~django_memopt.client_cache.ClientCache` (see that module).
