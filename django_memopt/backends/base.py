@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, Final, Literal, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -34,9 +34,13 @@ from django_memopt.conf import conf
 from django_memopt.counters import add as count
 from django_memopt.counters import counter
 from django_memopt.fields import Delta, Holder, SessionFields
-from django_memopt.session_ids import SessionIds
+from django_memopt.previous import PreviousEngine, previous_engine
+from django_memopt.session_ids import SIGNED_ID_LENGTH, SessionIds
 
 __all__ = [
+    "ADOPTED_AS",
+    "PREVIOUS_ENGINE_SINCE",
+    "Adoption",
     "CreateError",
     "Delta",
     "EngineHooks",
@@ -47,6 +51,7 @@ __all__ = [
     "UpdateError",
     "add_hooks",
     "log_corrupt_record",
+    "note_previous_engine",
     "session_ids",
     "session_store",
 ]
@@ -54,6 +59,17 @@ __all__ = [
 T = TypeVar("T")
 
 security_logger: Final = logging.getLogger("django.security.SuspiciousSession")
+logger: Final = logging.getLogger("django_memopt.engine")
+
+#: The one field of a claim: the record kept under a previous engine's session key once
+#: that session was copied here, naming the signed ID it was copied under. No session
+#: key a Django application sets starts with a NUL character.
+ADOPTED_AS: Final = "\x00adopted-as"
+#: What :meth:`SessionBase.adopt` did with one session of the previous engine.
+Adoption = Literal["copied", "claimed", "absent", "refused"]
+#: The store-wide value (space ``meta``) holding when the fallback to the previous engine
+#: was first used, in seconds since the epoch (ASCII digits), a space, and that engine.
+PREVIOUS_ENGINE_SINCE: Final = "previous-engine-since"
 
 # Django's engines mint 32 characters of [a-z0-9]; anything else from a cookie is refused
 # before it reaches a store (overlong keys, path characters, non-ASCII).
@@ -172,6 +188,43 @@ def log_corrupt_record() -> None:
     security_logger.warning("Session data corrupted: unreadable session record")
 
 
+_previous_noted: tuple[type[Any], str] | None = None
+
+
+def note_previous_engine(store: type[SessionBase] | None = None) -> float:
+    """When the fallback to ``MEMOPT_PREVIOUS_ENGINE`` was first used with this store
+    (seconds since the epoch), recording now if nobody did: read by check
+    ``django_memopt.W009``. Naming another engine than the one recorded starts anew.
+
+    Raises ``SessionStoreError`` if the store cannot answer.
+    """
+    global _previous_noted
+    store = session_store() if store is None else store
+    engine = conf.MEMOPT_PREVIOUS_ENGINE or ""
+    value = store.read_value("meta", PREVIOUS_ENGINE_SINCE)
+    if value is None:
+        value = store.add_value(
+            "meta", PREVIOUS_ENGINE_SINCE, b"%d %s" % (time.time(), engine.encode())
+        )
+    since, _, recorded = value.decode("ascii", "replace").partition(" ")
+    if recorded != engine or not since.isdigit():
+        value = b"%d %s" % (time.time(), engine.encode())
+        store.put_value("meta", PREVIOUS_ENGINE_SINCE, value)
+        since = value.split(b" ", 1)[0].decode()
+    _previous_noted = (store, engine)
+    return float(since)
+
+
+def _note_previous_engine(store: type[SessionBase]) -> None:
+    """:func:`note_previous_engine`, once per process, store and engine; never fails a
+    request (the record is for a system check)."""
+    if _previous_noted != (store, conf.MEMOPT_PREVIOUS_ENGINE or ""):
+        try:
+            note_previous_engine(store)
+        except SessionStoreError as exc:
+            logger.warning("Cannot record when the previous engine's fallback began: %s", exc)
+
+
 def _delta_size(delta: Delta) -> int:
     """Characters of the names plus bytes of the values a save sends."""
     sets = delta.sets
@@ -266,6 +319,16 @@ class SessionBase(DjangoSessionBase):
     def load(self) -> SessionFields:  # type: ignore[override]
         session_key = self.session_key
         stored = self._read(session_key) if session_key is not None else None
+        if session_key is not None and len(session_key) != SIGNED_ID_LENGTH:
+            # Not one of our IDs: perhaps the previous engine's (see "sessions of the
+            # previous engine" below). Our signed IDs never take this path.
+            if stored is not None:
+                if ADOPTED_AS in stored.fields:
+                    session_key, stored = self._follow_claim(session_key, stored)
+            elif conf.MEMOPT_PREVIOUS_ENGINE:
+                new_key = self._adopt(session_key, None)[1]
+                if new_key is not None:
+                    session_key, stored = new_key, self._read(new_key)
         counts = counter()
         counts["loads"] += 1
         if stored is None:
@@ -273,6 +336,10 @@ class SessionBase(DjangoSessionBase):
             self._session_key = None
             self._stored_expires_at = None
             return self._new_fields(counts=counts)
+        if session_key != self.session_key:
+            # Moved under a signed ID: the response must hand out the new cookie.
+            self._session_key = session_key
+            self.modified = True
         counts["fields_loaded"] += len(stored.fields)
         self._stored_expires_at = stored.expires_at
         self._stored_size = stored.size
@@ -358,6 +425,9 @@ class SessionBase(DjangoSessionBase):
         return func(*args)
 
     async def aload(self) -> SessionFields:  # type: ignore[override]
+        if conf.MEMOPT_PREVIOUS_ENGINE:
+            # The previous engine may wait on I/O (a database query) whatever our store does.
+            return await sync_to_async(self.load)()
         return await self._run(self.load)
 
     async def aexists(self, session_key: str | None) -> bool:
@@ -381,6 +451,122 @@ class SessionBase(DjangoSessionBase):
             await sync_to_async(cls.clear_expired)()
         else:
             cls.clear_expired()
+
+    # -- sessions of the previous engine (MEMOPT_PREVIOUS_ENGINE; docs/moving.md) -------
+    #
+    # A session of the previous engine is copied under a fresh signed ID, then a *claim* is
+    # created under its old key: a record of our store holding one field, ADOPTED_AS, the
+    # new ID, sealed as any field is, and expiring when the old session would have. Both
+    # writes are create-only, so of two requests copying one session at once, one claim
+    # wins; the loser deletes its copy (never handed out) and follows the winner's claim.
+    # Only then is the old session deleted from the previous engine. So a claim always
+    # names a copy that was complete before the claim existed, and a session is copied
+    # once: while its claim lives, its old key leads to the copy or, once the copy is
+    # gone (logged out, expired), to nothing, never back to the previous engine.
+
+    def _follow_claim(
+        self, old_key: str, claim: StoredSession
+    ) -> tuple[str, StoredSession | None]:
+        """The session a claim under ``old_key`` names, if it still lives."""
+        new_key = self._new_fields(claim.fields, old_key).get(ADOPTED_AS)
+        if not isinstance(new_key, str) or not self._validate_session_key(new_key):
+            return old_key, None  # a damaged claim (logged): a fresh session, nothing moved
+        return new_key, self._read(new_key)
+
+    @classmethod
+    def adopt(cls, old_key: str) -> tuple[Adoption, str | None]:
+        """Copy the previous engine's session ``old_key`` into this store, once.
+
+        Returns what happened and the session's key here (``None`` when nothing was
+        copied): ``"copied"`` now, or ``"claimed"`` before (by another request, a run of
+        ``memopt_import``, or a copy that lost a race to it; the key is then the claim's,
+        whose session may have ended since); ``"absent"`` when the previous engine holds
+        no live, readable, non-empty session under that key (a pickled one reads as
+        corrupt); ``"refused"`` when its values cannot be stored here (logged; the old
+        session stays where it is). ``ImproperlyConfigured`` if ``MEMOPT_PREVIOUS_ENGINE``
+        is not set or names no engine the fallback reads.
+        """
+        if not SESSION_KEY_RE.match(old_key) or len(old_key) == SIGNED_ID_LENGTH:
+            return "absent", None  # no key of another engine: looked up nowhere
+        return cls._adopt(old_key, cls._read(old_key))
+
+    @classmethod
+    def _adopt(cls, old_key: str, claim: StoredSession | None) -> tuple[Adoption, str | None]:
+        """:meth:`adopt`, ``claim`` being what this store holds under ``old_key``."""
+        previous = previous_engine()
+        if previous is None:
+            raise ImproperlyConfigured("MEMOPT_PREVIOUS_ENGINE is not set.")
+        if claim is not None and ADOPTED_AS not in claim.fields:
+            return "absent", None  # a session of ours under that key: never overwritten
+        if claim is None:
+            found = previous.read(old_key)
+            if found is None:
+                return "absent", None
+            _note_previous_engine(cls)
+            codec = field_codec(cls.plain_below)
+            copy = SessionFields(codec, on_corrupt=_log_corrupt)
+            copy.update(found.data)
+            try:
+                new_key = cls._create_copy(copy, found.expires_at)
+            except (TypeError, ValueError) as exc:  # values our codec cannot take
+                logger.warning(
+                    "The previous engine's session %s... cannot be copied (%s): left there",
+                    old_key[:6],
+                    exc,
+                )
+                return "refused", None
+            claim_fields = SessionFields(codec)
+            claim_fields[ADOPTED_AS] = new_key
+            try:
+                cls._create_record(old_key, claim_fields, found.expires_at)
+            except CreateError:
+                cls._remove(new_key)  # never handed out: the winner's copy is the one
+                claim = cls._read(old_key)
+                if claim is None or ADOPTED_AS not in claim.fields:
+                    return "absent", None
+            else:
+                cls._delete_previous(previous, old_key)
+                return "copied", new_key
+        new_key = cls()._follow_claim(old_key, claim)[0]
+        if new_key == old_key:
+            return "absent", None
+        # The run that claimed it may have stopped before deleting the old session.
+        cls._delete_previous(previous, old_key)
+        return "claimed", new_key
+
+    @classmethod
+    def _create_copy(cls, fields: SessionFields, expires_at: float) -> str:
+        """Write ``fields`` under a fresh signed ID, returned."""
+        while True:
+            new_key = session_ids().mint()
+            try:
+                cls._create_record(new_key, fields, expires_at)
+            except CreateError:
+                continue
+            return new_key
+
+    @classmethod
+    def _create_record(cls, session_key: str, fields: SessionFields, expires_at: float) -> None:
+        """Create session ``session_key`` holding ``fields`` (``CreateError`` if taken),
+        with the hooks every write has."""
+        delta = fields.delta(session_key, full=True)
+        for hook in _hooks:
+            hook.before_write(session_key, expires_at)
+        cls._write(session_key, delta, expires_at, create=True)
+        for hook in _hooks:
+            hook.after_write(session_key, expires_at)
+
+    @staticmethod
+    def _delete_previous(previous: PreviousEngine, old_key: str) -> None:
+        try:
+            previous.delete(old_key)
+        except Exception as exc:  # the copy is made and claimed: it is served regardless
+            logger.warning(
+                "The previous engine's session %s... was copied but could not be deleted "
+                "there (%s): its claim keeps it from being copied again",
+                old_key[:6],
+                exc,
+            )
 
     # -- storage primitives: a store provides these, and nothing else --------------------
 
