@@ -34,6 +34,8 @@ from django_memopt.backends.base import (
 )
 from django_memopt.checks import check_settings
 from django_memopt.previous import PreviousEngine, engine_for
+from tests import moving_workers
+from tests.processes import children, finish, result_of
 
 DB = "django.contrib.sessions.backends.db"
 CACHED_DB = "django.contrib.sessions.backends.cached_db"
@@ -630,3 +632,58 @@ def test_a_fallback_on_longer_than_the_cookie_age_is_a_warning(
     # Another previous engine starts the clock anew.
     settings.MEMOPT_PREVIOUS_ENGINE = DB if old_engine != DB else FILE
     assert "django_memopt.W009" not in [message.id for message in check_settings()]
+
+
+def test_processes_moving_the_same_sessions_at_once_end_on_one_copy_each(
+    store: Any, settings: Any, tmp_path: Path
+) -> None:
+    """Three processes, each with the same twenty old cookies, all at once: every cookie
+    ends on one session that holds each process's write, and nothing is copied twice."""
+    files = tmp_path / "files"
+    files.mkdir()
+    for setting, value in (("SESSION_FILE_PATH", str(files)), ("MEMOPT_PREVIOUS_ENGINE", FILE)):
+        setattr(settings, setting, value)
+    _forget_file_path()
+    try:
+        old_keys = [old_session(FILE, {"cart": ["tea"]}) for _ in range(20)]
+        before = set(store.iter_session_keys())
+        if store.__module__.endswith("lmdb"):
+            name, setup_args = "lmdb", (settings.MEMOPT_LMDB_PATH,)
+        else:
+            name, setup_args = (
+                "redis",
+                (settings.REDIS_TEST_PORT, settings.MEMOPT_REDIS_KEY_PREFIX),
+            )
+        writers = ["first", "second", "third"]
+        start_at = time.time() + 8  # after every child has started its interpreter
+        with children() as start:
+            processes = [
+                start(
+                    moving_workers.move_sessions,
+                    name,
+                    setup_args,
+                    str(files),
+                    old_keys,
+                    writer,
+                    start_at,
+                    str(tmp_path / f"{writer}.json"),
+                )
+                for writer in writers
+            ]
+            assert finish(processes) == [0, 0, 0]
+        ended = [result_of(tmp_path / f"{writer}.json")["ended_on"] for writer in writers]
+        for old_key in old_keys:
+            new_keys = {ended_on[old_key] for ended_on in ended}
+            assert len(new_keys) == 1, new_keys
+            (new_key,) = new_keys
+            assert is_signed(new_key)
+            assert dict(store(new_key).items()) == {
+                "cart": ["tea"],
+                **dict.fromkeys(writers, True),
+            }
+            assert moved(store, old_key) == new_key
+            assert not old_holds(FILE, old_key)
+        copies = {ended_on[old_key] for ended_on in ended for old_key in old_keys}
+        assert set(store.iter_session_keys()) - before == copies | set(old_keys)
+    finally:
+        _forget_file_path()

@@ -34,7 +34,7 @@ from django_memopt.conf import conf
 from django_memopt.counters import add as count
 from django_memopt.counters import counter
 from django_memopt.fields import Delta, Holder, SessionFields
-from django_memopt.previous import PreviousEngine, previous_engine
+from django_memopt.previous import PreviousEngine, PreviousSession, previous_engine
 from django_memopt.session_ids import SIGNED_ID_LENGTH, SessionIds
 
 __all__ = [
@@ -125,6 +125,18 @@ def add_hooks(hooks: EngineHooks) -> None:
 
 
 _codecs: dict[int, FieldCodec] = {}
+_UNREAD: Final = object()
+# MEMOPT_PREVIOUS_ENGINE as last read (forgotten when settings change): the path of a
+# cookie the store does not know looks at it, and a global costs less than a setting.
+_previous_setting: Any = _UNREAD
+
+
+def _read_previous_setting() -> str | None:
+    global _previous_setting
+    _previous_setting = conf.MEMOPT_PREVIOUS_ENGINE or None
+    return _previous_setting  # type: ignore[no-any-return]
+
+
 _ids: SessionIds | None = None
 _store: type[SessionBase] | None = None
 
@@ -169,7 +181,8 @@ def session_store() -> type[SessionBase]:
 
 @receiver(setting_changed)
 def _forget_settings(*, setting: str, **kwargs: Any) -> None:
-    global _ids, _store
+    global _ids, _previous_setting, _store
+    _previous_setting = _UNREAD
     if setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
         _codecs.clear()
         _ids = None
@@ -325,7 +338,9 @@ class SessionBase(DjangoSessionBase):
             if stored is not None:
                 if ADOPTED_AS in stored.fields:
                     session_key, stored = self._follow_claim(session_key, stored)
-            elif conf.MEMOPT_PREVIOUS_ENGINE:
+            elif (
+                _previous_setting if _previous_setting is not _UNREAD else _read_previous_setting()
+            ):
                 new_key = self._adopt(session_key, None)[1]
                 if new_key is not None:
                     session_key, stored = new_key, self._read(new_key)
@@ -425,7 +440,7 @@ class SessionBase(DjangoSessionBase):
         return func(*args)
 
     async def aload(self) -> SessionFields:  # type: ignore[override]
-        if conf.MEMOPT_PREVIOUS_ENGINE:
+        if _previous_setting if _previous_setting is not _UNREAD else _read_previous_setting():
             # The previous engine may wait on I/O (a database query) whatever our store does.
             return await sync_to_async(self.load)()
         return await self._run(self.load)
@@ -496,43 +511,56 @@ class SessionBase(DjangoSessionBase):
         previous = previous_engine()
         if previous is None:
             raise ImproperlyConfigured("MEMOPT_PREVIOUS_ENGINE is not set.")
-        if claim is not None and ADOPTED_AS not in claim.fields:
-            return "absent", None  # a session of ours under that key: never overwritten
         if claim is None:
             found = previous.read(old_key)
-            if found is None:
+            if found is not None:
+                moved = cls._copy_and_claim(previous, old_key, found)
+                if moved is not None:
+                    return moved
+            # Claimed meanwhile by another request (this one lost the race to claim, or
+            # looked there before the claim and in the previous engine after the delete;
+            # a claim is written before the old session is deleted, so it is there now),
+            # or nowhere.
+            claim = cls._read(old_key)
+            if claim is None:
                 return "absent", None
-            _note_previous_engine(cls)
-            codec = field_codec(cls.plain_below)
-            copy = SessionFields(codec, on_corrupt=_log_corrupt)
-            copy.update(found.data)
-            try:
-                new_key = cls._create_copy(copy, found.expires_at)
-            except (TypeError, ValueError) as exc:  # values our codec cannot take
-                logger.warning(
-                    "The previous engine's session %s... cannot be copied (%s): left there",
-                    old_key[:6],
-                    exc,
-                )
-                return "refused", None
-            claim_fields = SessionFields(codec)
-            claim_fields[ADOPTED_AS] = new_key
-            try:
-                cls._create_record(old_key, claim_fields, found.expires_at)
-            except CreateError:
-                cls._remove(new_key)  # never handed out: the winner's copy is the one
-                claim = cls._read(old_key)
-                if claim is None or ADOPTED_AS not in claim.fields:
-                    return "absent", None
-            else:
-                cls._delete_previous(previous, old_key)
-                return "copied", new_key
+        if ADOPTED_AS not in claim.fields:
+            return "absent", None  # a session of ours under that key: never overwritten
         new_key = cls()._follow_claim(old_key, claim)[0]
         if new_key == old_key:
             return "absent", None
         # The run that claimed it may have stopped before deleting the old session.
         cls._delete_previous(previous, old_key)
         return "claimed", new_key
+
+    @classmethod
+    def _copy_and_claim(
+        cls, previous: PreviousEngine, old_key: str, found: PreviousSession
+    ) -> tuple[Adoption, str | None] | None:
+        """Copy ``found``, claim it under ``old_key``, delete it there; ``None`` if another
+        request claimed it first (this copy is then removed)."""
+        _note_previous_engine(cls)
+        codec = field_codec(cls.plain_below)
+        copy = SessionFields(codec, on_corrupt=_log_corrupt)
+        copy.update(found.data)
+        try:
+            new_key = cls._create_copy(copy, found.expires_at)
+        except (TypeError, ValueError) as exc:  # values our codec cannot take
+            logger.warning(
+                "The previous engine's session %s... cannot be copied (%s): left there",
+                old_key[:6],
+                exc,
+            )
+            return "refused", None
+        claim = SessionFields(codec)
+        claim[ADOPTED_AS] = new_key
+        try:
+            cls._create_record(old_key, claim, found.expires_at)
+        except CreateError:
+            cls._remove(new_key)  # never handed out: the winner's copy is the one
+            return None
+        cls._delete_previous(previous, old_key)
+        return "copied", new_key
 
     @classmethod
     def _create_copy(cls, fields: SessionFields, expires_at: float) -> str:
