@@ -10,7 +10,6 @@ key it keeps in the store until it has listed everything.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -60,7 +59,10 @@ class Command(BaseCommand):
             help="start from the first session, not where an interrupted run stopped",
         )
 
+    verbosity = 1
+
     def handle(self, *args: Any, **options: Any) -> None:
+        self.verbosity = options["verbosity"]
         configured = conf.MEMOPT_PREVIOUS_ENGINE
         engine_path: str | None = options["engine"] or configured
         if not engine_path:
@@ -87,8 +89,12 @@ class Command(BaseCommand):
         except SessionStoreError as exc:
             raise CommandError(str(exc)) from exc
         after = stored.decode("ascii", "replace") if stored else None
-        total = previous.count()
-        progress = Progress(self, total, resumed=after is not None)
+        if after is not None and options["verbosity"] >= 1:
+            self.stdout.write(
+                f"Going on after {after[:6]}..., where an interrupted run stopped "
+                "(--restart starts from the first session)."
+            )
+        progress = Progress(self, previous.count())
         outcomes: Counter[str] = Counter()
         for keys, checkpoint in previous.pages(after, options["batch_size"]):
             for old_key in keys:
@@ -110,11 +116,10 @@ class Command(BaseCommand):
 class Progress:
     """A progress bar on a terminal; elsewhere a line per tenth of the way (verbosity 1)."""
 
-    def __init__(self, command: BaseCommand, total: int | None, *, resumed: bool) -> None:
+    def __init__(self, command: Command, total: int | None) -> None:
         self.out = command.stdout
-        self.verbosity = int(getattr(command, "verbosity", 1))
+        self.verbosity = command.verbosity
         self.total = total
-        self.resumed = resumed
         self.started = time.monotonic()
         self.tty = self.out.isatty()
         self.reported = 0
@@ -144,5 +149,4 @@ class Progress:
 
     def done(self) -> None:
         if self.verbosity >= 1 and self.tty:
-            self.out.write("", ending="\n")
-        sys.stdout.flush()
+            self.out.write("")  # ends the bar's line
