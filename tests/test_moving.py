@@ -65,9 +65,10 @@ JSON_VALUES: dict[str, Any] = {
 }
 
 
-@pytest.fixture(params=["lmdb", "redis"])
+@pytest.fixture(params=["lmdb", "redis", "redis-client-cache"])
 def store(request: pytest.FixtureRequest, settings: Any, tmp_path: Path) -> Iterator[Any]:
-    """Our engine, on a store of its own."""
+    """Our engine, on a store of its own (and on Redis with a client-side cache, which
+    holds a claim like any session it reads)."""
     if request.param == "lmdb":
         settings.SESSION_ENGINE = "django_memopt.backends.lmdb"
         settings.MEMOPT_LMDB_PATH = str(tmp_path / "lmdb")
@@ -75,6 +76,8 @@ def store(request: pytest.FixtureRequest, settings: Any, tmp_path: Path) -> Iter
         settings.SESSION_ENGINE = "django_memopt.backends.redis"
         settings.SESSION_CACHE_ALIAS = "sessions"
         settings.MEMOPT_REDIS_KEY_PREFIX = f"moving-{uuid.uuid4().hex[:8]}:"
+        if request.param == "redis-client-cache":
+            settings.MEMOPT_REDIS_CLIENT_CACHE = 1024**2
     found: type[SessionBase] = import_module(settings.SESSION_ENGINE).SessionStore
     yield found
     if request.param == "lmdb":
