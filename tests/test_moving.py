@@ -539,20 +539,22 @@ def test_import_resumes_where_an_interrupted_run_stopped(
     store: Any, listable: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keys = sorted(old_session(listable, {"n": n}) for n in range(12))
-    adopt = store.adopt.__func__
-    calls: list[str] = []
+    adopt_many = store.adopt_many.__func__
+    batches: list[list[str]] = []
 
-    def adopt_then_stop(cls: Any, old_key: str) -> Any:
-        if len(calls) == 7:
+    def stop_in_the_second_batch(cls: Any, old_keys: list[str]) -> Any:
+        batches.append(old_keys)
+        if len(batches) == 2:  # a Ctrl-C three sessions into the second batch
+            for old_key in old_keys[:3]:
+                cls.adopt(old_key)
             raise KeyboardInterrupt
-        calls.append(old_key)
-        return adopt(cls, old_key)
+        return adopt_many(cls, old_keys)
 
-    monkeypatch.setattr(store, "adopt", classmethod(adopt_then_stop))
+    monkeypatch.setattr(store, "adopt_many", classmethod(stop_in_the_second_batch))
     with pytest.raises(KeyboardInterrupt):
         run_import("--batch-size", "4")
     monkeypatch.undo()
-    assert calls == keys[:7]
+    assert batches == [keys[:4], keys[4:8]]
     # The second run lists from the end of the first run's last finished batch (keys[4:]).
     listed: list[str] = []
     pages = type(engine_for(listable)).pages

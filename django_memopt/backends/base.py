@@ -238,6 +238,13 @@ def _note_previous_engine(store: type[SessionBase]) -> None:
             logger.warning("Cannot record when the previous engine's fallback began: %s", exc)
 
 
+def _previous_engine() -> PreviousEngine:
+    previous = previous_engine()
+    if previous is None:
+        raise ImproperlyConfigured("MEMOPT_PREVIOUS_ENGINE is not set.")
+    return previous
+
+
 def _delta_size(delta: Delta) -> int:
     """Characters of the names plus bytes of the values a save sends."""
     sets = delta.sets
@@ -506,16 +513,48 @@ class SessionBase(DjangoSessionBase):
         return cls._adopt(old_key, cls._read(old_key))
 
     @classmethod
-    def _adopt(cls, old_key: str, claim: StoredSession | None) -> tuple[Adoption, str | None]:
-        """:meth:`adopt`, ``claim`` being what this store holds under ``old_key``."""
-        previous = previous_engine()
-        if previous is None:
-            raise ImproperlyConfigured("MEMOPT_PREVIOUS_ENGINE is not set.")
+    def adopt_many(cls, old_keys: list[str]) -> list[Adoption]:
+        """:meth:`adopt` of each of ``old_keys``, what happened to each; the previous
+        engine's sessions are read, and those moved deleted, a batch at a time where the
+        engine can (``memopt_import``)."""
+        previous = _previous_engine()
+        keys = [key for key in old_keys if SESSION_KEY_RE.match(key)]
+        found = previous.read_many([key for key in keys if len(key) != SIGNED_ID_LENGTH])
+        outcomes: list[Adoption] = []
+        moved = []
+        for old_key in old_keys:
+            if old_key not in found:
+                outcomes.append(cls.adopt(old_key)[0])  # claimed meanwhile, or absent
+                continue
+            outcome = cls._adopt(old_key, cls._read(old_key), found[old_key], delete=False)[0]
+            if outcome in ("copied", "claimed"):
+                moved.append(old_key)
+            outcomes.append(outcome)
+        cls._delete_previous(previous, moved)
+        return outcomes
+
+    @classmethod
+    def _adopt(
+        cls,
+        old_key: str,
+        claim: StoredSession | None,
+        found: PreviousSession | None = None,
+        *,
+        delete: bool = True,
+    ) -> tuple[Adoption, str | None]:
+        """:meth:`adopt`, ``claim`` being what this store holds under ``old_key``, and
+        ``found`` the previous engine's session if it was read already. Without
+        ``delete``, the caller deletes a session copied or claimed from the previous
+        engine."""
+        previous = _previous_engine()
         if claim is None:
-            found = previous.read(old_key)
+            if found is None:
+                found = previous.read(old_key)
             if found is not None:
-                moved = cls._copy_and_claim(previous, old_key, found)
+                moved = cls._copy_and_claim(old_key, found)
                 if moved is not None:
+                    if delete and moved[0] == "copied":
+                        cls._delete_previous(previous, [old_key])
                     return moved
             # Claimed meanwhile by another request (this one lost the race to claim, or
             # looked there before the claim and in the previous engine after the delete;
@@ -529,16 +568,16 @@ class SessionBase(DjangoSessionBase):
         new_key = cls()._follow_claim(old_key, claim)[0]
         if new_key == old_key:
             return "absent", None
-        # The run that claimed it may have stopped before deleting the old session.
-        cls._delete_previous(previous, old_key)
+        if delete:  # the run that claimed it may have stopped before deleting it there
+            cls._delete_previous(previous, [old_key])
         return "claimed", new_key
 
     @classmethod
     def _copy_and_claim(
-        cls, previous: PreviousEngine, old_key: str, found: PreviousSession
+        cls, old_key: str, found: PreviousSession
     ) -> tuple[Adoption, str | None] | None:
-        """Copy ``found``, claim it under ``old_key``, delete it there; ``None`` if another
-        request claimed it first (this copy is then removed)."""
+        """Copy ``found`` and claim it under ``old_key``; ``None`` if another request
+        claimed it first (this copy is then removed)."""
         _note_previous_engine(cls)
         codec = field_codec(cls.plain_below)
         copy = SessionFields(codec, on_corrupt=_log_corrupt)
@@ -559,7 +598,6 @@ class SessionBase(DjangoSessionBase):
         except CreateError:
             cls._remove(new_key)  # never handed out: the winner's copy is the one
             return None
-        cls._delete_previous(previous, old_key)
         return "copied", new_key
 
     @classmethod
@@ -585,14 +623,17 @@ class SessionBase(DjangoSessionBase):
             hook.after_write(session_key, expires_at)
 
     @staticmethod
-    def _delete_previous(previous: PreviousEngine, old_key: str) -> None:
+    def _delete_previous(previous: PreviousEngine, old_keys: list[str]) -> None:
+        if not old_keys:
+            return
         try:
-            previous.delete(old_key)
-        except Exception as exc:  # the copy is made and claimed: it is served regardless
+            previous.delete(old_keys)
+        except Exception as exc:  # copied and claimed: served regardless
             logger.warning(
-                "The previous engine's session %s... was copied but could not be deleted "
-                "there (%s): its claim keeps it from being copied again",
-                old_key[:6],
+                "%d session(s) of the previous engine (%s...) were copied but could not be "
+                "deleted there (%s): their claims keep them from being copied again",
+                len(old_keys),
+                old_keys[0][:6],
                 exc,
             )
 

@@ -97,8 +97,7 @@ class Command(BaseCommand):
         progress = Progress(self, previous.count())
         outcomes: Counter[str] = Counter()
         for keys, checkpoint in previous.pages(after, options["batch_size"]):
-            for old_key in keys:
-                outcomes[store.adopt(old_key)[0]] += 1
+            outcomes.update(store.adopt_many(keys))
             store.put_value("meta", checkpoint_name, checkpoint.encode("ascii"))
             progress.show(sum(outcomes.values()))
             if options["pause"]:
