@@ -566,6 +566,7 @@ def test_import_resumes_where_an_interrupted_run_stopped(
 
     monkeypatch.setattr(type(engine_for(listable)), "pages", spy)
     summary = run_import("--batch-size", "4")
+    assert f"Going on after {keys[3][:6]}..." in summary
     assert "5 sessions copied" in summary
     assert listed == keys[7:]
     for n, old_key in enumerate(keys):
