@@ -238,6 +238,12 @@ def _note_previous_engine(store: type[SessionBase]) -> None:
             logger.warning("Cannot record when the previous engine's fallback began: %s", exc)
 
 
+def _other_engines_key(session_key: str) -> bool:
+    """Whether ``session_key`` can be a key of the previous engine: a valid key that is not
+    of our signed IDs' length."""
+    return SESSION_KEY_RE.match(session_key) is not None and len(session_key) != SIGNED_ID_LENGTH
+
+
 def _previous_engine() -> PreviousEngine:
     previous = previous_engine()
     if previous is None:
@@ -508,8 +514,8 @@ class SessionBase(DjangoSessionBase):
         session stays where it is). ``ImproperlyConfigured`` if ``MEMOPT_PREVIOUS_ENGINE``
         is not set or names no engine the fallback reads.
         """
-        if not SESSION_KEY_RE.match(old_key) or len(old_key) == SIGNED_ID_LENGTH:
-            return "absent", None  # no key of another engine: looked up nowhere
+        if not _other_engines_key(old_key):
+            return "absent", None  # looked up nowhere
         return cls._adopt(old_key, cls._read(old_key))
 
     @classmethod
@@ -518,15 +524,16 @@ class SessionBase(DjangoSessionBase):
         engine's sessions are read, and those moved deleted, a batch at a time where the
         engine can (``memopt_import``)."""
         previous = _previous_engine()
-        keys = [key for key in old_keys if SESSION_KEY_RE.match(key)]
-        found = previous.read_many([key for key in keys if len(key) != SIGNED_ID_LENGTH])
+        theirs = [key for key in old_keys if _other_engines_key(key)]
+        found = previous.read_many(theirs)
         outcomes: list[Adoption] = []
         moved = []
         for old_key in old_keys:
-            if old_key not in found:
-                outcomes.append(cls.adopt(old_key)[0])  # claimed meanwhile, or absent
+            claim = cls._read(old_key) if _other_engines_key(old_key) else None
+            if claim is None and old_key not in found:
+                outcomes.append("absent")
                 continue
-            outcome = cls._adopt(old_key, cls._read(old_key), found[old_key], delete=False)[0]
+            outcome = cls._adopt(old_key, claim, found.get(old_key), delete=False)[0]
             if outcome in ("copied", "claimed"):
                 moved.append(old_key)
             outcomes.append(outcome)
@@ -581,8 +588,8 @@ class SessionBase(DjangoSessionBase):
         _note_previous_engine(cls)
         codec = field_codec(cls.plain_below)
         copy = SessionFields(codec, on_corrupt=_log_corrupt)
-        copy.update(found.data)
         try:
+            copy.update(found.data)
             new_key = cls._create_copy(copy, found.expires_at)
         except (TypeError, ValueError) as exc:  # values our codec cannot take
             logger.warning(
