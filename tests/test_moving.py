@@ -693,3 +693,56 @@ def test_processes_moving_the_same_sessions_at_once_end_on_one_copy_each(
         assert set(store.iter_session_keys()) - before == copies | set(old_keys)
     finally:
         _forget_file_path()
+
+
+def test_import_while_requests_move_the_same_sessions(
+    store: Any, settings: Any, tmp_path: Path
+) -> None:
+    """memopt_import walks the sessions in key order while requests come back in the
+    other order, both at once: each session is moved once, and each request's write is in
+    the session its old cookie leads to."""
+    files = tmp_path / "files"
+    files.mkdir()
+    settings.SESSION_FILE_PATH = str(files)
+    settings.MEMOPT_PREVIOUS_ENGINE = FILE
+    _forget_file_path()
+    try:
+        keys = {old_session(FILE, {"n": n}): n for n in range(60)}
+        before = set(store.iter_session_keys())
+        ended_on: dict[str, str | None] = {}
+        errors: list[BaseException] = []
+        start = threading.Barrier(2, timeout=30)
+
+        def requests() -> None:
+            try:
+                start.wait()
+                for old_key in sorted(keys, reverse=True):
+                    session = store(old_key)
+                    assert session["n"] == keys[old_key]
+                    session["seen"] = True
+                    session.save()
+                    ended_on[old_key] = session.session_key
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        def command() -> None:
+            try:
+                start.wait()
+                run_import("--batch-size", "7")
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=requests), threading.Thread(target=command)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        for old_key, n in keys.items():
+            new_key = ended_on[old_key]
+            assert is_signed(new_key) and moved(store, old_key) == new_key
+            assert dict(store(new_key).items()) == {"n": n, "seen": True}
+            assert not old_holds(FILE, old_key)
+        assert set(store.iter_session_keys()) - before == set(ended_on.values()) | set(keys)
+    finally:
+        _forget_file_path()
