@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .backends.base import SessionStoreError
+from .backends.base import SessionStoreError, note_previous_engine
 from .conf import DURABILITY_CHOICES, conf
 from .gc_tuning import (
     DEFAULT_FIRST_THRESHOLD_313,
@@ -21,6 +23,7 @@ from .gc_tuning import (
     valid_out_of_band,
     valid_thresholds,
 )
+from .previous import refusal
 
 __all__ = ["check_middleware", "check_settings"]
 
@@ -264,6 +267,54 @@ def _check_filter() -> list[CheckMessage]:
     return errors
 
 
+def _check_previous_engine() -> list[CheckMessage]:
+    """``MEMOPT_PREVIOUS_ENGINE``: an engine the fallback can read, let through the gate,
+    and not kept on longer than the previous engine's cookies can live."""
+    path: object = conf.MEMOPT_PREVIOUS_ENGINE
+    if path is None:
+        return []
+    problem = refusal(path)
+    if problem is not None:
+        return [
+            Error(
+                f"MEMOPT_PREVIOUS_ENGINE {path!r} {problem}.",
+                hint="Name the SESSION_ENGINE the site used before django-memopt, such as "
+                "'django.contrib.sessions.backends.db', or None.",
+                id="django_memopt.E026",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    if conf.MEMOPT_UNSIGNED_IDS is False:
+        errors.append(
+            Warning(
+                "MEMOPT_UNSIGNED_IDS = False turns away the previous engine's session IDs "
+                "at the gate, so MEMOPT_PREVIOUS_ENGINE never sees them.",
+                hint="Remove MEMOPT_UNSIGNED_IDS (None) while the fallback is on: the "
+                "previous engine's IDs then pass the gate to be looked up.",
+                id="django_memopt.W010",
+            )
+        )
+    if not settings.SESSION_ENGINE.startswith("django_memopt."):
+        return errors
+    try:
+        since = note_previous_engine()
+    except (SessionStoreError, ImproperlyConfigured):
+        return errors  # the store's own checks say why it cannot be asked
+    if time.time() - since > settings.SESSION_COOKIE_AGE:
+        errors.append(
+            Warning(
+                f"MEMOPT_PREVIOUS_ENGINE has been on since "
+                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}, longer than "
+                "SESSION_COOKIE_AGE: the previous engine's sessions have all expired, unless "
+                "some were given a longer lifetime (set_expiry).",
+                hint="Remove MEMOPT_PREVIOUS_ENGINE: cookies unknown to the store then cost "
+                "no lookup in the previous engine. Sessions copied already keep working.",
+                id="django_memopt.W009",
+            )
+        )
+    return errors
+
+
 def _check_gc() -> list[CheckMessage]:
     """The ``MEMOPT_GC_*`` settings, against this Python's collector (``sys.version_info``)."""
     errors: list[CheckMessage] = []
@@ -442,6 +493,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
     if settings.SESSION_ENGINE == REDIS_ENGINE:
         errors += _check_redis_cache()
     errors += _check_filter()
+    errors += _check_previous_engine()
     errors += _check_gc()
     if (
         settings.SESSION_ENGINE.startswith("django_memopt.")

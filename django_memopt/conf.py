@@ -142,6 +142,12 @@ class Settings:
         return _setting("MEMOPT_COMPRESS_FROM", 128)  # type: ignore[no-any-return]
 
     @property
+    def MEMOPT_PREVIOUS_ENGINE(self) -> str | None:
+        """The ``SESSION_ENGINE`` the site switched from, read through for cookies our store
+        does not know; ``None``: no fallback."""
+        return _setting("MEMOPT_PREVIOUS_ENGINE", None)  # type: ignore[no-any-return]
+
+    @property
     def MEMOPT_TOUCH_INTERVAL(self) -> int:
         """Seconds: an unmodified session's expiry is refreshed at most this often."""
         return _setting("MEMOPT_TOUCH_INTERVAL", 0)  # type: ignore[no-any-return]

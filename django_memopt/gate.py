@@ -16,6 +16,8 @@ creates or removes one).
 IDs without a tag (minted by Django's engines, or by this app before signed IDs) are let
 through only inside a *migration window* the store records once for every process and
 host (:func:`unsigned_ids_admitted`); outside it they are turned away without a lookup.
+With ``MEMOPT_PREVIOUS_ENGINE`` set they are let through, past the filter, to be looked
+up in that engine.
 """
 
 from __future__ import annotations
@@ -187,6 +189,11 @@ def unsigned_ids_admitted() -> bool:
     forced: bool | None = conf.MEMOPT_UNSIGNED_IDS
     if forced is not None:
         return forced
+    # -- MEMOPT_PREVIOUS_ENGINE: its cookies are unsigned IDs, for the engine to look up
+    # there (docs/moving.md); a cookie unknown to both costs that lookup meanwhile.
+    if conf.MEMOPT_PREVIOUS_ENGINE:
+        return True
+    # --
     end = _state.window_end
     if end is None:
         if time.monotonic() < _state.window_retry_at:
@@ -246,6 +253,11 @@ def admits(session_key: str) -> bool:
     ):
         count("rejected_" + status)
         return False
+    # -- MEMOPT_PREVIOUS_ENGINE: the filter never saw the previous engine's sessions.
+    if status == "unsigned" and conf.MEMOPT_PREVIOUS_ENGINE:
+        count("passed")
+        return True
+    # --
     found = None
     if time.monotonic() < _state.unavailable_until:
         count("filter_unavailable")

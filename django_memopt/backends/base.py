@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, Final, Literal, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -34,9 +34,13 @@ from django_memopt.conf import conf
 from django_memopt.counters import add as count
 from django_memopt.counters import counter
 from django_memopt.fields import Delta, Holder, SessionFields
-from django_memopt.session_ids import SessionIds
+from django_memopt.previous import PreviousEngine, PreviousSession, previous_engine
+from django_memopt.session_ids import SIGNED_ID_LENGTH, SessionIds
 
 __all__ = [
+    "ADOPTED_AS",
+    "PREVIOUS_ENGINE_SINCE",
+    "Adoption",
     "CreateError",
     "Delta",
     "EngineHooks",
@@ -47,6 +51,7 @@ __all__ = [
     "UpdateError",
     "add_hooks",
     "log_corrupt_record",
+    "note_previous_engine",
     "session_ids",
     "session_store",
 ]
@@ -54,6 +59,17 @@ __all__ = [
 T = TypeVar("T")
 
 security_logger: Final = logging.getLogger("django.security.SuspiciousSession")
+logger: Final = logging.getLogger("django_memopt.engine")
+
+#: The one field of a claim: the record kept under a previous engine's session key once
+#: that session was copied here, naming the signed ID it was copied under. No session
+#: key a Django application sets starts with a NUL character.
+ADOPTED_AS: Final = "\x00adopted-as"
+#: What :meth:`SessionBase.adopt` did with one session of the previous engine.
+Adoption = Literal["copied", "claimed", "absent", "refused"]
+#: The store-wide value (space ``meta``) holding when the fallback to the previous engine
+#: was first used, in seconds since the epoch (ASCII digits), a space, and that engine.
+PREVIOUS_ENGINE_SINCE: Final = "previous-engine-since"
 
 # Django's engines mint 32 characters of [a-z0-9]; anything else from a cookie is refused
 # before it reaches a store (overlong keys, path characters, non-ASCII).
@@ -109,6 +125,18 @@ def add_hooks(hooks: EngineHooks) -> None:
 
 
 _codecs: dict[int, FieldCodec] = {}
+_UNREAD: Final = object()
+# MEMOPT_PREVIOUS_ENGINE as last read (forgotten when settings change): the path of a
+# cookie the store does not know looks at it, and a global costs less than a setting.
+_previous_setting: Any = _UNREAD
+
+
+def _read_previous_setting() -> str | None:
+    global _previous_setting
+    _previous_setting = conf.MEMOPT_PREVIOUS_ENGINE or None
+    return _previous_setting  # type: ignore[no-any-return]
+
+
 _ids: SessionIds | None = None
 _store: type[SessionBase] | None = None
 
@@ -153,7 +181,8 @@ def session_store() -> type[SessionBase]:
 
 @receiver(setting_changed)
 def _forget_settings(*, setting: str, **kwargs: Any) -> None:
-    global _ids, _store
+    global _ids, _previous_setting, _store
+    _previous_setting = _UNREAD
     if setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
         _codecs.clear()
         _ids = None
@@ -170,6 +199,56 @@ def _log_corrupt(name: str, error: CorruptField) -> None:
 def log_corrupt_record() -> None:
     """Log, as Django does for bad session data, a stored session no field can be read from."""
     security_logger.warning("Session data corrupted: unreadable session record")
+
+
+_previous_noted: tuple[type[Any], str] | None = None
+
+
+def note_previous_engine(store: type[SessionBase] | None = None) -> float:
+    """When the fallback to ``MEMOPT_PREVIOUS_ENGINE`` was first used with this store
+    (seconds since the epoch), recording now if nobody did: read by check
+    ``django_memopt.W009``. Naming another engine than the one recorded starts anew.
+
+    Raises ``SessionStoreError`` if the store cannot answer.
+    """
+    global _previous_noted
+    store = session_store() if store is None else store
+    engine = conf.MEMOPT_PREVIOUS_ENGINE or ""
+    value = store.read_value("meta", PREVIOUS_ENGINE_SINCE)
+    if value is None:
+        value = store.add_value(
+            "meta", PREVIOUS_ENGINE_SINCE, b"%d %s" % (time.time(), engine.encode())
+        )
+    since, _, recorded = value.decode("ascii", "replace").partition(" ")
+    if recorded != engine or not since.isdigit():
+        value = b"%d %s" % (time.time(), engine.encode())
+        store.put_value("meta", PREVIOUS_ENGINE_SINCE, value)
+        since = value.split(b" ", 1)[0].decode()
+    _previous_noted = (store, engine)
+    return float(since)
+
+
+def _note_previous_engine(store: type[SessionBase]) -> None:
+    """:func:`note_previous_engine`, once per process, store and engine; never fails a
+    request (the record is for a system check)."""
+    if _previous_noted != (store, conf.MEMOPT_PREVIOUS_ENGINE or ""):
+        try:
+            note_previous_engine(store)
+        except SessionStoreError as exc:
+            logger.warning("Cannot record when the previous engine's fallback began: %s", exc)
+
+
+def _other_engines_key(session_key: str) -> bool:
+    """Whether ``session_key`` can be a key of the previous engine: a valid key that is not
+    of our signed IDs' length."""
+    return SESSION_KEY_RE.match(session_key) is not None and len(session_key) != SIGNED_ID_LENGTH
+
+
+def _previous_engine() -> PreviousEngine:
+    previous = previous_engine()
+    if previous is None:
+        raise ImproperlyConfigured("MEMOPT_PREVIOUS_ENGINE is not set.")
+    return previous
 
 
 def _delta_size(delta: Delta) -> int:
@@ -266,6 +345,18 @@ class SessionBase(DjangoSessionBase):
     def load(self) -> SessionFields:  # type: ignore[override]
         session_key = self.session_key
         stored = self._read(session_key) if session_key is not None else None
+        if session_key is not None and len(session_key) != SIGNED_ID_LENGTH:
+            # Not one of our IDs: perhaps the previous engine's (see "sessions of the
+            # previous engine" below). Our signed IDs never take this path.
+            if stored is not None:
+                if ADOPTED_AS in stored.fields:
+                    session_key, stored = self._follow_claim(session_key, stored)
+            elif (
+                _previous_setting if _previous_setting is not _UNREAD else _read_previous_setting()
+            ):
+                new_key = self._adopt(session_key, None)[1]
+                if new_key is not None:
+                    session_key, stored = new_key, self._read(new_key)
         counts = counter()
         counts["loads"] += 1
         if stored is None:
@@ -273,6 +364,10 @@ class SessionBase(DjangoSessionBase):
             self._session_key = None
             self._stored_expires_at = None
             return self._new_fields(counts=counts)
+        if session_key != self.session_key:
+            # Moved under a signed ID: the response must hand out the new cookie.
+            self._session_key = session_key
+            self.modified = True
         counts["fields_loaded"] += len(stored.fields)
         self._stored_expires_at = stored.expires_at
         self._stored_size = stored.size
@@ -358,6 +453,9 @@ class SessionBase(DjangoSessionBase):
         return func(*args)
 
     async def aload(self) -> SessionFields:  # type: ignore[override]
+        if _previous_setting if _previous_setting is not _UNREAD else _read_previous_setting():
+            # The previous engine may wait on I/O (a database query) whatever our store does.
+            return await sync_to_async(self.load)()
         return await self._run(self.load)
 
     async def aexists(self, session_key: str | None) -> bool:
@@ -381,6 +479,170 @@ class SessionBase(DjangoSessionBase):
             await sync_to_async(cls.clear_expired)()
         else:
             cls.clear_expired()
+
+    # -- sessions of the previous engine (MEMOPT_PREVIOUS_ENGINE; docs/moving.md) -------
+    #
+    # A session of the previous engine is copied under a fresh signed ID, then a *claim* is
+    # created under its old key: a record of our store holding one field, ADOPTED_AS, the
+    # new ID, sealed as any field is, and expiring when the old session would have. Both
+    # writes are create-only, so of two requests copying one session at once, one claim
+    # wins; the loser deletes its copy (never handed out) and follows the winner's claim.
+    # Only then is the old session deleted from the previous engine. So a claim always
+    # names a copy that was complete before the claim existed, and a session is copied
+    # once: while its claim lives, its old key leads to the copy or, once the copy is
+    # gone (logged out, expired), to nothing, never back to the previous engine.
+
+    def _follow_claim(
+        self, old_key: str, claim: StoredSession
+    ) -> tuple[str, StoredSession | None]:
+        """The session a claim under ``old_key`` names, if it still lives."""
+        new_key = self._new_fields(claim.fields, old_key).get(ADOPTED_AS)
+        if not isinstance(new_key, str) or not self._validate_session_key(new_key):
+            return old_key, None  # a damaged claim (logged): a fresh session, nothing moved
+        return new_key, self._read(new_key)
+
+    @classmethod
+    def adopt(cls, old_key: str) -> tuple[Adoption, str | None]:
+        """Copy the previous engine's session ``old_key`` into this store, once.
+
+        Returns what happened and the session's key here (``None`` when nothing was
+        copied): ``"copied"`` now, or ``"claimed"`` before (by another request, a run of
+        ``memopt_import``, or a copy that lost a race to it; the key is then the claim's,
+        whose session may have ended since); ``"absent"`` when the previous engine holds
+        no live, readable, non-empty session under that key (a pickled one reads as
+        corrupt); ``"refused"`` when its values cannot be stored here (logged; the old
+        session stays where it is). ``ImproperlyConfigured`` if ``MEMOPT_PREVIOUS_ENGINE``
+        is not set or names no engine the fallback reads.
+        """
+        if not _other_engines_key(old_key):
+            return "absent", None  # looked up nowhere
+        return cls._adopt(old_key, cls._read(old_key))
+
+    @classmethod
+    def adopt_many(cls, old_keys: list[str]) -> list[Adoption]:
+        """:meth:`adopt` of each of ``old_keys``, what happened to each; the previous
+        engine's sessions are read, and those moved deleted, a batch at a time where the
+        engine can (``memopt_import``)."""
+        previous = _previous_engine()
+        theirs = [key for key in old_keys if _other_engines_key(key)]
+        found = previous.read_many(theirs)
+        outcomes: list[Adoption] = []
+        moved = []
+        for old_key in old_keys:
+            claim = cls._read(old_key) if _other_engines_key(old_key) else None
+            if claim is None and old_key not in found:
+                outcomes.append("absent")
+                continue
+            outcome = cls._adopt(old_key, claim, found.get(old_key), delete=False)[0]
+            if outcome in ("copied", "claimed"):
+                moved.append(old_key)
+            outcomes.append(outcome)
+        cls._delete_previous(previous, moved)
+        return outcomes
+
+    @classmethod
+    def _adopt(
+        cls,
+        old_key: str,
+        claim: StoredSession | None,
+        found: PreviousSession | None = None,
+        *,
+        delete: bool = True,
+    ) -> tuple[Adoption, str | None]:
+        """:meth:`adopt`, ``claim`` being what this store holds under ``old_key``, and
+        ``found`` the previous engine's session if it was read already. Without
+        ``delete``, the caller deletes a session copied or claimed from the previous
+        engine."""
+        previous = _previous_engine()
+        if claim is None:
+            if found is None:
+                found = previous.read(old_key)
+            if found is not None:
+                moved = cls._copy_and_claim(old_key, found)
+                if moved is not None:
+                    if delete and moved[0] == "copied":
+                        cls._delete_previous(previous, [old_key])
+                    return moved
+            # Claimed meanwhile by another request (this one lost the race to claim, or
+            # looked there before the claim and in the previous engine after the delete;
+            # a claim is written before the old session is deleted, so it is there now),
+            # or nowhere.
+            claim = cls._read(old_key)
+            if claim is None:
+                return "absent", None
+        if ADOPTED_AS not in claim.fields:
+            return "absent", None  # a session of ours under that key: never overwritten
+        new_key = cls()._follow_claim(old_key, claim)[0]
+        if new_key == old_key:
+            return "absent", None
+        if delete:  # the run that claimed it may have stopped before deleting it there
+            cls._delete_previous(previous, [old_key])
+        return "claimed", new_key
+
+    @classmethod
+    def _copy_and_claim(
+        cls, old_key: str, found: PreviousSession
+    ) -> tuple[Adoption, str | None] | None:
+        """Copy ``found`` and claim it under ``old_key``; ``None`` if another request
+        claimed it first (this copy is then removed)."""
+        _note_previous_engine(cls)
+        codec = field_codec(cls.plain_below)
+        copy = SessionFields(codec, on_corrupt=_log_corrupt)
+        try:
+            copy.update(found.data)
+            new_key = cls._create_copy(copy, found.expires_at)
+        except (TypeError, ValueError) as exc:  # values our codec cannot take
+            logger.warning(
+                "The previous engine's session %s... cannot be copied (%s): left there",
+                old_key[:6],
+                exc,
+            )
+            return "refused", None
+        claim = SessionFields(codec)
+        claim[ADOPTED_AS] = new_key
+        try:
+            cls._create_record(old_key, claim, found.expires_at)
+        except CreateError:
+            cls._remove(new_key)  # never handed out: the winner's copy is the one
+            return None
+        return "copied", new_key
+
+    @classmethod
+    def _create_copy(cls, fields: SessionFields, expires_at: float) -> str:
+        """Write ``fields`` under a fresh signed ID, returned."""
+        while True:
+            new_key = session_ids().mint()
+            try:
+                cls._create_record(new_key, fields, expires_at)
+            except CreateError:
+                continue
+            return new_key
+
+    @classmethod
+    def _create_record(cls, session_key: str, fields: SessionFields, expires_at: float) -> None:
+        """Create session ``session_key`` holding ``fields`` (``CreateError`` if taken),
+        with the hooks every write has."""
+        delta = fields.delta(session_key, full=True)
+        for hook in _hooks:
+            hook.before_write(session_key, expires_at)
+        cls._write(session_key, delta, expires_at, create=True)
+        for hook in _hooks:
+            hook.after_write(session_key, expires_at)
+
+    @staticmethod
+    def _delete_previous(previous: PreviousEngine, old_keys: list[str]) -> None:
+        if not old_keys:
+            return
+        try:
+            previous.delete(old_keys)
+        except Exception as exc:  # copied and claimed: served regardless
+            logger.warning(
+                "%d session(s) of the previous engine (%s...) were copied but could not be "
+                "deleted there (%s): their claims keep them from being copied again",
+                len(old_keys),
+                old_keys[0][:6],
+                exc,
+            )
 
     # -- storage primitives: a store provides these, and nothing else --------------------
 

@@ -13,6 +13,11 @@ The session store is chosen by the ``EXAMPLE_SESSION_STORE`` environment variabl
     Django's own ``db`` engine with Django's own middleware, to compare against: the
     session-cost panel then has nothing to show, and concurrent tabs lose cart items.
 
+``EXAMPLE_PREVIOUS_STORE=django-db`` with one of django-memopt's stores: the shop ran on
+Django's ``db`` engine before, and its sessions are moved into django-memopt's store as
+their users come back (``MEMOPT_PREVIOUS_ENGINE``; see docs/moving.md), or all at once with
+``manage.py memopt_import``.
+
 ``EXAMPLE_METRICS_TOKEN``, if set, is the bearer token that opens ``/metrics/memopt`` to a
 Prometheus scraper (staff users can read it without).
 
@@ -76,6 +81,16 @@ elif EXAMPLE_SESSION_STORE == "django-db":
 else:
     raise ImproperlyConfigured(
         f"EXAMPLE_SESSION_STORE={EXAMPLE_SESSION_STORE!r}: use 'lmdb', 'redis' or 'django-db'."
+    )
+
+EXAMPLE_PREVIOUS_STORE = os.environ.get("EXAMPLE_PREVIOUS_STORE")
+if EXAMPLE_PREVIOUS_STORE == "django-db" and SESSION_ENGINE.startswith("django_memopt."):
+    # The users' cookies name sessions of Django's db engine (in the same database).
+    MEMOPT_PREVIOUS_ENGINE = "django.contrib.sessions.backends.db"
+elif EXAMPLE_PREVIOUS_STORE:
+    raise ImproperlyConfigured(
+        f"EXAMPLE_PREVIOUS_STORE={EXAMPLE_PREVIOUS_STORE!r}: only 'django-db', with "
+        "EXAMPLE_SESSION_STORE 'lmdb' or 'redis'."
     )
 
 if SESSION_ENGINE.startswith("django_memopt."):

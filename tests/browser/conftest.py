@@ -67,15 +67,18 @@ def _answers(port: int) -> bool:
         return False
 
 
-def start_shop(store: str, directory: Path) -> Shop:
+def start_shop(store: str, directory: Path, **environment: str) -> Shop:
+    """The shop on ``store``, keeping what it writes under ``directory`` (where an earlier
+    run's users and sessions are found again); ``environment`` adds to its environment."""
     port = free_port()
-    log = directory / "serve.log"
+    log = directory / f"serve-{store}.log"
     env = {
         **os.environ,
         "EXAMPLE_VAR_DIR": str(directory / "var"),
         "EXAMPLE_STOCK_CHECK_MS": str(STOCK_CHECK_MS),
         "EXAMPLE_METRICS_TOKEN": METRICS_TOKEN,
         "DJANGO_DEBUG": "0",
+        **environment,
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)  # the shop's own settings, not the suite's
     env.pop("EXAMPLE_REDIS_URL", None)  # --store redis starts a private redis-server

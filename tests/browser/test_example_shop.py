@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import METRICS_TOKEN, Shop
+from .conftest import METRICS_TOKEN, Shop, start_shop, stop_shop
 
 pytestmark = pytest.mark.browser
 
@@ -136,6 +136,57 @@ def test_two_tabs_on_djangos_db_engine_lose_an_item(
     kept = cart_skus(tabs[0], django_db_shop)
     assert len(kept) == 1 and kept <= {"alpine-tea", "midnight-chair"}
     screenshot(tabs[0], "cart")
+
+
+@pytest.mark.parametrize("store", ["lmdb", "redis"])
+def test_switching_from_djangos_db_engine_keeps_the_user_signed_in_with_their_cart(
+    store: str, tmp_path_factory: pytest.TempPathFactory, new_context: Any, screenshot: Any
+) -> None:
+    """The shop ran on Django's db engine; it restarts on django-memopt with
+    MEMOPT_PREVIOUS_ENGINE, and the visitor notices nothing but a new cookie."""
+    directory = tmp_path_factory.mktemp(f"switch-to-{store}")
+    context = new_context()
+    page = context.new_page()
+    before = start_shop("django-db", directory)
+    try:
+        sign_up(page, before, f"switcher-{store}")
+        for sku in ("alpine-tea", "harbour-mug"):
+            add_to_cart(page, sku)
+        expect(page.locator("#cart-count")).to_have_text("2")
+        old_cookie = session_cookie(context)
+        assert len(old_cookie) == 32  # Django's own session key
+    finally:
+        stop_shop(before)
+    after = start_shop(store, directory, EXAMPLE_PREVIOUS_STORE="django-db")
+    try:
+        # The same browser, the same cookie, against the same address's new server.
+        context.clear_cookies()
+        context.add_cookies([{"name": "sessionid", "value": old_cookie, "url": after.url}])
+        page.goto(after.url)
+        expect(page.locator("#user")).to_contain_text(f"Signed in as switcher-{store}")
+        expect(page.locator("#cart-count")).to_have_text("2")
+        new_cookie = session_cookie(context)
+        assert new_cookie != old_cookie and len(new_cookie) == 48  # a signed ID
+        assert cart_skus(page, after) == {"alpine-tea", "harbour-mug"}
+        screenshot(page, "after-the-switch")
+        # The old cookie now leads to the same session (a tab whose request was in flight).
+        replay = new_context()
+        replay.add_cookies([{"name": "sessionid", "value": old_cookie, "url": after.url}])
+        replayed = replay.new_page()
+        replayed.goto(after.url)
+        expect(replayed.locator("#user")).to_contain_text(f"Signed in as switcher-{store}")
+        assert session_cookie(replay) == new_cookie
+        # A logout is final: the old cookie then signs nobody in.
+        page.click("#log-out")
+        expect(page.locator("#user")).to_have_text("Not signed in")
+        gone = new_context()
+        gone.add_cookies([{"name": "sessionid", "value": old_cookie, "url": after.url}])
+        again = gone.new_page()
+        again.goto(after.url)
+        expect(again.locator("#user")).to_have_text("Not signed in")
+    finally:
+        stop_shop(after)
+    assert "Traceback" not in after.log_text(), after.log_text()
 
 
 def test_log_out_in_one_tab_logs_out_the_other(
