@@ -126,6 +126,36 @@ def _check_redis_cache() -> list[CheckMessage]:
     ]
 
 
+@register(deploy=True)
+def check_client_cache_server(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """With ``check --deploy``: whether the Redis server lets the client-side cache track
+    (known only by asking it; a server that cannot be reached is left to the engine)."""
+    if settings.SESSION_ENGINE != REDIS_ENGINE or not _is_int(conf.MEMOPT_REDIS_CLIENT_CACHE, 1):
+        return []
+    from redis.exceptions import RedisError
+
+    from .backends.redis import connection
+    from .client_cache import tracking_refusal
+
+    try:
+        refused = tracking_refusal(connection().connection_pool, conf.MEMOPT_REDIS_KEY_PREFIX)
+    except (RedisError, OSError):
+        return []
+    if refused is None:
+        return []
+    return [
+        Warning(
+            f"MEMOPT_REDIS_CLIENT_CACHE is set, but the Redis server refuses the client-side "
+            f"cache ({refused}): every process will run without it.",
+            hint="Allow CLIENT (CLIENT ID, CLIENT TRACKING) in the ACL of the cache's user and "
+            "keep io-threads at 1, or set MEMOPT_REDIS_CLIENT_CACHE = 0.",
+            id="django_memopt.W011",
+        )
+    ]
+
+
 def _check_client_cache() -> list[CheckMessage]:
     size: object = conf.MEMOPT_REDIS_CLIENT_CACHE
     if not _is_int(size, 0):

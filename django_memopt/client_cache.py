@@ -79,7 +79,7 @@ import hiredis
 from django_memopt.counters import CLIENT_CACHE_COUNTERS
 from django_memopt.counters import add as count
 
-__all__ = ["CLIENT_CACHE_COUNTERS", "CachedSession", "ClientCache", "Probe"]
+__all__ = ["CLIENT_CACHE_COUNTERS", "CachedSession", "ClientCache", "Probe", "tracking_refusal"]
 
 logger: Final = logging.getLogger("django_memopt.client_cache")
 
@@ -691,6 +691,19 @@ def _open_links(pool: Any, prefix: bytes, heartbeat_key: bytes) -> tuple[_Link, 
                     link.close()
         raise
     return channel, prober
+
+
+def tracking_refusal(pool: Any, prefix: str) -> str | None:
+    """Why the server ``pool`` connects to would leave a process without this cache, or
+    ``None`` if it would track for it: the cache's own connections opened and closed. A
+    connection error is raised."""
+    try:
+        links = _open_links(pool, prefix.encode(), heartbeat_key_for(prefix.encode()))
+    except _Refused as exc:
+        return str(exc)
+    for link in links:
+        link.close()
+    return None
 
 
 def _is_connection_error(exc: Exception) -> bool:

@@ -33,6 +33,7 @@ from django_memopt import client_cache as client_cache_module
 from django_memopt import counters
 from django_memopt.backends import redis as redis_backend
 from django_memopt.backends.redis import SessionStore, client_cache
+from django_memopt.checks import check_client_cache_server
 from django_memopt.client_cache import ENTRY_OVERHEAD, CachedSession, ClientCache
 from tests import client_cache_workers
 from tests import test_redis_contract as redis_contract
@@ -142,6 +143,14 @@ def hold(cache: ClientCache, key: bytes) -> CachedSession:
 
 
 # -- what it holds -------------------------------------------------------------------------
+
+
+def test_the_deploy_check_is_quiet_on_a_server_that_tracks(cached: Cached) -> None:
+    assert check_client_cache_server() == []
+    deadline = time.monotonic() + 5  # the check closed the connections it opened
+    while [c for c in cached.raw.client_list() if "P" in c["flags"] or "t" in c["flags"]]:
+        assert time.monotonic() < deadline, "the check left a tracking connection open"
+        time.sleep(0.01)
 
 
 def test_a_held_session_is_served_and_a_write_elsewhere_drops_it(cached: Cached) -> None:
@@ -557,11 +566,14 @@ def test_a_server_refusing_tracking_leaves_the_process_without_cache_said_once(
             running.raw.execute_command(
                 "ACL", "SETUSER", "app", "on", ">secret", "~*", "+@all", "-client"
             )
+        warned = check_client_cache_server()  # manage.py check --deploy knows it first
+        assert [message.id for message in warned] == ["django_memopt.W011"], warned
         key = new_session(a=1)
         for _ in range(20):
             assert load(key) == {"a": 1}
         assert not served_from_cache(key)
         reason = running.cache().refused
+        assert reason is not None and reason in warned[0].msg
         assert reason is not None
         assert ("threaded I/O" in reason) == (refusal == "threaded I/O"), reason
         assert ("NOPERM" in reason or "permission" in reason) == bool(url), reason
