@@ -25,6 +25,7 @@ from benchmarks.scenarios import (
     pooling,
     redis_page,
     session_ids,
+    user_sessions,
 )
 
 Results = dict[str, Any]
@@ -142,6 +143,13 @@ PAGES = (
         ("collector",),
         "",
         lambda results, failed, directory: [collector.section(results["collector"])],
+    ),
+    PageSpec(
+        "benchmarks-user-sessions.md",
+        "Benchmark: what the index of users' sessions adds to a request",
+        ("user_sessions",),
+        "",
+        lambda results, failed, directory: [user_sessions.section(results["user_sessions"])],
     ),
     PageSpec(
         "benchmarks-pooling.md",

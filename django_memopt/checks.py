@@ -7,7 +7,7 @@ import re
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
@@ -228,6 +228,63 @@ def check_middleware(
                 f"{GATE_MIDDLEWARE} is not in MIDDLEWARE.",
                 hint=f"Replace {DJANGO_MIDDLEWARE!r} with {GATE_MIDDLEWARE!r}.",
                 id="django_memopt.W002",
+            )
+        )
+    return errors
+
+
+USER_SESSION_METADATA: Final = ("ip", "user_agent")
+
+
+def _check_user_sessions() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    enabled: object = conf.MEMOPT_USER_SESSIONS
+    if not isinstance(enabled, bool):
+        errors.append(
+            Error("MEMOPT_USER_SESSIONS must be True or False.", id="django_memopt.E027")
+        )
+    recorded: object = conf.MEMOPT_USER_SESSIONS_METADATA
+    if not (
+        isinstance(recorded, list | tuple | set | frozenset)
+        and all(item in USER_SESSION_METADATA for item in recorded)
+    ):
+        errors.append(
+            Error(
+                "MEMOPT_USER_SESSIONS_METADATA must be a tuple holding any of "
+                f"{', '.join(map(repr, USER_SESSION_METADATA))}.",
+                hint="For example ('user_agent',) to record no IP address, or () for none.",
+                id="django_memopt.E028",
+            )
+        )
+    if not _is_int(conf.MEMOPT_USER_SESSIONS_REFRESH, 0):
+        errors.append(
+            Error(
+                "MEMOPT_USER_SESSIONS_REFRESH must be an int number of seconds, 0 or more.",
+                id="django_memopt.E029",
+            )
+        )
+    if enabled is True and not settings.SESSION_ENGINE.startswith("django_memopt."):
+        errors.append(
+            Warning(
+                "MEMOPT_USER_SESSIONS is on, but SESSION_ENGINE "
+                f"{settings.SESSION_ENGINE!r} is not django-memopt's: no index is kept.",
+                hint=f"Use {LMDB_ENGINE!r} or {REDIS_ENGINE!r}, or remove the setting.",
+                id="django_memopt.W012",
+            )
+        )
+    elif (
+        enabled is True
+        and recorded
+        and GATE_MIDDLEWARE not in list(getattr(settings, "MIDDLEWARE", None) or ())
+    ):
+        errors.append(
+            Warning(
+                "MEMOPT_USER_SESSIONS_METADATA asks for the client's IP address or user "
+                f"agent, but {GATE_MIDDLEWARE} (which hands them to the session) is not in "
+                "MIDDLEWARE: none is recorded.",
+                hint=f"Replace {DJANGO_MIDDLEWARE!r} with {GATE_MIDDLEWARE!r}, or set "
+                "MEMOPT_USER_SESSIONS_METADATA = ().",
+                id="django_memopt.W013",
             )
         )
     return errors
@@ -520,6 +577,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             )
         )
     errors += _check_client_cache()
+    errors += _check_user_sessions()
     if settings.SESSION_ENGINE == REDIS_ENGINE:
         errors += _check_redis_cache()
     errors += _check_filter()

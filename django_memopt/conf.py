@@ -152,5 +152,21 @@ class Settings:
         """Seconds: an unmodified session's expiry is refreshed at most this often."""
         return _setting("MEMOPT_TOUCH_INTERVAL", 0)  # type: ignore[no-any-return]
 
+    @property
+    def MEMOPT_USER_SESSIONS(self) -> bool:
+        """Keep an index of each user's sessions (``django_memopt.user_sessions``)."""
+        return _setting("MEMOPT_USER_SESSIONS", False)  # type: ignore[no-any-return]
+
+    @property
+    def MEMOPT_USER_SESSIONS_METADATA(self) -> tuple[str, ...]:
+        """What the index records of each session's client: ``"ip"``, ``"user_agent"``."""
+        return _setting("MEMOPT_USER_SESSIONS_METADATA", ("ip", "user_agent"))  # type: ignore[no-any-return]
+
+    @property
+    def MEMOPT_USER_SESSIONS_REFRESH(self) -> int:
+        """Seconds: a session's index entry (last seen, client) is rewritten at most this
+        often."""
+        return _setting("MEMOPT_USER_SESSIONS_REFRESH", 300)  # type: ignore[no-any-return]
+
 
 conf: Final = Settings()

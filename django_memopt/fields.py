@@ -287,6 +287,41 @@ class SessionFields(MutableMapping[str, Any]):
         """How many fields came from the store."""
         return len(self._stored)
 
+    def changes(self, name: str, session_key: str) -> bool:
+        """Whether a save of this mapping as session ``session_key`` may change field
+        ``name``: it was assigned or deleted, or the save is a whole write (see
+        :meth:`delta`). Fields changed in place are not looked at: for fields holding
+        immutable values (such as Django's ``_auth_user_id``)."""
+        return (
+            name in self._assigned
+            or name in self._deleted
+            or self._replace
+            or self._sealed_for != session_key
+        )
+
+    def holds(self, name: str) -> bool:
+        """Whether field ``name`` is in this mapping, its tag unchecked: a check that costs
+        no hashing and no decompression (``in`` checks the tag). A corrupt field is
+        present here until it is read."""
+        return name in self._values
+
+    def stored_value(self, name: str) -> Any:
+        """The value field ``name`` has in the store as loaded (or last saved), whatever
+        this mapping did to it since; ``None`` if it has none or it is corrupt."""
+        stored = self._stored.get(name)
+        if stored is None:
+            return None
+        if not (name in self._assigned or name in self._deleted or self._replace):
+            return self.get(name)
+        try:
+            if type(stored) is not bytes:
+                stored = stored.sealed(name)
+                if stored is None:
+                    return None
+            return self._codec.decode(self._sealed_for or "", name, stored)
+        except CorruptField:
+            return None
+
     # -- saving --------------------------------------------------------------------------
 
     def delta(self, session_key: str, *, full: bool = False) -> Delta:

@@ -39,11 +39,13 @@ from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from django_memopt.backends.base import SessionBase
+from django_memopt import user_sessions
+from django_memopt.backends.base import USER_ENTRY_FIELD, SessionBase
 from django_memopt.codec import MAX_FIELD_SIZE, FieldCodec
 from django_memopt.fields import Delta
 from tests import session_workers
-from tests.processes import SPAWN, children, finish, result_of
+from tests.processes import SPAWN, WAIT, children, finish, result_of
+from tests.session_workers import log_in
 
 HOSTILE_KEYS = [
     "x" * 1240,
@@ -913,6 +915,15 @@ class StoreUnderTest:
         """Store ``count`` entries of ``kind`` (one of :attr:`strays`) where listings look."""
         raise NotImplementedError
 
+    def index_size(self, user: str) -> int:
+        """How many entries the store holds in ``user``'s index (expired or not), counting
+        each place an entry is kept (so a consistent index holds twice its sessions)."""
+        raise NotImplementedError
+
+    def tamper_index(self, user: str) -> None:
+        """Flip the last byte of every sealed entry in ``user``'s index."""
+        raise NotImplementedError
+
 
 class StoreContract:
     """What every store does, on a real store of each test's own. Subclass with
@@ -1204,3 +1215,271 @@ class StoreContract:
             ):
                 with pytest.raises(ValueError, match="space"):
                     primitive(space, *args)
+
+
+# -- the index of a user's sessions (every store) ------------------------------------------
+
+
+class UserSessionsContract:
+    """``django_memopt.user_sessions`` on a real store of each test's own. Subclass with
+    ``store_type`` set to the store's :class:`StoreUnderTest`."""
+
+    store_type: ClassVar[type[StoreUnderTest]]
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[StoreUnderTest]:
+        with (
+            self.store_type.isolated(tmp_path) as store,
+            override_settings(MEMOPT_USER_SESSIONS=True),
+        ):
+            yield store
+
+    def test_login_lists_the_session_with_its_client_and_logout_unlists_it(
+        self, store: StoreUnderTest
+    ) -> None:
+        before = int(time.time())
+        first = log_in(store.SessionStore, "7", cart=[1])
+        second = log_in(store.SessionStore, "7")
+        other = log_in(store.SessionStore, "8")
+        anonymous = new_session(store.SessionStore, a=1)
+        listed = user_sessions.sessions_of("7", current=first)
+        assert [session.current for session in listed] == [True, False]
+        assert {session.handle for session in listed} == {
+            first[USER_ENTRY_FIELD][3],
+            second[USER_ENTRY_FIELD][3],
+        }
+        for session in listed:
+            assert session.ip == "203.0.113.7"
+            assert session.user_agent is not None and session.user_agent.startswith("Browser/")
+            assert before <= session.created.timestamp() <= time.time()
+            assert session.created <= session.last_seen
+            # The handle is opaque: not the key, nor part of it.
+            assert session.handle not in (first.session_key, second.session_key)
+            assert session.handle not in str(first.session_key) + str(second.session_key)
+        assert store.index_size("7") == 4
+        first.flush()  # logout()
+        assert store.index_size("7") == 2  # dropped by the delete itself, not by a listing
+        assert [s.handle for s in user_sessions.sessions_of("7")] == [second[USER_ENTRY_FIELD][3]]
+        second.flush()
+        assert store.index_size("7") == 0
+        assert user_sessions.sessions_of("7") == []
+        assert len(user_sessions.sessions_of("8")) == 1
+        assert store.SessionStore().exists(anonymous)
+        assert other.session_key is not None
+
+    def test_metadata_is_recorded_as_the_settings_say(self, store: StoreUnderTest) -> None:
+        with override_settings(MEMOPT_USER_SESSIONS_METADATA=("user_agent",)):
+            log_in(store.SessionStore, "7")
+        with override_settings(MEMOPT_USER_SESSIONS_METADATA=()):
+            log_in(store.SessionStore, "8")
+        [seven] = user_sessions.sessions_of("7")
+        assert (seven.ip, seven.user_agent is not None) == (None, True)
+        [eight] = user_sessions.sessions_of("8")
+        assert (eight.ip, eight.user_agent) == (None, None)
+
+    def test_cycle_key_moves_the_entry_and_keeps_when_it_was_created(
+        self, store: StoreUnderTest
+    ) -> None:
+        session = log_in(store.SessionStore, "7")
+        [before] = user_sessions.sessions_of("7")
+        old_key = session.session_key
+        session.cycle_key()  # update_session_auth_hash() after a password change
+        [after] = user_sessions.sessions_of("7", current=session)
+        assert after.current and after.handle != before.handle
+        assert after.created == before.created
+        assert store.index_size("7") == 2
+        assert not store.SessionStore().exists(old_key)
+
+    def test_a_typical_save_leaves_the_index_alone_until_the_refresh_is_due(
+        self, store: StoreUnderTest
+    ) -> None:
+        session = log_in(store.SessionStore, "7")
+        marker = session[USER_ENTRY_FIELD]
+        [entry] = store.SessionStore._user_entries("7")
+        for value in range(3):
+            again = store.SessionStore(session.session_key)
+            again["count"] = value
+            again.save()
+        assert store.SessionStore._user_entries("7") == [entry]
+        assert store.SessionStore(session.session_key)[USER_ENTRY_FIELD] == marker
+        # Once the session's deadline would pass the entry's, the entry is rewritten, its
+        # deadline moved on by MEMOPT_USER_SESSIONS_REFRESH.
+        again = store.SessionStore(session.session_key)
+        again.set_expiry(django_settings.SESSION_COOKIE_AGE + 400)
+        again.save()
+        refreshed = store.SessionStore(session.session_key)[USER_ENTRY_FIELD]
+        assert refreshed[1] >= marker[1] + 100_000
+        assert refreshed[0] == marker[0] and refreshed[2:] == marker[2:]
+        assert store.index_size("7") == 2
+        assert len(user_sessions.sessions_of("7")) == 1
+
+    def test_changing_or_removing_the_user_moves_or_drops_the_entry(
+        self, store: StoreUnderTest
+    ) -> None:
+        session = log_in(store.SessionStore, "7")
+        session["_auth_user_id"] = "8"
+        session.save()
+        assert user_sessions.sessions_of("7") == []
+        assert len(user_sessions.sessions_of("8")) == 1
+        assert (store.index_size("7"), store.index_size("8")) == (0, 2)
+        del session["_auth_user_id"]
+        session.save()
+        assert user_sessions.sessions_of("8") == []
+        assert USER_ENTRY_FIELD not in store.SessionStore(session.session_key)
+        again = log_in(store.SessionStore, "9")
+        again.clear()
+        again.save()
+        assert user_sessions.sessions_of("9") == [] and store.index_size("9") == 0
+
+    def test_end_one_others_and_all(self, store: StoreUnderTest) -> None:
+        here, there, elsewhere = (log_in(store.SessionStore, "7") for _ in range(3))
+        theirs = log_in(store.SessionStore, "8")
+        handle = there[USER_ENTRY_FIELD][3]
+        assert user_sessions.end_session("8", handle) is False  # another user's handle
+        assert user_sessions.end_session("7", handle) is True
+        assert user_sessions.end_session("7", handle) is False
+        assert not store.SessionStore().exists(there.session_key)
+        assert user_sessions.end_other_sessions("7", here) == 1
+        assert not store.SessionStore().exists(elsewhere.session_key)
+        listed = user_sessions.sessions_of("7", current=here.session_key)
+        assert [session.current for session in listed] == [True]
+        # A late save of an ended session does not bring it back, nor its entry.
+        elsewhere["late"] = True
+        with pytest.raises(UpdateError):
+            elsewhere.save()
+        assert user_sessions.end_all_sessions("7") == 1
+        assert store.index_size("7") == 0
+        assert store.SessionStore(here.session_key).load() == {}
+        assert store.SessionStore().exists(theirs.session_key)
+
+    def test_ending_from_another_process_is_final_here_at_once(
+        self, store: StoreUnderTest, tmp_path: Path
+    ) -> None:
+        session = log_in(store.SessionStore, "7", cart=[1, 2])
+        key = session.session_key
+        assert store.SessionStore(key)["cart"] == [1, 2]  # held by a client-side cache, if any
+        result = tmp_path / "ender.json"
+        barrier = SPAWN.Barrier(1)
+        with children() as start:
+            ender = start_worker(start, store, session_workers.end_all_of, ("7",), barrier, result)
+            assert finish([ender]) == [0]
+        assert result_of(result)["ended"] == 1
+        loaded = store.SessionStore(key)
+        assert loaded.get("cart") is None and loaded.session_key is None
+        assert store.index_size("7") == 0
+
+    def test_expiry_unlists_a_session_and_clearsessions_cleans_the_index(
+        self, store: StoreUnderTest
+    ) -> None:
+        short = log_in(store.SessionStore, "7")
+        short.set_expiry(1)
+        short.save()
+        kept = log_in(store.SessionStore, "7")
+        brief = log_in(store.SessionStore, "8")
+        brief.set_expiry(1)
+        brief.save()
+        time.sleep(1.2)
+        listed = user_sessions.sessions_of("7")
+        assert [session.handle for session in listed] == [kept[USER_ENTRY_FIELD][3]]
+        call_command("clearsessions")
+        assert store.index_size("7") == 2
+        assert store.index_size("8") == 0  # its session expired: pruned
+        assert user_sessions.sessions_of("8") == []
+
+    def test_a_user_with_thousands_of_sessions(self, store: StoreUnderTest) -> None:
+        count = 2000
+        sessions = [log_in(store.SessionStore, "7") for _ in range(count)]
+        started = time.perf_counter()
+        listed = user_sessions.sessions_of("7", current=sessions[0])
+        listing = time.perf_counter() - started
+        assert len(listed) == count and listed[0].current
+        assert len({session.handle for session in listed}) == count
+        assert listing < 5, listing
+        assert user_sessions.end_other_sessions("7", sessions[0]) == count - 1
+        assert [session.current for session in user_sessions.sessions_of("7", sessions[0])] == [
+            True
+        ]
+        assert store.index_size("7") == 2
+        assert store.stored_keys() == [sessions[0].session_key]
+
+    def test_logins_logouts_and_expiry_racing_index_reads(
+        self, store: StoreUnderTest, tmp_path: Path
+    ) -> None:
+        processes, rounds = 2, 15
+        results = [tmp_path / f"worker-{p}.json" for p in range(processes)]
+        barrier = SPAWN.Barrier(processes + 1)
+        seen: set[str] = set()
+        reads = 0
+        with children() as start:
+            workers = [
+                start_worker(
+                    start, store, session_workers.log_in_and_out, ("7", rounds), barrier, path
+                )
+                for path in results
+            ]
+            # Sessions expiring meanwhile, in this process.
+            expiring = []
+            for _ in range(3):
+                session = log_in(store.SessionStore, "7")
+                session.set_expiry(1)
+                session.save()
+                expiring.append(session[USER_ENTRY_FIELD][3])
+            barrier.wait(WAIT)
+            while any(worker.is_alive() for worker in workers):
+                listed = user_sessions.sessions_of("7")
+                seen.update(session.handle for session in listed)
+                reads += 1
+            exit_codes = finish(workers)
+        assert exit_codes == [0] * processes
+        kept = [key for path in results for key in result_of(path)["kept"]]
+        assert len(kept) == 3 * processes
+        time.sleep(1.1)  # the sessions set to expire have
+        live = {store.SessionStore(key)[USER_ENTRY_FIELD][3] for key in kept}
+        assert {session.handle for session in user_sessions.sessions_of("7")} == live
+        assert reads > 0 and seen  # the listings ran while the workers did
+        call_command("clearsessions")
+        assert store.index_size("7") == 2 * len(live)
+        assert sorted(store.stored_keys()) == sorted(kept)
+
+    def test_hostile_input_gets_a_clear_error_or_nothing(self, store: StoreUnderTest) -> None:
+        session = log_in(store.SessionStore, "7")
+        handle = session[USER_ENTRY_FIELD][3]
+        for user in (None, object(), 1.5, b"7", [7], True):
+            with pytest.raises(TypeError):
+                user_sessions.sessions_of(user)
+            with pytest.raises(TypeError):
+                user_sessions.end_all_sessions(user)
+        for user in ("", "x" * 256, "é" * 128):
+            with pytest.raises(ValueError):
+                user_sessions.sessions_of(user)
+        for user in ("8", "7\x00", "7 ", "*", "7:*", "../7", "\udcff"):
+            assert user_sessions.sessions_of(user) == []
+            assert user_sessions.end_all_sessions(user) == 0
+        for bad in ("", "x", handle.upper(), handle + "0", handle[:-1], "*", None, 7, [handle]):
+            assert user_sessions.end_session("7", bad) is False  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            user_sessions.end_other_sessions("7", 42)  # type: ignore[arg-type]
+        assert user_sessions.end_other_sessions("7", "not-a-key") == 1
+        assert not store.SessionStore().exists(session.session_key)
+
+    def test_a_tampered_index_entry_is_left_out_and_logged(
+        self, store: StoreUnderTest, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        session = log_in(store.SessionStore, "7")
+        store.tamper_index("7")
+        caplog.set_level(logging.WARNING, logger="django.security.SuspiciousSession")
+        assert user_sessions.sessions_of("7") == []
+        assert user_sessions.end_all_sessions("7") == 0
+        assert len(corruption_logged(caplog)) == 2, corruption_logged(caplog)
+        assert store.SessionStore().exists(session.session_key)
+
+    def test_a_session_saved_before_the_feature_was_on_is_listed_at_its_next_save(
+        self, store: StoreUnderTest
+    ) -> None:
+        with override_settings(MEMOPT_USER_SESSIONS=False):
+            session = log_in(store.SessionStore, "7")
+        assert user_sessions.sessions_of("7") == [] and store.index_size("7") == 0
+        again = store.SessionStore(session.session_key)
+        again["seen"] = True
+        again.save()
+        assert len(user_sessions.sessions_of("7")) == 1

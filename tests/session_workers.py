@@ -181,3 +181,70 @@ def add_value_racing(
 
         run_threads(len(values), add)
         result["returned"] = returned
+
+
+# -- the index of a user's sessions ----------------------------------------------------------
+
+
+def log_in(SessionStore: type[SessionBase], user: str, **fields: Any) -> SessionBase:
+    """A session logged in as ``user``, the way ``django.contrib.auth.login()`` does it: a
+    new key (``cycle_key``), then the user's fields, saved at the end of the request."""
+    session = SessionStore()
+    session.client = ("203.0.113.7", f"Browser/{os.getpid()}")
+    session.update(fields)
+    session.cycle_key()
+    session["_auth_user_id"] = user
+    session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+    session["_auth_user_hash"] = "0" * 64
+    session.save()
+    return session
+
+
+def log_in_and_out(
+    store: str,
+    setup_args: tuple[Any, ...],
+    user: str,
+    rounds: int,
+    barrier: Any,
+    result_path: str,
+) -> None:
+    """Three threads, each ``rounds`` times: log in as ``user``, save once more, log out
+    (``flush``); then log in once more and stay. Reports the keys left logged in
+    (``kept``), with MEMOPT_USER_SESSIONS on."""
+    from django.test import override_settings
+
+    with reporting(result_path) as result:
+        SessionStore = ready(store, setup_args)
+        override_settings(MEMOPT_USER_SESSIONS=True).enable()
+        kept: list[str] = []
+        barrier.wait(WAIT)
+
+        def work(n: int) -> None:
+            for round_ in range(rounds):
+                session = log_in(SessionStore, user)
+                session["round"] = round_
+                session.save()
+                session.flush()
+            kept.append(str(log_in(SessionStore, user).session_key))
+
+        run_threads(3, work)
+        result["kept"] = kept
+
+
+def end_all_of(
+    store: str,
+    setup_args: tuple[Any, ...],
+    user: str,
+    barrier: Any,
+    result_path: str,
+) -> None:
+    """``end_all_sessions(user)`` from another process; reports how many (``ended``)."""
+    from django.test import override_settings
+
+    with reporting(result_path) as result:
+        ready(store, setup_args)
+        override_settings(MEMOPT_USER_SESSIONS=True).enable()
+        from django_memopt.user_sessions import end_all_sessions
+
+        barrier.wait(WAIT)
+        result["ended"] = end_all_sessions(user)

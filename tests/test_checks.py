@@ -55,6 +55,22 @@ def test_default_configuration_passes() -> None:
             {"SESSION_SERIALIZER": "django.core.signing.JSONSerializer"},
             "django_memopt.W001",
         ),
+        ({"MEMOPT_USER_SESSIONS": "yes"}, "django_memopt.E027"),
+        ({"MEMOPT_USER_SESSIONS": 1}, "django_memopt.E027"),
+        ({"MEMOPT_USER_SESSIONS_METADATA": "ip"}, "django_memopt.E028"),
+        ({"MEMOPT_USER_SESSIONS_METADATA": ("ip", "cookies")}, "django_memopt.E028"),
+        ({"MEMOPT_USER_SESSIONS_METADATA": None}, "django_memopt.E028"),
+        ({"MEMOPT_USER_SESSIONS_REFRESH": -1}, "django_memopt.E029"),
+        ({"MEMOPT_USER_SESSIONS_REFRESH": 60.0}, "django_memopt.E029"),
+        ({"MEMOPT_USER_SESSIONS_REFRESH": True}, "django_memopt.E029"),
+        (
+            {
+                "MEMOPT_USER_SESSIONS": True,
+                "SESSION_ENGINE": "django.contrib.sessions.backends.signed_cookies",
+            },
+            "django_memopt.W012",
+        ),
+        ({"MEMOPT_USER_SESSIONS": True}, "django_memopt.W013"),
     ],
 )
 def test_each_misconfiguration_has_its_id(overrides: dict[str, Any], expected: str) -> None:
@@ -376,3 +392,13 @@ def test_gc_settings_against_the_pythons_collector() -> None:
             assert ids(MEMOPT_GC_OUT_OF_BAND=100) == (
                 ["django_memopt.W005"] if version == (3, 14, 2) else []
             ), version
+
+
+def test_user_sessions_with_the_gate_middleware_or_no_metadata_pass() -> None:
+    gate = [
+        "django_memopt.middleware.SessionMiddleware" if "sessions" in name else name
+        for name in settings.MIDDLEWARE
+    ]
+    assert ids(MEMOPT_USER_SESSIONS=True, MIDDLEWARE=gate) == []
+    assert ids(MEMOPT_USER_SESSIONS=True, MEMOPT_USER_SESSIONS_METADATA=()) == []
+    assert ids(MEMOPT_USER_SESSIONS_METADATA=["user_agent"], MEMOPT_USER_SESSIONS_REFRESH=0) == []

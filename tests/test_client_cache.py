@@ -905,6 +905,10 @@ class TestStoreContractCached(redis_contract.TestStoreContract):
     store_type = CachedRedisStore
 
 
+class TestUserSessionsCached(redis_contract.TestUserSessions):
+    store_type = CachedRedisStore
+
+
 @override_settings(MEMOPT_REDIS_CLIENT_CACHE=CACHE_BYTES)
 class TestContractCached(redis_contract.TestContract):
     pass

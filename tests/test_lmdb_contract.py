@@ -25,6 +25,7 @@ from tests.contract import (
     SessionContract,
     StoreContract,
     StoreUnderTest,
+    UserSessionsContract,
 )
 
 # -- LMDB's raw data -------------------------------------------------------------------------
@@ -183,6 +184,30 @@ class LmdbStore(StoreUnderTest):
         )
         return {"a", "c"}, 5  # b"b", "n", "m", b"late", "o": each one line
 
+    def index_size(self, user: str) -> int:
+        opened = environment()
+        name = user.encode("utf-8", "surrogatepass")
+        prefix = len(name).to_bytes(2, "big") + name
+        with opened.env.begin() as txn:
+            entries = {
+                bytes(key) for key, _ in txn.cursor(db=opened.users) if key.startswith(prefix)
+            }
+            owners = [bytes(entry) for _, entry in txn.cursor(db=opened.owners)]
+        return len(entries) + sum(entry in entries for entry in owners)
+
+    def tamper_index(self, user: str) -> None:
+        opened = environment()
+        name = user.encode("utf-8", "surrogatepass")
+        prefix = len(name).to_bytes(2, "big") + name
+        with opened.env.begin(write=True) as txn:
+            found = [
+                (bytes(key), bytes(value))
+                for key, value in txn.cursor(db=opened.users)
+                if key.startswith(prefix)
+            ]
+            for key, value in found:
+                txn.put(key, value[:-1] + bytes((value[-1] ^ 1,)), db=opened.users)
+
     def plant_strays(self, kind: str, count: int) -> None:
         record = next(iter(raw_records().values()))
         for n in range(count):
@@ -190,6 +215,10 @@ class LmdbStore(StoreUnderTest):
 
 
 class TestStoreContract(StoreContract):
+    store_type = LmdbStore
+
+
+class TestUserSessions(UserSessionsContract):
     store_type = LmdbStore
 
 

@@ -25,6 +25,7 @@ from tests.contract import (
     SessionContract,
     StoreContract,
     StoreUnderTest,
+    UserSessionsContract,
 )
 
 REDIS = {"SESSION_ENGINE": "django_memopt.backends.redis", "SESSION_CACHE_ALIAS": "sessions"}
@@ -256,6 +257,18 @@ class RedisStore(StoreUnderTest):
         put_string(self.raw, name, value[: HEADER.size] + packer.pack(planted))
         return {"a", "b", "c"}, 4
 
+    def index_size(self, user: str) -> int:
+        name = user.encode("utf-8", "surrogatepass")
+        prefix = self.prefix.encode()
+        return int(self.raw.hlen(prefix + b"~user:" + name)) + int(
+            self.raw.zcard(prefix + b"~user-until:" + name)
+        )
+
+    def tamper_index(self, user: str) -> None:
+        name = self.prefix.encode() + b"~user:" + user.encode("utf-8", "surrogatepass")
+        for handle, value in self.raw.hgetall(name).items():
+            self.raw.hset(name, handle, value[:-1] + bytes((value[-1] ^ 1,)))
+
     def plant_strays(self, kind: str, count: int) -> None:
         STRAYS[kind](self.raw, self.prefix, count)
         # Under the prefix but no session's name: skipped without a line.
@@ -263,6 +276,10 @@ class RedisStore(StoreUnderTest):
 
 
 class TestStoreContract(StoreContract):
+    store_type = RedisStore
+
+
+class TestUserSessions(UserSessionsContract):
     store_type = RedisStore
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from django_memopt.views import metrics
+from django_memopt.views import metrics, user_sessions
 from tests import views
 
 urlpatterns = [
@@ -14,4 +14,6 @@ urlpatterns = [
     path("fail/<str:name>/<str:value>/", views.fail),
     path("logged-out-meanwhile/<str:name>/<str:value>/", views.logged_out_meanwhile),
     path("metrics/", metrics),
+    path("sessions/", user_sessions),
+    path("log-in/<str:username>/", views.log_in),
 ]

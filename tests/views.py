@@ -44,3 +44,12 @@ def logged_out_meanwhile(request: HttpRequest, name: str, value: str) -> HttpRes
     engine = import_module(settings.SESSION_ENGINE)
     engine.SessionStore(request.session.session_key).delete()
     return HttpResponse("too late")
+
+
+def log_in(request: HttpRequest, username: str) -> HttpResponse:
+    """Django's ``login()`` of the user ``username`` (tests only: no password asked)."""
+    from django.contrib.auth import get_user_model, login
+
+    user = get_user_model().objects.get(username=username)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    return HttpResponse("logged in")

@@ -12,6 +12,7 @@ today) plugs in through :class:`EngineHooks`, and finds the configured engine th
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import time
@@ -29,7 +30,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from django_memopt.codec import CorruptField, FieldCodec
+from django_memopt.codec import CorruptField, FieldCodec, derive_key
 from django_memopt.conf import conf
 from django_memopt.counters import add as count
 from django_memopt.counters import counter
@@ -43,7 +44,11 @@ __all__ = [
     "Adoption",
     "CreateError",
     "Delta",
+    "AUTH_USER_FIELD",
+    "USER_ENTRY_FIELD",
     "EngineHooks",
+    "IndexChange",
+    "UserEntry",
     "SessionBase",
     "SessionStoreError",
     "SessionStoreFull",
@@ -74,6 +79,43 @@ PREVIOUS_ENGINE_SINCE: Final = "previous-engine-since"
 # Django's engines mint 32 characters of [a-z0-9]; anything else from a cookie is refused
 # before it reaches a store (overlong keys, path characters, non-ASCII).
 SESSION_KEY_RE: Final = re.compile(r"[a-z0-9]{8,64}\Z")
+
+
+#: The field Django's auth keeps the logged-in user's ID in (``django.contrib.auth
+#: .SESSION_KEY``): a session holding it is listed in that user's index.
+AUTH_USER_FIELD: Final = "_auth_user_id"
+#: The field in which a session indexed as a user's (``MEMOPT_USER_SESSIONS``) keeps what
+#: the index lists it as: ``[user ID, the entry's deadline (epoch ms), created (epoch s),
+#: handle]``. Carried over by ``cycle_key`` as any field; the deadline is never earlier
+#: than the session's, so the index entry outlives the session it lists.
+USER_ENTRY_FIELD: Final = "_memopt_user_entry"
+#: The longest user ID indexed, in bytes of UTF-8 (Django's primary keys are far shorter).
+USER_ID_MAX: Final = 255
+#: The longest user agent recorded, in characters.
+USER_AGENT_MAX: Final = 256
+#: A handle: hex digits of an HMAC of the session key, opaque, never the key itself.
+HANDLE_RE: Final = re.compile(r"[0-9a-f]{24}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class UserEntry:
+    """A session's entry in the index of its user's sessions."""
+
+    user: str
+    handle: str
+    until_ms: int  # the entry's deadline: never earlier than the session's
+    sealed: bytes  # what it lists: session key, created, last seen, IP, user agent
+
+
+@dataclass(frozen=True, slots=True)
+class IndexChange:
+    """What a write does to the index of users' sessions, in the same transaction as the
+    session's write: ``put`` lists the session (replacing any entry of it), ``drop`` is
+    an entry that listed it until now, as ``(user, handle)``, if known (a store that keeps
+    its own link from a session to its entry may ignore it)."""
+
+    put: UserEntry | None
+    drop: tuple[str, str] | None
 
 
 class SessionStoreError(Exception):
@@ -181,11 +223,12 @@ def session_store() -> type[SessionBase]:
 
 @receiver(setting_changed)
 def _forget_settings(*, setting: str, **kwargs: Any) -> None:
-    global _ids, _previous_setting, _store
+    global _handle_key, _ids, _previous_setting, _store
     _previous_setting = _UNREAD
     if setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
         _codecs.clear()
         _ids = None
+        _handle_key = None
     if setting == "MEMOPT_COMPRESS_FROM":
         _codecs.clear()
     if setting == "SESSION_ENGINE":
@@ -257,6 +300,75 @@ def _delta_size(delta: Delta) -> int:
     return sum(map(len, sets)) + sum(map(len, sets.values())) + sum(map(len, delta.deletes))
 
 
+_handle_key: bytes | None = None
+
+
+def session_handle(session_key: str) -> str:
+    """The opaque handle a user's index lists session ``session_key`` under: an HMAC of the
+    key (a key derived from ``SECRET_KEY``), so it names the session without revealing
+    its key."""
+    global _handle_key
+    if _handle_key is None:
+        _handle_key = derive_key(settings.SECRET_KEY, b"django-memopt user-session handle")
+    return hmac.digest(_handle_key, session_key.encode(), "sha256")[:12].hex()
+
+
+def index_name(user: str) -> str:
+    """What a user's index entries are sealed for: no session key has a ``~``, so an entry
+    is never mistaken for a session's field."""
+    return f"~user:{user}"
+
+
+def user_id(value: object) -> str | None:
+    """A user ID as the index keys it (Django stores ``_auth_user_id`` as text); ``None``
+    if ``value`` cannot be one (the session is then not indexed)."""
+    if type(value) is int:
+        value = str(value)
+    if (
+        type(value) is not str
+        or not value
+        or len(value.encode("utf-8", "surrogatepass")) > USER_ID_MAX
+    ):
+        return None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Marker:
+    user: str
+    until_ms: int
+    created: int
+    handle: str
+
+
+def _marker(value: Any) -> _Marker | None:
+    """The content of ``USER_ENTRY_FIELD``, if well formed."""
+    if type(value) is not list or len(value) != 4:
+        return None
+    user, until_ms, created, handle = value
+    if user_id(user) is None or type(until_ms) is not int or type(created) is not int:
+        return None
+    if type(handle) is not str or not HANDLE_RE.match(handle):
+        return None
+    return _Marker(user, until_ms, created, handle)
+
+
+def _refresh_bucket(deadline_ms: int, refresh_ms: int) -> int:
+    """``deadline_ms`` rounded up to a multiple of ``refresh_ms``: a save refreshes the
+    session's index entry when it moves the session's deadline into a later bucket, and
+    gives the entry the deadline of the bucket after it. The session's stored deadline
+    never passes its bucket without a refresh, so the entry always outlives the session,
+    and a save tells whether a refresh is due from the deadline it loaded, without
+    reading the entry."""
+    if refresh_ms <= 0:
+        return deadline_ms
+    return -(-deadline_ms // refresh_ms) * refresh_ms
+
+
+def _user_sessions_on() -> bool:
+    return bool(conf.MEMOPT_USER_SESSIONS)
+
+
 class SessionBase(DjangoSessionBase):
     """A Django session whose fields are decoded lazily and saved as a delta."""
 
@@ -265,6 +377,13 @@ class SessionBase(DjangoSessionBase):
     #: Payloads under this many bytes are sealed uncompressed whatever
     #: ``MEMOPT_COMPRESS_FROM`` says: the store compresses such fields together.
     plain_below: ClassVar[int] = 0
+    #: Whether :meth:`_remove` must be told which entry of a user's index lists the
+    #: session (a store that keeps no link of its own from a session to its entry).
+    remove_needs_entry: ClassVar[bool] = False
+    #: The client's IP address and user agent, recorded in the index of the user's
+    #: sessions when this session is (``MEMOPT_USER_SESSIONS``): set by
+    #: ``django_memopt.middleware.SessionMiddleware``, read at save.
+    client: tuple[str | None, str | None] | None = None
 
     _session_cache: SessionFields
 
@@ -400,12 +519,21 @@ class SessionBase(DjangoSessionBase):
         if session_key is None:  # a new session, or loading found no such session
             return self.create()
         expires_at = time.time() + self.get_expiry_age()
+        # Before the delta: a change to the index adds USER_ENTRY_FIELD to it.
+        index = (
+            self._index_change(fields, session_key, expires_at, must_create)
+            if _user_sessions_on()
+            else None
+        )
         delta = fields.delta(session_key, full=must_create)
         hooks = _hooks
         if must_create or delta:
             for hook in hooks:
                 hook.before_write(session_key, expires_at)
-            self._write(session_key, delta, expires_at, create=must_create)
+            if index is None:
+                self._write(session_key, delta, expires_at, create=must_create)
+            else:
+                self._write(session_key, delta, expires_at, create=must_create, index=index)
         elif self._touch_due(expires_at):
             for hook in hooks:
                 hook.before_write(session_key, expires_at)
@@ -435,8 +563,77 @@ class SessionBase(DjangoSessionBase):
     def delete(self, session_key: str | None = None) -> None:
         if session_key is None:
             session_key = self.session_key
-        if self._validate_session_key(session_key):
-            self._remove(session_key)  # type: ignore[arg-type]
+        if not self._validate_session_key(session_key):
+            return
+        assert session_key is not None  # validated
+        if self.remove_needs_entry and _user_sessions_on():
+            self._remove(session_key, self._listed_as(session_key))
+        else:
+            self._remove(session_key)
+
+    # -- the index of a user's sessions (MEMOPT_USER_SESSIONS; docs/user-sessions.md) ---
+    #
+    # A session holding AUTH_USER_FIELD is listed in its user's index, written by the store
+    # in the same transaction (LMDB) or script (Redis) as the session itself. The session
+    # keeps what it is listed as in USER_ENTRY_FIELD. A save that moves the session's
+    # deadline into a later bucket of MEMOPT_USER_SESSIONS_REFRESH (_refresh_bucket())
+    # rewrites the entry (its "last seen", the client's metadata) with the deadline of the
+    # bucket after, so the entry always outlives the session. So the index is written at
+    # login, logout and at most once per that interval, and a save that changes neither
+    # pays a few dictionary lookups: it compares the deadline it loaded with the new one,
+    # and decodes nothing.
+
+    def _index_change(
+        self, fields: SessionFields, session_key: str, expires_at: float, full: bool
+    ) -> IndexChange | None:
+        """What saving ``fields`` as ``session_key`` until ``expires_at`` does to the index
+        of its user's sessions (setting or deleting ``USER_ENTRY_FIELD`` accordingly);
+        ``None``: nothing."""
+        expires_ms = int(expires_at * 1000)
+        refresh_ms = conf.MEMOPT_USER_SESSIONS_REFRESH * 1000
+        if not (full or fields.changes(AUTH_USER_FIELD, session_key)):
+            if fields.holds(USER_ENTRY_FIELD):
+                stored = self._stored_expires_at
+                if stored is not None and _refresh_bucket(expires_ms, refresh_ms) <= (
+                    _refresh_bucket(int(stored * 1000), refresh_ms)
+                ):
+                    return None  # listed, and the entry outlives the session: the hot path
+            elif AUTH_USER_FIELD not in fields:
+                return None  # anonymous
+        marker = _marker(fields.get(USER_ENTRY_FIELD))
+        user = user_id(fields.get(AUTH_USER_FIELD))
+        was = _marker(fields.stored_value(USER_ENTRY_FIELD))
+        handle = session_handle(session_key)
+        drop = None
+        if was is not None and (was.user, was.handle) != (user, handle):
+            drop = (was.user, was.handle)
+        if user is None:
+            if USER_ENTRY_FIELD in fields:
+                del fields[USER_ENTRY_FIELD]
+            return None if drop is None and was is None else IndexChange(None, drop)
+        now = time.time()
+        created = marker.created if marker is not None and marker.user == user else int(now)
+        until_ms = _refresh_bucket(expires_ms, refresh_ms) + refresh_ms
+        fields[USER_ENTRY_FIELD] = [user, until_ms, created, handle]
+        ip = agent = None
+        if self.client is not None:
+            recorded = conf.MEMOPT_USER_SESSIONS_METADATA
+            if "ip" in recorded:
+                ip = self.client[0]
+            if "user_agent" in recorded and self.client[1] is not None:
+                agent = self.client[1][:USER_AGENT_MAX]
+        entry = [session_key, created, int(now), ip, agent]
+        sealed = field_codec().encode(index_name(user), handle, entry)
+        return IndexChange(UserEntry(user, handle, until_ms, sealed), drop)
+
+    def _listed_as(self, session_key: str) -> tuple[str, str] | None:
+        """The ``(user, handle)`` of the index entry listing session ``session_key``, as
+        the stored session says; ``None`` if it is not listed (or not there)."""
+        stored = self._read(session_key)
+        if stored is None:
+            return None
+        marker = _marker(self._new_fields(stored.fields, session_key).get(USER_ENTRY_FIELD))
+        return None if marker is None else (marker.user, marker.handle)
 
     def cycle_key(self) -> None:
         self._get_session()  # every stored field, still undecoded
@@ -652,12 +849,22 @@ class SessionBase(DjangoSessionBase):
         raise NotImplementedError("subclasses of SessionBase must provide a _read() method")
 
     @classmethod
-    def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
+    def _write(
+        cls,
+        session_key: str,
+        delta: Delta,
+        expires_at: float,
+        *,
+        create: bool,
+        index: IndexChange | None = None,
+    ) -> None:
         """Apply ``delta`` and the new deadline atomically.
 
         With ``create``, only if no live session has that key (else ``CreateError``);
         without, only if one does (else ``UpdateError``): a deleted session is never
-        brought back. Fields the delta does not name are left exactly as stored.
+        brought back. Fields the delta does not name are left exactly as stored. ``index``
+        is applied to the index of users' sessions in the same transaction, only if the
+        session write is.
         """
         raise NotImplementedError("subclasses of SessionBase must provide a _write() method")
 
@@ -667,9 +874,18 @@ class SessionBase(DjangoSessionBase):
         raise NotImplementedError("subclasses of SessionBase must provide a _touch() method")
 
     @classmethod
-    def _remove(cls, session_key: str) -> None:
-        """Delete the session if it exists."""
+    def _remove(cls, session_key: str, listed_as: tuple[str, str] | None = None) -> None:
+        """Delete the session if it exists, and the index entry listing it: the one the
+        store links to it, or ``listed_as`` (``(user, handle)``) for a store that keeps no
+        such link (``remove_needs_entry``)."""
         raise NotImplementedError("subclasses of SessionBase must provide a _remove() method")
+
+    @classmethod
+    def _user_entries(cls, user: str) -> list[tuple[str, str, bytes]]:
+        """The entries of ``user``'s index listing live sessions: ``(handle, session key,
+        sealed entry)``, in no set order. Entries of sessions gone (expired, deleted by
+        other means) are left out, and may be pruned on the way."""
+        raise NotImplementedError("subclasses of SessionBase must provide _user_entries()")
 
     @classmethod
     def _contains(cls, session_key: str) -> bool:

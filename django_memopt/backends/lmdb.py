@@ -12,6 +12,13 @@ serialises writers across processes and never blocks readers. Named databases:
     session key) -> empty, so ``clear_expired`` reads only what has expired or expires
     within the hour under way. Rounding means a session saved again and again moves its
     index entry (a commit's largest part after the record) at most once an hour.
+``users``
+    the index of each user's sessions (``MEMOPT_USER_SESSIONS``): the user ID's length
+    (2 bytes) and UTF-8, then the session's handle -> the session key's length (1 byte),
+    the session key, then the sealed entry (see ``SessionBase._index_change``).
+``owners``
+    session key -> its key in ``users``: a delete, a logout or ``clear_expired`` drops the
+    entry listing the session in the same transaction, whoever asks.
 one per space of store-wide values (``stats``, ``meta``, ...)
     name -> value (:meth:`SessionStore.read_values` and the like); opened on first use.
 
@@ -47,6 +54,7 @@ from .base import (
     SESSION_KEY_RE,
     CreateError,
     Delta,
+    IndexChange,
     SessionStoreError,
     SessionStoreFull,
     StoredSession,
@@ -67,7 +75,8 @@ SWEEP_BATCH: Final = 500
 # Expired sessions deleted per write transaction by clear_expired on a full map: the
 # pages each transaction frees serve the ones after it.
 FULL_SWEEP_BATCH: Final = 16
-# Named databases beside "sessions" and "expiry": one per space of store-wide values.
+# Named databases beside "sessions", "expiry", "users" and "owners": one per space of
+# store-wide values.
 MAX_SPACES: Final = 14
 # A delete on a full map may grow it, for that transaction, in steps of 1 MiB per 64 MiB of
 # MEMOPT_LMDB_MAP_SIZE (at least 1 MiB), at most RESERVE_STEPS of them. A delete needs a
@@ -86,6 +95,8 @@ class Environment:
     env: Any  # lmdb.Environment
     sessions: Any
     expiry: Any
+    users: Any
+    owners: Any
     path: str
     pid: int
     map_size: int  # MEMOPT_LMDB_MAP_SIZE when opened: the most session writes may fill
@@ -182,7 +193,7 @@ def _open(path: str) -> Environment:
             mode=0o600,
             map_size=map_size,
             max_readers=conf.MEMOPT_LMDB_MAX_READERS,
-            max_dbs=2 + MAX_SPACES,
+            max_dbs=4 + MAX_SPACES,
             # "process": commits reach the OS page cache, which outlives any killed
             # worker; "system": each commit is also flushed to disk (two fsyncs).
             sync=durable,
@@ -196,11 +207,13 @@ def _open(path: str) -> Environment:
         env.reader_check()
         sessions = env.open_db(b"sessions")
         expiry = env.open_db(b"expiry")
+        users = env.open_db(b"users")
+        owners = env.open_db(b"owners")
     except (OSError, lmdb.Error) as exc:
         raise SessionStoreError(
             f"Cannot open the LMDB session store at {path!r} (MEMOPT_LMDB_PATH): {exc}"
         ) from exc
-    return Environment(env, sessions, expiry, path, os.getpid(), map_size)
+    return Environment(env, sessions, expiry, users, owners, path, os.getpid(), map_size)
 
 
 def close_environments() -> None:
@@ -433,6 +446,30 @@ def _reindex(opened: Environment, txn: Any, key: bytes, old_ms: int | None, new_
     txn.put(records.index_key(new_ms, key), b"", db=opened.expiry)
 
 
+def _user_prefix(user: str) -> bytes:
+    """Where ``user``'s entries start in the ``users`` database."""
+    name = user.encode("utf-8", "surrogatepass")
+    return len(name).to_bytes(2, "big") + name
+
+
+def _unlist(opened: Environment, txn: Any, key: bytes) -> None:
+    """Drop the index entry listing session ``key``, if any."""
+    entry = txn.get(key, db=opened.owners)
+    if entry is not None:
+        txn.delete(bytes(entry), db=opened.users)
+        txn.delete(key, db=opened.owners)
+
+
+def _index(opened: Environment, txn: Any, key: bytes, change: IndexChange) -> None:
+    """Apply ``change`` for session ``key``: its entry replaces whatever listed it."""
+    _unlist(opened, txn, key)
+    put = change.put
+    if put is not None:
+        entry = _user_prefix(put.user) + put.handle.encode()
+        txn.put(entry, bytes((len(key),)) + key + put.sealed, db=opened.users)
+        txn.put(key, entry, db=opened.owners)
+
+
 def _space(opened: Environment, space: str) -> Any:
     """The named database of ``space`` in ``opened``, opened (and made) on first use.
 
@@ -481,7 +518,15 @@ class SessionStore(_SessionBase):
         return _transaction(opened, read, write=False)
 
     @classmethod
-    def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
+    def _write(
+        cls,
+        session_key: str,
+        delta: Delta,
+        expires_at: float,
+        *,
+        create: bool,
+        index: IndexChange | None = None,
+    ) -> None:
         key = session_key.encode()
         new_ms = int(expires_at * 1000)
 
@@ -504,6 +549,8 @@ class SessionStore(_SessionBase):
                 raise UpdateError
             txn.put(key, new, db=opened.sessions)
             _reindex(opened, txn, key, old_ms, new_ms)
+            if index is not None:
+                _index(opened, txn, key, index)
 
         opened = environment()
         _transaction(opened, write, write=True)
@@ -525,13 +572,14 @@ class SessionStore(_SessionBase):
         _transaction(opened, touch, write=True)
 
     @classmethod
-    def _remove(cls, session_key: str) -> None:
+    def _remove(cls, session_key: str, listed_as: tuple[str, str] | None = None) -> None:
         key = session_key.encode()
 
         def remove(txn: Any) -> None:
             old_ms = records.deadline(txn.get(key, db=opened.sessions))
             if txn.delete(key, db=opened.sessions) and old_ms is not None:
                 txn.delete(records.index_key(old_ms, key), db=opened.expiry)
+            _unlist(opened, txn, key)
 
         opened = environment()
         _transaction(opened, remove, write=True, reserve=True)  # a logout, even on a full map
@@ -587,6 +635,7 @@ class SessionStore(_SessionBase):
                     txn.put(entry, b"", db=opened.expiry)
                 elif expires_ms is not None:
                     txn.delete(key, db=opened.sessions)
+                    _unlist(opened, txn, key)
                 txn.delete(index_key, db=opened.expiry)
             return position
 
@@ -646,6 +695,39 @@ class SessionStore(_SessionBase):
             yield from live
             if after is None:
                 return
+
+    @classmethod
+    def _user_entries(cls, user: str) -> list[tuple[str, str, bytes]]:
+        """Read in one transaction: each entry's session is checked live, as ``_read()``
+        would serve it, and still linked to that entry."""
+        opened = environment()
+        prefix = _user_prefix(user)
+        now_ms = _now_ms()
+
+        def read(txn: Any) -> list[tuple[str, str, bytes]]:
+            found = []
+            cursor = txn.cursor(db=opened.users)
+            listed = cursor.set_range(prefix)
+            while listed:
+                entry = bytes(cursor.key())
+                if not entry.startswith(prefix):
+                    break
+                value = bytes(cursor.value())
+                key = value[1 : 1 + value[0]] if value else b""
+                record = txn.get(key, db=opened.sessions) if key else None
+                expires_ms = records.deadline(record)
+                if (
+                    expires_ms is not None
+                    and expires_ms > now_ms
+                    and txn.get(key, db=opened.owners) == entry
+                    and (session_key := _session_key(key)) is not None
+                ):
+                    handle = entry[len(prefix) :].decode("ascii", "replace")
+                    found.append((handle, session_key, value[1 + value[0] :]))
+                listed = cursor.next()
+            return found
+
+        return _transaction(opened, read, write=False)
 
     # -- store-wide values: one named database per space ---------------------------------
 

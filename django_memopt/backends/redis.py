@@ -41,6 +41,16 @@ keys of the client-side cache, ``<prefix>~hb:<random>`` (with ``<prefix>``'s tra
 
 With ``MEMOPT_REDIS_CLIENT_CACHE`` set, loads, saves and deletes also go through this
 process's :class:`~django_memopt.client_cache.ClientCache` (see that module).
+
+The index of each user's sessions (``MEMOPT_USER_SESSIONS``) is two keys per user, beside
+the sessions: a hash ``<prefix>~user:<user ID>`` (handle -> the session key's length in
+one byte, the session key, then the sealed entry) and a sorted set
+``<prefix>~user-until:<user ID>`` (handle by the entry's deadline, never earlier than the
+session's), both expiring with their last entry. A save or delete that changes the index
+runs as one script with the session's write (``_indexed()``), and prunes the entries past
+their deadline on the way; a listing prunes them too, and those whose session is gone.
+Those keys are in other Cluster slots than the session's (issue 16: a hash tag, or the
+index kept apart).
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, TypeVar
@@ -62,6 +73,7 @@ from django_memopt.backends.base import (
     SESSION_KEY_RE,
     CreateError,
     Delta,
+    IndexChange,
     SessionStoreError,
     SessionStoreFull,
     StoredSession,
@@ -381,6 +393,115 @@ return redis.call('SET', KEYS[1], '1', 'PX', 60000)
 """
 
 
+# The index of users' sessions, in Lua, for the scripts that write a session and its entry
+# at once (see _indexed()). KEYS[2], KEYS[3]: the hash and the sorted set of the user whose
+# index lists the session now; KEYS[4], KEYS[5]: those of the user whose entry is dropped.
+# Entries past their deadline are pruned first (their sessions have expired), and both
+# keys expire with their last entry.
+INDEX_LUA: Final = r"""
+local function prune(h, z, now)
+  while true do
+    local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now, 'LIMIT', 0, 1000)
+    if #dead == 0 then return end
+    redis.call('ZREM', z, unpack(dead))
+    redis.call('HDEL', h, unpack(dead))
+  end
+end
+local function settle(h, z)
+  local last = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+  if #last == 0 then
+    redis.call('DEL', h, z)
+  else
+    redis.call('PEXPIREAT', h, last[2])
+    redis.call('PEXPIREAT', z, last[2])
+  end
+end
+-- a: now (epoch ms), the handle to put ('' for none), its deadline, its value, the handle
+-- to drop ('' for none).
+local function apply_index(a)
+  if a[5] ~= '' then
+    redis.call('HDEL', KEYS[4], a[5])
+    redis.call('ZREM', KEYS[5], a[5])
+    prune(KEYS[4], KEYS[5], a[1])
+    settle(KEYS[4], KEYS[5])
+  end
+  if a[2] ~= '' then
+    prune(KEYS[2], KEYS[3], a[1])
+    redis.call('HSET', KEYS[2], a[2], a[4])
+    redis.call('ZADD', KEYS[3], a[3], a[2])
+    settle(KEYS[2], KEYS[3])
+  end
+end
+"""
+#: How many arguments of an indexed script, at the end of ``ARGV``, are the index's.
+INDEX_ARGS: Final = 5
+
+
+def _indexed(script: str, success: str) -> str:
+    """``script``, whose result then applies the index change if the Lua expression
+    ``success`` holds of it (``result``): one script, so both or neither are written.
+    ``script`` sees ``ARGV`` without the index's arguments."""
+    return INDEX_LUA + (
+        f"""
+local index_args, args = {{}}, {{}}
+for i = #ARGV - {INDEX_ARGS} + 1, #ARGV do index_args[#index_args + 1] = ARGV[i] end
+for i = 1, #ARGV - {INDEX_ARGS} do args[i] = ARGV[i] end
+local ARGV = args
+local function write()
+{script}
+end
+local result = write()
+if {success} then apply_index(index_args) end
+return result
+"""
+    )
+
+
+#: A delta save and the index change.
+UPDATE_INDEXED_SCRIPT: Final = _indexed(UPDATE_SCRIPT, "result[1] == 1")
+#: A create (``NX``) or whole replace (``XX``) and the index change. ARGV: the string
+#: form, ``NX`` or ``XX``, the deadline (epoch ms). Returns 1, or 0 if not written.
+SET_INDEXED_SCRIPT: Final = _indexed(
+    """
+if redis.call('SET', KEYS[1], ARGV[1], ARGV[2], 'PXAT', ARGV[3]) then return 1 end
+return 0
+""",
+    "result == 1",
+)
+#: A delete and the index change (its entry dropped, whether the session was there or not).
+DELETE_INDEXED_SCRIPT: Final = _indexed("return redis.call('DEL', KEYS[1])", "true")
+# A listing of a user's index. KEYS[1], KEYS[2]: the user's hash and sorted set; ARGV: now
+# (epoch ms), the sessions' key prefix. Prunes the entries past their deadline and those
+# whose session is gone; returns the others, handle and value, flat. (The sessions' keys
+# are not declared: issue 16, Cluster.)
+LIST_SCRIPT: Final = (
+    INDEX_LUA
+    + r"""
+prune(KEYS[1], KEYS[2], ARGV[1])
+local entries = redis.call('HGETALL', KEYS[1])
+local live, gone = {}, {}
+for i = 1, #entries, 2 do
+  local value = entries[i + 1]
+  local n = string.byte(value, 1)
+  local key = n and string.sub(value, 2, n + 1)
+  if key and #key == n and redis.call('EXISTS', ARGV[2] .. key) == 1 then
+    live[#live + 1] = entries[i]
+    live[#live + 1] = value
+  else
+    gone[#gone + 1] = entries[i]
+  end
+end
+for at = 1, #gone, 1000 do
+  local chunk = {unpack(gone, at, math.min(at + 999, #gone))}
+  redis.call('HDEL', KEYS[1], unpack(chunk))
+  redis.call('ZREM', KEYS[2], unpack(chunk))
+end
+settle(KEYS[1], KEYS[2])
+return live
+"""
+)
+
+
 class SessionStoreUnavailable(SessionStoreError):
     """Redis could not be reached, or did not answer in time."""
 
@@ -466,7 +587,16 @@ PROBE: Final = Probe(
 
 _SHAS: Final = {
     script: hashlib.sha1(script.encode()).hexdigest()
-    for script in (UPDATE_SCRIPT, TOUCH_SCRIPT, ADD_VALUE_SCRIPT, HEARTBEAT_SCRIPT)
+    for script in (
+        UPDATE_SCRIPT,
+        TOUCH_SCRIPT,
+        ADD_VALUE_SCRIPT,
+        HEARTBEAT_SCRIPT,
+        UPDATE_INDEXED_SCRIPT,
+        SET_INDEXED_SCRIPT,
+        DELETE_INDEXED_SCRIPT,
+        LIST_SCRIPT,
+    )
 }
 
 
@@ -530,11 +660,15 @@ def _execute_all(*commands: tuple[Any, ...]) -> list[Any]:
 
 
 def _run_script(script: str, key: bytes, *args: Any) -> Any:
+    return _run_script_on(script, [key], *args)
+
+
+def _run_script_on(script: str, keys: list[bytes], *args: Any) -> Any:
     try:
-        return _execute("EVALSHA", _SHAS[script], 1, key, *args)
+        return _execute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
     except redis_errors.NoScriptError:  # after SCRIPT FLUSH or a Redis restart: load it once more
         _execute("SCRIPT", "LOAD", script)
-        return _execute("EVALSHA", _SHAS[script], 1, key, *args)
+        return _execute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
 
 
 def _call(action: Callable[[], T]) -> T:
@@ -734,22 +868,64 @@ def _log_stray_key(key: bytes) -> None:
     )
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def _deadline(expires_at: float) -> int:
     return max(1, int(expires_at * 1000))  # PXAT refuses 0 and less
 
 
+def _user_keys(user: str) -> list[bytes]:
+    """The hash and the sorted set of ``user``'s index."""
+    prefix, name = conf.MEMOPT_REDIS_KEY_PREFIX.encode(), user.encode("utf-8", "surrogatepass")
+    return [prefix + b"~user:" + name, prefix + b"~user-until:" + name]
+
+
+def _index_script_args(session_key: str, change: IndexChange) -> tuple[list[bytes], list[Any]]:
+    """The keys (after the session's) and the arguments (after the write's) that apply
+    ``change`` for ``session_key`` in an indexed script."""
+    put, drop = change.put, change.drop
+    put_keys = None if put is None else _user_keys(put.user)
+    drop_keys = None if drop is None else _user_keys(drop[0])
+    keys = [*(put_keys or drop_keys or ()), *(drop_keys or put_keys or ())]
+    key = session_key.encode()
+    return keys, [
+        int(time.time() * 1000),
+        "" if put is None else put.handle,
+        0 if put is None else put.until_ms,
+        b"" if put is None else bytes((len(key),)) + key + put.sealed,
+        "" if drop is None else drop[1],
+    ]
+
+
 def _write_session(
-    key: bytes, delta: Delta, expires_at: float, *, create: bool
+    key: bytes,
+    delta: Delta,
+    expires_at: float,
+    *,
+    create: bool,
+    index: tuple[list[bytes], list[Any]] | None = None,
 ) -> tuple[bytes | None, bytes]:
     """``SessionStore._write()`` of the session at ``key``: the version token it replaced
     (``None`` for a create or a whole replace, and for a session that had none) and the
-    one it wrote."""
+    one it wrote. ``index``: the keys and arguments of the index change to apply with it
+    (:func:`_index_script_args`)."""
     deadline_ms = _deadline(expires_at)
     token = new_token()
     if create or delta.replace:  # a create, or a whole replace: one SET, no script
         value = _string_value(deadline_ms, token, delta.sets)
         guard = "NX" if create else "XX"
-        if _call(lambda: _execute("SET", key, value, guard, "PXAT", deadline_ms)) is None:
+        if index is None:
+            done = _call(lambda: _execute("SET", key, value, guard, "PXAT", deadline_ms))
+        else:  # with the index: one script
+            keys, index_args = index
+            done = _call(
+                lambda: _run_script_on(
+                    SET_INDEXED_SCRIPT, [key, *keys], value, guard, deadline_ms, *index_args
+                )
+            )
+        if not done:  # None from SET, 0 from the script
             raise CreateError if create else UpdateError
         return None, token
     args: list[bytes | int] = [
@@ -762,7 +938,13 @@ def _write_session(
     for name, sealed in delta.sets.items():
         args += (name.encode("utf-8", "surrogatepass"), sealed)
     args += (name.encode("utf-8", "surrogatepass") for name in delta.deletes)
-    status, replaced = _call(lambda: _run_script(UPDATE_SCRIPT, key, *args))
+    if index is None:
+        status, replaced = _call(lambda: _run_script(UPDATE_SCRIPT, key, *args))
+    else:
+        keys, index_args = index
+        status, replaced = _call(
+            lambda: _run_script_on(UPDATE_INDEXED_SCRIPT, [key, *keys], *args, *index_args)
+        )
     if status != 1:
         raise UpdateError
     return replaced, token
@@ -816,6 +998,10 @@ def _load(key: bytes) -> StoredSession | None:
 class SessionStore(_SessionBase):
     """Sessions in the Redis of the cache ``SESSION_CACHE_ALIAS``."""
 
+    # A session's key holds no link to its index entry that a script can read (its fields
+    # are sealed): a delete is told which entry to drop.
+    remove_needs_entry = True
+
     @classmethod
     def _read(cls, session_key: str) -> StoredSession | None:
         key = _key(session_key)
@@ -842,14 +1028,27 @@ class SessionStore(_SessionBase):
         return stored
 
     @classmethod
-    def _write(cls, session_key: str, delta: Delta, expires_at: float, *, create: bool) -> None:
+    def _write(
+        cls,
+        session_key: str,
+        delta: Delta,
+        expires_at: float,
+        *,
+        create: bool,
+        index: IndexChange | None = None,
+    ) -> None:
         key = _key(session_key)
+        script_args = None
+        if index is not None and (index.put is not None or index.drop is not None):
+            script_args = _index_script_args(session_key, index)
         cache = client_cache()
         if cache is None:
-            _write_session(key, delta, expires_at, create=create)
+            _write_session(key, delta, expires_at, create=create, index=script_args)
             return
         with cache.writing(key) as written:
-            replaced, token = _write_session(key, delta, expires_at, create=create)
+            replaced, token = _write_session(
+                key, delta, expires_at, create=create, index=script_args
+            )
             if not (create or delta.replace):  # else the held copy is dropped
                 written(replaced, token, _deadline(expires_at), delta.sets, delta.deletes)
 
@@ -865,10 +1064,14 @@ class SessionStore(_SessionBase):
             written(replaced, token, _deadline(expires_at), {}, ())
 
     @classmethod
-    def _remove(cls, session_key: str) -> None:
+    def _remove(cls, session_key: str, listed_as: tuple[str, str] | None = None) -> None:
         key = _key(session_key)
         try:
-            _call(lambda: _execute("DEL", key))
+            if listed_as is None:
+                _call(lambda: _execute("DEL", key))
+            else:
+                keys, args = _index_script_args(session_key, IndexChange(None, listed_as))
+                _call(lambda: _run_script_on(DELETE_INDEXED_SCRIPT, [key, *keys], *args))
         finally:
             cache = client_cache()
             if cache is not None:
@@ -883,7 +1086,35 @@ class SessionStore(_SessionBase):
 
     @classmethod
     def clear_expired(cls) -> None:
-        """Nothing to do: Redis expires sessions itself."""
+        """Redis expires sessions itself; this prunes the users' indexes (``SCAN``) of the
+        entries of sessions expired or gone."""
+        prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
+        pattern = _glob_escape(conf.MEMOPT_REDIS_KEY_PREFIX) + "~user:*"
+        skip = len(prefix + b"~user:")
+        cursor = 0
+        while True:
+            reply = _call(
+                lambda at=cursor: _execute("SCAN", at, "MATCH", pattern, "COUNT", 1000)  # type: ignore[misc]
+            )
+            cursor = int(reply[0])
+            for name in reply[1]:
+                keys = [name, prefix + b"~user-until:" + name[skip:]]
+                _call(lambda keys=keys: _run_script_on(LIST_SCRIPT, keys, _now_ms(), prefix))  # type: ignore[misc]
+            if not cursor:
+                return
+
+    @classmethod
+    def _user_entries(cls, user: str) -> list[tuple[str, str, bytes]]:
+        keys = _user_keys(user)
+        prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
+        reply = _call(lambda: _run_script_on(LIST_SCRIPT, keys, _now_ms(), prefix))
+        found = []
+        for handle, value in zip(reply[::2], reply[1::2], strict=True):
+            length = value[0]
+            session_key = value[1 : 1 + length].decode("ascii", "replace")
+            if SESSION_KEY_RE.match(session_key):
+                found.append((handle.decode("ascii", "replace"), session_key, value[1 + length :]))
+        return found
 
     @classmethod
     def store_figures(cls, sample: int = 1000) -> dict[str, Any]:

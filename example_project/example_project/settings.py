@@ -98,6 +98,9 @@ if SESSION_ENGINE.startswith("django_memopt."):
     MEMOPT_STATS_INTERVAL = 1
     # /metrics/memopt answers staff users, and scrapers sending this bearer token (if set).
     MEMOPT_METRICS_TOKEN = os.environ.get("EXAMPLE_METRICS_TOKEN") or None
+    # "Your sessions": an index of each user's sessions, with the client's user agent and
+    # IP address (docs/user-sessions.md).
+    MEMOPT_USER_SESSIONS = True
 
 MIDDLEWARE = [
     # First, so that it sees the response after the session was saved.

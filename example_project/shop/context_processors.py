@@ -24,4 +24,6 @@ def shop(request: HttpRequest) -> dict[str, Any]:
         "currency": session.get("pref:currency", "EUR"),
         "cart_count": len(cart.skus(session)),
         "store_name": STORES[settings.EXAMPLE_SESSION_STORE],
+        # django-memopt's engines only: "Your sessions" reads their index of users' sessions.
+        "user_sessions_enabled": getattr(settings, "MEMOPT_USER_SESSIONS", False),
     }

@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+import django_memopt.views
+
 from . import views
 
 app_name = "shop"
@@ -24,4 +26,10 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/log-out/", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "accounts/sessions/",
+        django_memopt.views.user_sessions,
+        {"template_name": "shop/sessions.html"},
+        name="sessions",
+    ),
 ]

@@ -300,3 +300,41 @@ def test_the_stats_page_answers_questions_and_plots_what_moves(
     assert scraped.status == 200
     assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert "memopt_filter_rejected_malformed_total" in scraped.text()
+
+
+def test_your_sessions_lists_each_device_and_logs_out_the_others(
+    shop: Shop, new_context: Any, screenshot: Any
+) -> None:
+    username = f"linus-{shop.store}"
+    laptop = new_context(user_agent="Laptop/1.0").new_page()
+    sign_up(laptop, shop, username)
+    phone_context = new_context(user_agent="Phone/2.0")
+    phone = phone_context.new_page()
+    phone.goto(f"{shop.url}/accounts/log-in/")
+    phone.fill("input[name=username]", username)
+    phone.fill("input[name=password]", PASSWORD)
+    phone.click("main button[type=submit]")
+    expect(phone.locator("#user")).to_contain_text(f"Signed in as {username}")
+    phone_cookie = session_cookie(phone_context)
+
+    laptop.click("#sessions-link")
+    rows = laptop.locator(".memopt-user-sessions tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("Laptop/1.0")
+    expect(rows.nth(0)).to_contain_text("(this device)")
+    expect(rows.nth(1)).to_contain_text("Phone/2.0")
+    expect(rows.nth(1)).to_contain_text("127.0.0.1")
+    # Handles, never session keys, are in the page.
+    assert phone_cookie not in laptop.content()
+    screenshot(laptop, "your-sessions")
+
+    laptop.click(".memopt-end-others")
+    expect(rows).to_have_count(1)
+    expect(rows.nth(0)).to_contain_text("(this device)")
+    phone.reload()
+    expect(phone.locator("#user")).to_have_text("Not signed in")
+    expect(laptop.locator("#user")).to_contain_text(f"Signed in as {username}")
+
+    # Ending the current session is a logout.
+    laptop.click(".memopt-user-sessions tbody tr button")
+    expect(laptop.locator("#user")).to_have_text("Not signed in")
