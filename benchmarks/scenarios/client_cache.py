@@ -737,6 +737,9 @@ def section(found: Result) -> str:
         script_us=f"{found.script_us:.1f}",
         typical_floor=us(found.ns("typical", "medium", FLOOR)),
         typical_cached=us(found.ns("typical", "medium", CACHED)),
+        client_us=us(
+            found.ns("typical", "medium", CACHED) - found.round_trip - found.script_us * 1000
+        ),
         read_cached=us(found.ns("read-only", "medium", CACHED)),
         workers=profile.workers,
         worker_sessions=profile.worker_sessions,
