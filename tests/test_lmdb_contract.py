@@ -231,12 +231,22 @@ class TestContractWithoutTimeZones(TestContract):
     pass
 
 
+@override_settings(MEMOPT_USER_SESSIONS=True)
+class TestContractWithUserSessions(TestContract):
+    """The contract holds with the index of users' sessions kept."""
+
+
 class TestDjangoSessionTests(django_session_tests.SessionTestsMixin, SimpleTestCase):
     backend = SessionStore
 
 
 @override_settings(USE_TZ=False)
 class TestDjangoSessionTestsWithoutTimeZones(TestDjangoSessionTests):
+    pass
+
+
+@override_settings(MEMOPT_USER_SESSIONS=True)
+class TestDjangoSessionTestsWithUserSessions(TestDjangoSessionTests):
     pass
 
 

@@ -293,6 +293,11 @@ class TestContractWithoutTimeZones(TestContract):
     pass
 
 
+@override_settings(MEMOPT_USER_SESSIONS=True)
+class TestContractWithUserSessions(TestContract):
+    """The contract holds with the index of users' sessions kept."""
+
+
 @override_settings(**REDIS)
 class TestDjangoSessionTests(django_session_tests.SessionTestsMixin, SimpleTestCase):
     backend = SessionStore
@@ -300,6 +305,11 @@ class TestDjangoSessionTests(django_session_tests.SessionTestsMixin, SimpleTestC
 
 @override_settings(USE_TZ=False)
 class TestDjangoSessionTestsWithoutTimeZones(TestDjangoSessionTests):
+    pass
+
+
+@override_settings(MEMOPT_USER_SESSIONS=True)
+class TestDjangoSessionTestsWithUserSessions(TestDjangoSessionTests):
     pass
 
 
