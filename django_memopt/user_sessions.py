@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from asgiref.sync import sync_to_async
 from django.contrib.sessions.backends.base import SessionBase as DjangoSessionBase
 
 from .backends.base import (
@@ -33,6 +34,10 @@ from .codec import CorruptField
 
 __all__ = [
     "UserSession",
+    "aend_all_sessions",
+    "aend_other_sessions",
+    "aend_session",
+    "asessions_of",
     "end_all_sessions",
     "end_other_sessions",
     "end_session",
@@ -156,3 +161,28 @@ def end_all_sessions(user: Any) -> int:
     """End every session of ``user`` (after a password reset, say, or for a banned
     account). How many were ended."""
     return _end(user)
+
+
+# The same, for async views: the store's I/O runs in a thread, as the engine's own does.
+
+
+async def asessions_of(
+    user: Any, current: DjangoSessionBase | str | None = None
+) -> list[UserSession]:
+    """:func:`sessions_of`, for async code."""
+    return await sync_to_async(sessions_of)(user, current)
+
+
+async def aend_session(user: Any, handle: object) -> bool:
+    """:func:`end_session`, for async code."""
+    return await sync_to_async(end_session)(user, handle)
+
+
+async def aend_other_sessions(user: Any, current: DjangoSessionBase | str | None) -> int:
+    """:func:`end_other_sessions`, for async code."""
+    return await sync_to_async(end_other_sessions)(user, current)
+
+
+async def aend_all_sessions(user: Any) -> int:
+    """:func:`end_all_sessions`, for async code."""
+    return await sync_to_async(end_all_sessions)(user)

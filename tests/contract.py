@@ -33,6 +33,7 @@ from unittest import mock
 from zoneinfo import ZoneInfo
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
 from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.core.management import call_command
@@ -1312,6 +1313,38 @@ class UserSessionsContract:
         assert refreshed[0] == marker[0] and refreshed[2:] == marker[2:]
         assert store.index_size("7") == 2
         assert len(user_sessions.sessions_of("7")) == 1
+
+    def test_a_typical_save_writes_as_without_the_index_and_decodes_nothing_more(
+        self, store: StoreUnderTest
+    ) -> None:
+        session = log_in(store.SessionStore, "7", a=1, b=[2])
+        original = store.SessionStore._write
+        for enabled in (True, False):
+            again = store.SessionStore(session.session_key)
+            again["count"] = enabled
+            with (
+                override_settings(MEMOPT_USER_SESSIONS=enabled),
+                mock.patch.object(store.SessionStore, "_write", wraps=original) as write,
+            ):
+                again.save()
+            [call] = write.call_args_list
+            assert "index" not in call.kwargs
+            assert sorted(call.args[1].sets) == ["count"]
+            assert again._session_cache.decoded_count == 0
+
+    def test_the_async_api_does_what_the_sync_one_does(self, store: StoreUnderTest) -> None:
+        here, there = log_in(store.SessionStore, "7"), log_in(store.SessionStore, "7")
+
+        async def view() -> None:
+            listed = await user_sessions.asessions_of("7", current=here)
+            assert [session.current for session in listed] == [True, False]
+            assert await user_sessions.aend_session("7", listed[1].handle) is True
+            assert await user_sessions.aend_other_sessions("7", here) == 0
+            assert await user_sessions.aend_all_sessions("7") == 1
+            assert await user_sessions.asessions_of("7") == []
+
+        async_to_sync(view)()
+        assert not store.SessionStore().exists(there.session_key)
 
     def test_changing_or_removing_the_user_moves_or_drops_the_entry(
         self, store: StoreUnderTest
