@@ -152,8 +152,8 @@ def end_session(user: Any, handle: object) -> bool:
 
 
 def end_other_sessions(user: Any, current: DjangoSessionBase | str | None) -> int:
-    """End every session of ``user`` but ``current`` (the request's session, or its key):
-    "log out other devices". How many were ended."""
+    """End every session of ``user`` but ``current`` (the request's session, or its key;
+    ``None`` keeps none): "log out other devices". How many were ended."""
     return _end(user, keep=_current_key(current))
 
 
