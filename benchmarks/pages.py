@@ -22,6 +22,7 @@ from benchmarks.scenarios import (
     filter_check,
     gate,
     memory,
+    moving,
     pooling,
     redis_page,
     session_ids,
@@ -150,6 +151,13 @@ PAGES = (
         ("user_sessions",),
         "",
         lambda results, failed, directory: [user_sessions.section(results["user_sessions"])],
+    ),
+    PageSpec(
+        "benchmarks-moving.md",
+        "Benchmark: moving in from Django's db engine without logging anyone out",
+        ("moving",),
+        "",
+        lambda results, failed, directory: [moving.section(results["moving"])],
     ),
     PageSpec(
         "benchmarks-pooling.md",

@@ -22,5 +22,6 @@ SCENARIOS = {
         "pooling",
         "collector",
         "user_sessions",
+        "moving",
     )
 }
