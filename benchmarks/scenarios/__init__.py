@@ -21,5 +21,6 @@ SCENARIOS = {
         "stats_command",
         "pooling",
         "collector",
+        "site",
     )
 }
