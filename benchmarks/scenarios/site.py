@@ -2,10 +2,11 @@
 
 For each engine the shop runs with a database and a store of its own (the project's
 ``EXAMPLE_SESSION_STORE``), first under gunicorn (WSGI, sync workers), then under uvicorn
-(ASGI). Before that, ``benchmarks.harness.signed_in`` makes ``SESSIONS`` users and a
-logged-in session each through the engine itself, as the shop's login and a few visits
-leave them. ``wrk`` (Debian's) then drives one engine and one view at a time over loopback
-for a bounded time, each request with the cookie of a user picked at random, on:
+(ASGI). Before that, ``benchmarks.harness.signed_in`` makes a thousand users (200 with
+``--quick``) and a logged-in session each through the engine itself, as the shop's login
+and a few visits leave them. ``wrk`` (Debian's) then drives one engine and one view at a
+time over loopback for a bounded time, each request with the cookie of a user picked at
+random, on:
 
 * ``/bench/whoami/``: reads the logged-in user's session and nothing else;
 * ``/``: the shop's home page (the session read and written, the user read from the
@@ -85,7 +86,8 @@ function init(args)
   math.randomseed(os.time())
 end
 function request()
-  return wrk.format("GET", nil, {["Cookie"] = cookies[math.random(#cookies)]})
+  return wrk.format("GET", nil, {
+    ["Cookie"] = cookies[math.random(#cookies)], ["Connection"] = "close"})
 end
 function done(summary, latency, requests)
   local e = summary.errors
@@ -151,6 +153,8 @@ class Result:
     seconds: int  # of each turn
     sessions: int
     engines: list[str]
+    warmup: int = WARMUP_SECONDS  # seconds of each arm's turn before the rounds
+    cpus: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))  # this process's
     cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)  # server, engine, view
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -247,9 +251,7 @@ def _drive(engine: Engine, path: str, seconds: int, script: str) -> Turn:
     )
 
 
-def _serve(
-    result: Result, server: str, engines: list[Engine], base: str, script: str, quick: bool
-) -> None:
+def _serve(result: Result, server: str, engines: list[Engine], base: str, script: str) -> None:
     """Every engine's shop under ``server`` at once, driven in interleaved rounds."""
     command, _ = SERVERS[server]
     try:
@@ -259,8 +261,8 @@ def _serve(
             shop.wait(engine)
             _check(engine)
         arms = [(engine, path) for engine in engines for path in VIEWS]
-        for engine, path in [] if quick else arms:  # warm-up: workers connected, cached
-            _drive(engine, path, WARMUP_SECONDS, script)
+        for engine, path in arms if result.warmup else []:  # workers connected, cached
+            _drive(engine, path, result.warmup, script)
         log(f"site: {server}, {result.rounds} rounds of {len(arms)} turns")
         samples = timing.interleaved(
             arms,
@@ -277,8 +279,8 @@ def _serve(
 
 def measure(quick: bool) -> Result:
     wrk()
-    rounds, seconds, sessions = (1, 1, 200) if quick else (3, 5, 1000)
-    result = Result(rounds, seconds, sessions, list(STORES))
+    rounds, seconds, sessions = (1, 1, 200) if quick else (5, 3, 1000)
+    result = Result(rounds, seconds, sessions, list(STORES), 0 if quick else WARMUP_SECONDS)
     base = tempfile.mkdtemp(prefix="memopt-bench-site-")
     sys.path[:0] = [ROOT]
     try:
@@ -306,7 +308,7 @@ def measure(quick: bool) -> Result:
             with open(script, "w") as file:
                 file.write(WRK_SCRIPT)
             for server in SERVERS:
-                _serve(result, server, engines, base, script, quick)
+                _serve(result, server, engines, base, script)
             result.versions = {
                 "wrk": _version([wrk(), "--version"]).split(" [")[0].removeprefix("wrk "),
                 "redis-server": versions(client(redis.url))["redis-server"],
@@ -363,13 +365,17 @@ def target(found: Result) -> tuple[str, bool]:
 
 
 def section(found: Result, image: str | None = None) -> str:
+    fastest = max(found.cell("gunicorn", name, WHOAMI).per_second for name in found.engines)
     return render(
         "site",
         workers=WORKERS,
         connections=CONNECTIONS,
         sessions=found.sessions,
         rounds=found.rounds,
-        seconds=f"{found.seconds:g}",
+        seconds=found.seconds,
+        warmup=f"after a warm-up turn of {found.warmup} s of each arm that is not recorded"
+        if found.warmup
+        else "with no warm-up (a quick run)",
         whoami=WHOAMI,
         plot=f"![Requests per second and p99 by engine, view and server]({image})\n"
         if image
@@ -378,6 +384,9 @@ def section(found: Result, image: str | None = None) -> str:
         uvicorn=figures_table(found, "uvicorn"),
         goal="\n".join(f"- {line}" for line in goal_lines(found)),
         goal_speedup=f"{GOAL_SPEEDUP:g}",
+        fastest=fastest,
+        machine_us=found.cpus / fastest * 1e6,
+        cpus=found.cpus,
         versions=", ".join(f"{name} {value}" for name, value in found.versions.items()),
     )
 
