@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.client
+import importlib.util
 import json
 import os
 import random
@@ -279,6 +280,11 @@ def _serve(result: Result, server: str, engines: list[Engine], base: str, script
 
 def measure(quick: bool) -> Result:
     wrk()
+    if importlib.util.find_spec("uvicorn") is None:
+        raise RuntimeError(
+            "scenario site serves the shop under uvicorn too, which is not installed: "
+            "pip install -r benchmarks/requirements.txt"
+        )
     rounds, seconds, sessions = (1, 1, 200) if quick else (5, 3, 1000)
     result = Result(rounds, seconds, sessions, list(STORES), 0 if quick else WARMUP_SECONDS)
     base = tempfile.mkdtemp(prefix="memopt-bench-site-")
