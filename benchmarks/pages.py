@@ -26,6 +26,7 @@ from benchmarks.scenarios import (
     pooling,
     redis_page,
     session_ids,
+    site,
     user_sessions,
 )
 
@@ -59,10 +60,23 @@ def engine_lines(results: Results) -> list[str]:
     ]
 
 
+def _plots(directory: str) -> str:
+    return os.path.join(directory, "_static", "benchmarks")
+
+
 def _one_run(results: Results, failed: dict[str, str], directory: str) -> list[str]:
-    plots = os.path.join(directory, "_static", "benchmarks")
-    images = overview.draw(results["engines"], plots, directory)
+    images = overview.draw(results["engines"], _plots(directory), directory)
+    if results.get("site") is not None:
+        images["site"] = site.draw(results["site"], _plots(directory), directory)
     return overview.Overview(results, failed, images).body()
+
+
+def _site(results: Results, failed: dict[str, str], directory: str) -> list[str]:
+    image = site.draw(results["site"], _plots(directory), directory)
+    return [
+        "## Requests per second, median and p99 by engine\n",
+        site.section(results["site"], image),
+    ]
 
 
 def _measured(results: Results, name: str, section: Callable[[Any], str]) -> str:
@@ -158,6 +172,14 @@ PAGES = (
         ("moving",),
         "",
         lambda results, failed, directory: [moving.section(results["moving"])],
+    ),
+    PageSpec(
+        "benchmarks-site.md",
+        "Benchmark: the whole site under a load generator, on every engine",
+        ("site",),
+        "Re-run the command on your own hardware: absolute figures depend on the machine, and "
+        "here the load generator shares it with the servers; the ratios much less.",
+        _site,
     ),
     PageSpec(
         "benchmarks-pooling.md",

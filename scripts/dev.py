@@ -8,7 +8,8 @@
 Each command creates (or reuses) a bootstrap virtualenv at ``.venv/`` in the
 repository root and installs what it needs into it. The one thing installed
 outside it is Debian's ``chromium`` for the browser tests, by ``test``, when it
-is missing and the machine can install it (``apt-get`` as root or with sudo).
+is missing and the machine can install it (``apt-get`` as root or with sudo), and
+Debian's ``wrk`` for the benchmarks (by ``test`` and ``bench``) the same way.
 
 ``test`` makes the interpreters of the tox matrix findable: for each version it
 uses ``python3.X`` from PATH if that runs, otherwise the newest pyenv install of
@@ -35,6 +36,7 @@ TOX_BIN = ROOT / ".tox" / ".bin"
 EXAMPLE_DIR = ROOT / "example_project"
 INSTALL_STAMP = VENV / ".project-installed"
 CHROMIUM_PACKAGES = ("chromium",)
+WRK_PACKAGES = ("wrk",)  # the load generator of the benchmarks' scenario site
 
 MATRIX_PYTHONS = ("3.11", "3.12", "3.13")
 TOX_REQUIREMENT = "tox>=4.20"
@@ -173,33 +175,54 @@ def chromium() -> str | None:
     return os.environ.get("MEMOPT_CHROMIUM") or shutil.which("chromium")
 
 
+def apt_install(packages: tuple[str, ...], why: str) -> bool:
+    """``apt-get install packages`` as root (or with sudo); False if this machine cannot."""
+    apt = shutil.which("apt-get")
+    as_root = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+    if apt is None or as_root is None:
+        return False
+    log(f"installing Debian's {' '.join(packages)} {why} (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*as_root, apt, "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        [*as_root, apt, "install", "-y", "-qq", "--no-install-recommends", *packages],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    return True
+
+
 def ensure_chromium() -> bool:
     """Install Debian's chromium for the browser tests if missing; False if impossible."""
     if chromium():
         return True
-    apt = shutil.which("apt-get")
-    as_root = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
-    if apt is None or as_root is None:
+    if not apt_install(CHROMIUM_PACKAGES, "for the browser tests"):
         log(
             "error: the browser tests need Chromium: install Debian's chromium package "
             "(or set MEMOPT_CHROMIUM to a Chromium binary), or leave them out with "
             "-e py311-django52,py312-django60,py313-django61,docs,lint"
         )
         return False
-    log("installing Debian's chromium for the browser tests (apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([*as_root, apt, "update", "-qq"], check=True, env=env)
-    subprocess.run(
-        [*as_root, apt, "install", "-y", "-qq", "--no-install-recommends", *CHROMIUM_PACKAGES],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
     return chromium() is not None
+
+
+def ensure_wrk() -> bool:
+    """Install Debian's wrk for the benchmarks if missing; False if impossible."""
+    if shutil.which("wrk") or apt_install(WRK_PACKAGES, "for the whole-site benchmark"):
+        return shutil.which("wrk") is not None
+    log(
+        "error: the benchmarks' scenario site needs the load generator wrk: install "
+        "Debian's wrk package, or leave the benchmarks out with "
+        "-e py311-django52,py312-django60,py313-django61,browser,docs,lint"
+    )
+    return False
 
 
 def cmd_test(args: list[str]) -> int:
     if runs_env(args, "browser") and not ensure_chromium():
+        return 2
+    if runs_env(args, "benchmarks") and not ensure_wrk():
         return 2
     python = ensure_venv()
     if not succeeds([str(python), "-c", HAS_TOX]):
@@ -259,6 +282,8 @@ def cmd_example(args: list[str]) -> int:
 
 def cmd_bench(args: list[str]) -> int:
     os.chdir(ROOT)
+    if not ensure_wrk():
+        return 2
     args = args or ["--output-dir", "docs"]
     # The package's __main__ (python benchmarks ... runs what python -m benchmarks runs).
     return run_in_venv(ROOT / "benchmarks", args)

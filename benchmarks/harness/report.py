@@ -37,6 +37,9 @@ PACKAGES = (
     "hiredis",
     "django-redis-sessions",
     "gunicorn",
+    "uvicorn",
+    "uvloop",
+    "httptools",
     "matplotlib",
     "pyperf",
 )

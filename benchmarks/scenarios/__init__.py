@@ -23,5 +23,6 @@ SCENARIOS = {
         "collector",
         "user_sessions",
         "moving",
+        "site",
     )
 }

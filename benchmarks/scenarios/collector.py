@@ -17,35 +17,26 @@ servers have stopped and flushed).
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.harness import timing
 from benchmarks.harness.report import render, table
-from benchmarks.harness.servers import EXAMPLE, ROOT
+from benchmarks.harness.servers import ROOT
+from benchmarks.harness.shop import Served, environment, get, launch, manage, stop
 
 CLIENTS, WORKERS = 4, 2
 
 
 @dataclass(eq=False)  # hashed by identity: an arm of the interleaved rounds
-class Setup:
-    name: str
-    settings: str  # lines appended to the example project's settings
-    env: dict[str, str] = field(default_factory=dict)  # more environment of its processes
-    port: int = 0
-    process: Any = None
+class Setup(Served):
     latencies_ns: list[float] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
 
@@ -84,101 +75,17 @@ class Result:
     setups: list[Setup]
 
 
-def _environment(base: str, index: int, setup: Setup) -> dict[str, str]:
-    """The environment of setup ``index``'s processes, its settings module written once."""
-    module = f"bench_gc_settings_{index}"
-    path = os.path.join(base, f"{module}.py")
-    if not os.path.exists(path):
-        with open(path, "w") as file:
-            file.write(
-                "from example_project.settings import *  # noqa: F403\nDEBUG = False\n"
-                f"MEMOPT_LMDB_PATH = {os.path.join(base, f'store-{index}')!r}\n"
-                "DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3', "
-                f"'NAME': {os.path.join(base, f'db-{index}.sqlite3')!r}, "
-                "'OPTIONS': {'timeout': 20}}}\n"
-                f"MEMOPT_STATS_INTERVAL = 1\n{setup.settings}\n"
-            )
-    env = dict(os.environ)
-    # The checkout's django_memopt, as in this process, whatever the virtualenv installed.
-    env["PYTHONPATH"] = os.pathsep.join([EXAMPLE, base, ROOT, env.get("PYTHONPATH", "")])
-    env["DJANGO_SETTINGS_MODULE"] = module
-    # The shop's own files (the gate's filter among them) apart for each setup.
-    env["EXAMPLE_VAR_DIR"] = os.path.join(base, module)
-    env.update(setup.env)
-    return env
-
-
-def _manage(env: dict[str, str], *args: str) -> str:
-    command = [sys.executable, os.path.join(EXAMPLE, "manage.py"), *args]
-    return subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
-
-
-def launch(base: str, index: int, setup: Setup, workers: int = WORKERS, *options: str) -> None:
-    """Setup ``index``'s example project under gunicorn (``--preload``, ``workers`` sync
-    workers, more gunicorn ``options``), its database migrated; back once it answers."""
-    from tests.redis_server import free_port
-
-    env = _environment(base, index, setup)
-    _manage(env, "migrate", "--noinput", "-v0")
-    setup.port = free_port()
-    setup.process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "example_project.wsgi:application",
-            "--preload",
-            "--workers",
-            str(workers),
-            "--bind",
-            f"127.0.0.1:{setup.port}",
-            "--log-level",
-            "warning",
-            # No control socket in the home directory (as serve.py): setups run at once.
-            "--no-control-socket",
-            *options,
-        ],
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            _get(setup.port, None)
-            return
-        except OSError:
-            if time.monotonic() > deadline or setup.process.poll() is not None:
-                raise RuntimeError(f"gunicorn for {setup.name!r} did not start") from None
-            time.sleep(0.1)
-
-
-def _get(port: int, cookie: str | None) -> str | None:
-    """``GET /``; the session cookie to send next time."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", "/", headers={"Cookie": f"sessionid={cookie}"} if cookie else {})
-        response = connection.getresponse()
-        response.read()
-        if response.status != 200:
-            raise RuntimeError(f"GET / answered {response.status}")
-        for header, value in response.getheaders():
-            if header.lower() == "set-cookie" and value.startswith("sessionid="):
-                return value.split(";", 1)[0].split("=", 1)[1]
-        return cookie
-    finally:
-        connection.close()
-
-
 def _load(setup: Setup, requests: int) -> list[float]:
     """``requests`` requests from ``CLIENTS`` threads, each keeping a session of its own."""
     found: list[float] = []
     lock = threading.Lock()
 
     def client() -> None:
-        cookie = _get(setup.port, None)  # a session of its own, not timed
+        cookie = get(setup.port, None)  # a session of its own, not timed
         timings = []
         for _ in range(requests // CLIENTS):
             start = timing.perf_ns()
-            cookie = _get(setup.port, cookie)
+            cookie = get(setup.port, cookie)
             timings.append(timing.perf_ns() - start)
         with lock:
             found.extend(timings)
@@ -191,23 +98,9 @@ def _load(setup: Setup, requests: int) -> list[float]:
     return found
 
 
-def stop(setup: Setup) -> None:
-    """Stop gunicorn: its workers finish their request, flush their counters and exit."""
-    if setup.process is None:
-        return
-    if setup.process.poll() is None:
-        setup.process.send_signal(signal.SIGTERM)
-        try:
-            setup.process.wait(30)
-        except subprocess.TimeoutExpired:
-            setup.process.kill()
-            setup.process.wait()
-    setup.process = None
-
-
 def _stop_and_collect(base: str, index: int, setup: Setup) -> None:
     stop(setup)
-    report = json.loads(_manage(_environment(base, index, setup), "memopt_stats", "--json"))
+    report = json.loads(manage(environment(base, index, setup), "memopt_stats", "--json"))
     setup.figures = {**report["gc"], "requests": report["engine"]["loads"]}
 
 
@@ -218,7 +111,7 @@ def measure(quick: bool, seed: int = 1) -> Result:
     sys.path[:0] = [ROOT]
     try:
         for index, setup in enumerate(setups):
-            launch(base, index, setup)
+            launch(base, index, setup, WORKERS)
         for setup in setups:
             _load(setup, per_round // 4)  # warm-up, not recorded
         samples = timing.interleaved(

@@ -1,7 +1,7 @@
 """Part of scenario ``memory``: what the example shop's gunicorn workers take in memory.
 
 The example project runs under gunicorn (``--preload``, ``WORKERS`` sync workers, on
-LMDB), one setup at a time, with the launcher of the ``collector`` scenario: the app's
+LMDB), one setup at a time, with the shop launcher of the harness: the app's
 default (``MEMOPT_GC_FREEZE`` on), the freeze off, and Django's own ``db`` engine and
 middleware (the shop's ``EXAMPLE_SESSION_STORE=django-db``). Client threads of this
 process, each a shopper with a session of its own, send a fixed mix of requests: sign up,
@@ -28,7 +28,7 @@ import tracemalloc
 import urllib.parse
 from dataclasses import dataclass, field
 
-from benchmarks.scenarios import collector
+from benchmarks.harness import shop
 from benchmarks.scenarios.collector import Setup
 
 WORKERS, CLIENTS = 3, 6
@@ -260,7 +260,7 @@ def _hooked(base: str, index: int, setup: Setup) -> str:
 
 def _run(base: str, index: int, setup: Setup, requests: int, config: str) -> tuple[Run, str]:
     out = _hooked(base, index, setup)
-    collector.launch(base, index, setup, WORKERS, "--config", config)
+    shop.launch(base, index, setup, WORKERS, "--config", config)
     try:
         pids = _workers_of(setup)
         workers = [Worker(pid, smaps(pid)) for pid in pids]
@@ -274,7 +274,7 @@ def _run(base: str, index: int, setup: Setup, requests: int, config: str) -> tup
             worker.after = smaps(worker.pid)
         master = smaps(setup.process.pid)
     finally:
-        collector.stop(setup)
+        shop.stop(setup)
     for worker in workers:
         with open(os.path.join(out, f"worker-{worker.pid}.json")) as figures:
             worker.figures = json.load(figures)

@@ -12,6 +12,9 @@ The session store is chosen by the ``EXAMPLE_SESSION_STORE`` environment variabl
 ``django-db``
     Django's own ``db`` engine with Django's own middleware, to compare against: the
     session-cost panel then has nothing to show, and concurrent tabs lose cart items.
+``django-cache``, ``django-cached-db``, ``django-file``, ``django-signed-cookies``
+    Django's other engines, the same way (``cache`` and ``cached_db`` on django-redis at
+    ``EXAMPLE_REDIS_URL``), for the benchmark that serves the shop under each engine.
 
 ``EXAMPLE_PREVIOUS_STORE=django-db`` with one of django-memopt's stores: the shop ran on
 Django's ``db`` engine before, and its sessions are moved into django-memopt's store as
@@ -78,9 +81,35 @@ elif EXAMPLE_SESSION_STORE == "django-db":
     SESSION_ENGINE = "django.contrib.sessions.backends.db"
     SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
     INSTALLED_APPS.remove("django_memopt")
+elif EXAMPLE_SESSION_STORE in ("django-cache", "django-cached-db"):
+    SESSION_ENGINE = {
+        "django-cache": "django.contrib.sessions.backends.cache",
+        "django-cached-db": "django.contrib.sessions.backends.cached_db",
+    }[EXAMPLE_SESSION_STORE]
+    SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+    INSTALLED_APPS.remove("django_memopt")
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "sessions": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": os.environ.get("EXAMPLE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        },
+    }
+    SESSION_CACHE_ALIAS = "sessions"
+elif EXAMPLE_SESSION_STORE == "django-file":
+    SESSION_ENGINE = "django.contrib.sessions.backends.file"
+    SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+    INSTALLED_APPS.remove("django_memopt")
+    SESSION_FILE_PATH = VAR_DIR / "django-sessions"
+    os.makedirs(SESSION_FILE_PATH, exist_ok=True)  # Django's engine requires it to exist
+elif EXAMPLE_SESSION_STORE == "django-signed-cookies":
+    SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+    SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+    INSTALLED_APPS.remove("django_memopt")
 else:
     raise ImproperlyConfigured(
-        f"EXAMPLE_SESSION_STORE={EXAMPLE_SESSION_STORE!r}: use 'lmdb', 'redis' or 'django-db'."
+        f"EXAMPLE_SESSION_STORE={EXAMPLE_SESSION_STORE!r}: use 'lmdb', 'redis', 'django-db', "
+        "'django-cache', 'django-cached-db', 'django-file' or 'django-signed-cookies'."
     )
 
 EXAMPLE_PREVIOUS_STORE = os.environ.get("EXAMPLE_PREVIOUS_STORE")

@@ -13,6 +13,10 @@ STORES = {
     "lmdb": "django-memopt on LMDB",
     "redis": "django-memopt on Redis",
     "django-db": "Django's own db engine",
+    "django-cache": "Django's own cache engine on Redis",
+    "django-cached-db": "Django's own cached_db engine on Redis",
+    "django-file": "Django's own file engine",
+    "django-signed-cookies": "Django's own signed_cookies engine",
 }
 
 
