@@ -84,6 +84,7 @@ __all__ = ["CLIENT_CACHE_COUNTERS", "CachedSession", "ClientCache", "Probe", "tr
 logger: Final = logging.getLogger("django_memopt.client_cache")
 
 INVALIDATE_CHANNEL: Final = b"__redis__:invalidate"
+_PING: Final = b"*1\r\n$4\r\nPING\r\n"  # the lag fence, in Redis's protocol
 #: Seconds between heartbeat writes (one small ``SET`` through the data pool).
 HEARTBEAT: Final = 0.5
 #: Seconds without a confirmed heartbeat (or with a lag fence unanswered) after which the
@@ -198,10 +199,8 @@ class _Link:
         self.connection.send_command(*command)
         return self.connection.read_response()
 
-    def send(self, *commands: tuple[Any, ...]) -> None:
-        self.sock.sendall(b"".join(self.connection.pack_commands(list(commands))))
-
     def send_packed(self, data: bytes) -> None:
+        """Send commands already in Redis's protocol, without waiting for their replies."""
         self.sock.sendall(data)
 
     def tls_pending(self) -> bool:
@@ -473,7 +472,7 @@ class ClientCache:
                 lagging = False
             if (lagging or read >= LAG_BYTES) and self._fence_sent is None:
                 self._fence_sent = time.monotonic()
-                channel.send(("PING",))
+                channel.send_packed(_PING)
         # Probe replies; or its end, seen even with none awaited.
         if prober.sock.fileno() in ready or prober.tls_pending():
             self._verify(prober.drain()[0])

@@ -57,6 +57,14 @@ INSTALLED_APPS = [
 ]
 
 EXAMPLE_SESSION_STORE = os.environ.get("EXAMPLE_SESSION_STORE", "lmdb")
+# The Redis stores' cache: django-memopt's Redis engine, and Django's cache and cached_db.
+REDIS_CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "sessions": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": os.environ.get("EXAMPLE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    },
+}
 SESSION_MIDDLEWARE = "django_memopt.middleware.SessionMiddleware"
 
 if EXAMPLE_SESSION_STORE == "lmdb":
@@ -67,13 +75,7 @@ if EXAMPLE_SESSION_STORE == "lmdb":
     MEMOPT_FILTER_PATH = VAR_DIR / "session-filter"
 elif EXAMPLE_SESSION_STORE == "redis":
     SESSION_ENGINE = "django_memopt.backends.redis"
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "sessions": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": os.environ.get("EXAMPLE_REDIS_URL", "redis://127.0.0.1:6379/0"),
-        },
-    }
+    CACHES = REDIS_CACHES
     SESSION_CACHE_ALIAS = "sessions"
     MEMOPT_REDIS_KEY_PREFIX = "example-shop:"
     MEMOPT_REDIS_CLIENT_CACHE = int(os.environ.get("EXAMPLE_REDIS_CLIENT_CACHE") or 0)
@@ -88,13 +90,7 @@ elif EXAMPLE_SESSION_STORE in ("django-cache", "django-cached-db"):
     }[EXAMPLE_SESSION_STORE]
     SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
     INSTALLED_APPS.remove("django_memopt")
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "sessions": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": os.environ.get("EXAMPLE_REDIS_URL", "redis://127.0.0.1:6379/0"),
-        },
-    }
+    CACHES = REDIS_CACHES
     SESSION_CACHE_ALIAS = "sessions"
 elif EXAMPLE_SESSION_STORE == "django-file":
     SESSION_ENGINE = "django.contrib.sessions.backends.file"
