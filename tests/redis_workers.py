@@ -16,20 +16,32 @@ from typing import Any
 ENGINE = "django_memopt.backends.redis"
 
 
-def redis_caches(port: int) -> dict[str, Any]:
-    """``CACHES`` with the alias ``"sessions"`` on the redis-server at ``port``."""
+DJANGO_REDIS = "django_redis.cache.RedisCache"
+#: Django's own Redis cache backend: the other connection source the engine supports.
+DJANGO_OWN = "django.core.cache.backends.redis.RedisCache"
+
+
+def redis_caches(port: int, backend: str = DJANGO_REDIS) -> dict[str, Any]:
+    """``CACHES`` with the alias ``"sessions"`` on the redis-server at ``port``, through
+    the cache ``backend`` (django-redis's, or Django's own)."""
+    timeouts = (
+        {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1}
+        if backend == DJANGO_REDIS
+        else {"socket_connect_timeout": 1, "socket_timeout": 1}
+    )
     return {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "sessions": {
-            "BACKEND": "django_redis.cache.RedisCache",
+            "BACKEND": backend,
             "LOCATION": f"redis://127.0.0.1:{port}/0",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+            "OPTIONS": timeouts,
         },
     }
 
 
-def setup(port: int, prefix: str) -> None:
-    """Configure Django from ``tests.settings``, with sessions in Redis at ``port``."""
+def setup(port: int, prefix: str, backend: str = DJANGO_REDIS) -> None:
+    """Configure Django from ``tests.settings``, with sessions in Redis at ``port``
+    reached through the cache ``backend``."""
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     import django
 
@@ -45,7 +57,7 @@ def setup(port: int, prefix: str) -> None:
     # As override_settings in a test: the setting_changed signal resets Django's cache
     # handler (and the engine's client), so nothing configured at import time is kept.
     override_settings(
-        CACHES=redis_caches(port),
+        CACHES=redis_caches(port, backend),
         SESSION_ENGINE=ENGINE,
         SESSION_CACHE_ALIAS="sessions",
         MEMOPT_REDIS_KEY_PREFIX=prefix,
