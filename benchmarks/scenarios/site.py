@@ -41,12 +41,14 @@ from benchmarks.harness.engines import (
     FILE,
     MEMOPT_LMDB,
     MEMOPT_REDIS,
+    MEMOPT_REDIS_CACHED,
     REDIS_CACHE,
     SIGNED,
 )
 from benchmarks.harness.report import met, render, table
 from benchmarks.harness.servers import ROOT, client, redis_server, versions
 from benchmarks.harness.signed_in import HEAVY_SIZE, SESSION_HEAVY, WHOAMI
+from benchmarks.scenarios.client_cache import CACHE_BYTES
 
 WORKERS = 4  # per server, as on a small production host
 CONNECTIONS = 8  # wrk's, kept open: two per worker, so that a worker never waits for one
@@ -68,18 +70,19 @@ MEASURES = (("per_second", "requests/s"), ("p99_ms", "p99 ms"))  # the plot's co
 STORES = {
     MEMOPT_LMDB: "lmdb",
     MEMOPT_REDIS: "redis",
+    MEMOPT_REDIS_CACHED: "redis",
     DB: "django-db",
     REDIS_CACHE: "django-cache",
     CACHED_DB: "django-cached-db",
     FILE: "django-file",
     SIGNED: "django-signed-cookies",
 }
-OURS = (MEMOPT_LMDB, MEMOPT_REDIS)
+OURS = (MEMOPT_LMDB, MEMOPT_REDIS, MEMOPT_REDIS_CACHED)
 # Django's engines with a store every process shares: the goal's comparison. signed_cookies
 # keeps the session in the cookie, not in a store (shown, but not a peer: see the page).
 DJANGO_STORES = (DB, REDIS_CACHE, CACHED_DB, FILE)
 # Each engine on Redis gets a database of its own on the one private server.
-REDIS_DATABASES = {MEMOPT_REDIS: 0, REDIS_CACHE: 1, CACHED_DB: 2}
+REDIS_DATABASES = {MEMOPT_REDIS: 0, REDIS_CACHE: 1, CACHED_DB: 2, MEMOPT_REDIS_CACHED: 3}
 
 VIEWS = {
     SESSION_HEAVY: "session-heavy view",
@@ -363,6 +366,9 @@ def measure(quick: bool) -> Result:
                     'ROOT_URLCONF = "benchmarks.harness.signed_in_urls"',
                     env={
                         "EXAMPLE_SESSION_STORE": store,
+                        "EXAMPLE_REDIS_CLIENT_CACHE": str(CACHE_BYTES)
+                        if name == MEMOPT_REDIS_CACHED
+                        else "0",
                         "EXAMPLE_REDIS_URL": f"redis://127.0.0.1:{redis.port}/"
                         f"{REDIS_DATABASES.get(name, 0)}",
                     },
@@ -483,6 +489,7 @@ def section(found: Result, image: str | None = None) -> str:
         goal="\n".join(f"- {line}" for line in goal_lines(found)),
         minimal="\n".join(f"- {line}" for line in goal_lines(found, WHOAMI)),
         heavy=SESSION_HEAVY,
+        cache_mib=CACHE_BYTES >> 20,
         heavy_size=HEAVY_SIZE,
         goal_speedup=f"{GOAL_SPEEDUP:g}",
         fastest=fastest,
