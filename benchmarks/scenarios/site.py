@@ -185,6 +185,7 @@ class Result:
     sessions: int
     engines: list[str]
     warmup: int = WARMUP_SECONDS  # seconds of each arm's turn before the rounds
+    paced_rounds: int = 3  # of the latency phase
     cpus: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))  # this process's
     cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)  # server, engine, view
     # The latency phase: the rate every engine was offered (server, view), and what it did.
@@ -331,10 +332,10 @@ def _serve(result: Result, server: str, engines: list[Engine], base: str, script
             best = result.cell(server, result.best_django(server, path), path)
             result.rates[server, path] = round(best.per_second * PACED_SHARE, -1) or 10.0
         paced_arms = [(engine, path) for engine in engines for path in PACED_VIEWS]
-        log(f"site: {server}, latency at a common rate, {result.rounds} rounds")
+        log(f"site: {server}, latency at a common rate, {result.paced_rounds} rounds")
         samples = timing.interleaved(
             paced_arms,
-            result.rounds,
+            result.paced_rounds,
             random.Random(2),
             lambda arm, _: [
                 _drive(arm[0], arm[1], result.seconds, script, result.rates[server, arm[1]])
@@ -354,8 +355,9 @@ def measure(quick: bool) -> Result:
             "scenario site serves the shop under uvicorn too, which is not installed: "
             "pip install -r benchmarks/requirements.txt"
         )
-    rounds, seconds, sessions = (1, 1, 200) if quick else (5, 3, 1000)
+    rounds, paced_rounds, seconds, sessions = (1, 1, 1, 200) if quick else (4, 3, 3, 1000)
     result = Result(rounds, seconds, sessions, list(STORES), 0 if quick else WARMUP_SECONDS)
+    result.paced_rounds = paced_rounds
     base = tempfile.mkdtemp(prefix="memopt-bench-site-")
     sys.path[:0] = [ROOT]
     try:
@@ -486,6 +488,7 @@ def section(found: Result, image: str | None = None) -> str:
         uvicorn_paced=paced_table(found, "uvicorn"),
         paced_share=f"{PACED_SHARE:.0%}",
         paced_connections=PACED_CONNECTIONS,
+        paced_rounds=found.paced_rounds,
         goal="\n".join(f"- {line}" for line in goal_lines(found)),
         minimal="\n".join(f"- {line}" for line in goal_lines(found, WHOAMI)),
         heavy=SESSION_HEAVY,
