@@ -60,6 +60,14 @@ class SessionMiddleware(DjangoSessionMiddleware):
         self.process_request(request)
         # In async mode get_response is a coroutine function.
         response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
+        session = getattr(request, "session", None)
+        if settings.SESSION_SAVE_EVERY_REQUEST and session is not None:
+            # Loaded here, on the loop: deciding the cookie reads the expiry, which would
+            # load the session, blocking, as Django's sync path does (after it read
+            # ``accessed``: so is it kept here).
+            accessed = session.accessed
+            await session._aget_session()
+            session.accessed = accessed
         cookie = self._settle(request, response)
         if cookie is not None:
             try:

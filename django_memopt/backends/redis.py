@@ -1603,6 +1603,9 @@ async def _close_at_shutdown(
         if _apools.get(loop) is held:
             del _apools[loop]
         await held.pool.disconnect()
+        # A Sentinel pool's clients of the sentinels themselves.
+        for sentinel in getattr(getattr(held.pool, "sentinel_manager", None), "sentinels", ()):
+            await sentinel.aclose()
 
 
 async def _adisconnect_all() -> None:
