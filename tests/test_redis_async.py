@@ -179,6 +179,35 @@ def test_concurrent_asaves_on_one_session_lose_no_update() -> None:
     assert stored == {"start": 0, **{f"k{n}": n for n in range(writers)}}
 
 
+def test_more_requests_at_once_than_connections_wait_for_one() -> None:
+    """A loop runs as many requests at once as come: past the pool's max_connections
+    (django-redis's ``CONNECTION_POOL_KWARGS``), they wait for a connection."""
+    cache = redis_cache(f"redis://127.0.0.1:{django_settings.REDIS_TEST_PORT}/0")
+    cache["OPTIONS"]["CONNECTION_POOL_KWARGS"] = {"max_connections": 2}
+    with override_settings(
+        CACHES=caches_with("narrow", cache), SESSION_ENGINE=ENGINE, SESSION_CACHE_ALIAS="narrow"
+    ):
+        try:
+
+            async def one(n: int) -> str:
+                session = SessionStore()
+                await session.aset("n", n)
+                await session.asave()
+                assert await SessionStore(session.session_key).aget("n") == n
+                return session.session_key  # type: ignore[return-value]
+
+            async def scenario() -> list[str]:
+                with no_thread_hop():
+                    return await asyncio.gather(*(one(n) for n in range(30)))
+
+            keys = async_to_sync(scenario)()
+            assert len(set(keys)) == 30
+            for key in keys:
+                SessionStore(key).delete()
+        finally:
+            connection().connection_pool.disconnect()
+
+
 @override_settings(**REDIS)
 def test_asave_after_a_delete_elsewhere_raises_update_error_and_writes_nothing() -> None:
     async def scenario() -> str:

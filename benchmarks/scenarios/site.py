@@ -234,9 +234,11 @@ def _check(engine: Engine) -> None:
             raise RuntimeError(f"{engine.name}: GET {path} with a session's cookie: {status}")
 
 
-def _drive(engine: Engine, path: str, seconds: int, script: str) -> Turn:
-    """One turn of wrk on ``engine``'s ``path``."""
-    command = [wrk(), "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s"]
+def _drive(
+    engine: Engine, path: str, seconds: int, script: str, connections: int = CONNECTIONS
+) -> Turn:
+    """One turn of wrk on ``engine``'s ``path``, with ``connections`` at once."""
+    command = [wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
     command += ["-s", script, f"http://127.0.0.1:{engine.port}{path}", "--", engine.cookies]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     line = next((x for x in done.stdout.splitlines() if x.startswith("WRK-RESULT ")), None)

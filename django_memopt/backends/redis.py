@@ -1572,8 +1572,14 @@ def _async_pool_maker(client: Any) -> Callable[[], Any] | None:
         if pool.connection_class is sync_cls:
             kwargs = _async_kwargs(async_cls, pool.connection_kwargs)
             max_connections = pool.max_connections
-            return lambda: async_connection.ConnectionPool(
-                connection_class=async_cls, max_connections=max_connections, **kwargs
+            # A blocking pool: a loop runs as many requests at once as come (a worker's
+            # threads are few), so past max_connections a command waits for a connection
+            # (as long as the socket timeout allows) rather than failing.
+            return lambda: async_connection.BlockingConnectionPool(
+                max_connections=max_connections,
+                timeout=kwargs.get("socket_timeout"),
+                connection_class=async_cls,
+                **kwargs,
             )
     return None  # a connection class of its own: redis.asyncio cannot make it
 
