@@ -1,8 +1,8 @@
 """The ASGI benchmark's async view, its URLs, and the thread-hop path it is measured against.
 
 ``ROOT_URLCONF = "benchmarks.harness.async_view"`` serves :func:`whoami` at
-``ASYNC_WHOAMI`` (and ``/``, to tell the server is up). ``SESSION_ENGINE = "benchmarks.harness.async_view"`` is django-memopt's
-Redis engine with its async API as the previous release had it (the sync primitives in a
+``ASYNC_WHOAMI`` (and ``/``, to tell the server is up).
+``SESSION_ENGINE = "benchmarks.harness.async_view"`` is django-memopt's Redis engine with its async API as the previous release had it (the sync primitives in a
 thread), and :class:`ThreadHopMiddleware` is django-memopt's middleware as it was then
 (Django's ``MiddlewareMixin``, both halves in a thread): the benchmark's "before".
 """
