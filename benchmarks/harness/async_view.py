@@ -2,9 +2,10 @@
 
 ``ROOT_URLCONF = "benchmarks.harness.async_view"`` serves :func:`whoami` at
 ``ASYNC_WHOAMI`` (and ``/``, to tell the server is up).
-``SESSION_ENGINE = "benchmarks.harness.async_view"`` is django-memopt's Redis engine with its async API as the previous release had it (the sync primitives in a
-thread), and :class:`ThreadHopMiddleware` is django-memopt's middleware as it was then
-(Django's ``MiddlewareMixin``, both halves in a thread): the benchmark's "before".
+``SESSION_ENGINE = "benchmarks.harness.async_view"`` is django-memopt's Redis engine with
+its async API as the previous release had it (the sync primitives in a thread), and
+:class:`ThreadHopMiddleware` is django-memopt's middleware as it was then (Django's
+``MiddlewareMixin``, both halves in a thread): the benchmark's "before".
 """
 
 from __future__ import annotations
