@@ -26,6 +26,7 @@ from django.conf import settings as django_settings
 from django.http import HttpRequest, HttpResponse
 from django.test import SimpleTestCase, override_settings
 from django.urls import path
+from django_redis.pool import ConnectionFactory
 
 from django_memopt.backends import base as base_module
 from django_memopt.backends import redis as redis_backend
@@ -43,6 +44,17 @@ from tests.test_redis_contract import REDIS, hash_name
 from tests.test_redis_store import caches_with, redis_cache
 
 ENGINE = "django_memopt.backends.redis"
+
+
+@pytest.fixture(autouse=True)
+def _forget_new_connection_pools() -> Iterator[None]:
+    """django-redis keeps one pool per URL for the life of the process: those a test made
+    for servers of its own are disconnected and forgotten after it."""
+    pools: dict[str, Any] = ConnectionFactory._pools
+    known = set(pools)
+    yield
+    for url in set(pools) - known:
+        pools.pop(url).disconnect()
 
 
 # Set while the async API runs for AsyncDrivenStore: a sync method called then (the async
