@@ -144,14 +144,22 @@ def measure(quick: bool) -> Result:
                     shop.stop(engine)
             result.versions = {
                 "wrk": _version([wrk(), "--version"]).split(" [")[0].removeprefix("wrk "),
-                "uvicorn": _version([sys.executable, "-m", "uvicorn", "--version"]).split(" with")[
-                    0
-                ],
+                "uvicorn": _uvicorn_version(),
                 "redis-server": versions(client(redis.url))["redis-server"],
             }
         return result
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _uvicorn_version() -> str:
+    # It says "Running uvicorn 0.55.0 with CPython 3.11.7 on Linux".
+    said = _version([sys.executable, "-m", "uvicorn", "--version"])
+    return _bare_uvicorn(said.split(" with")[0])
+
+
+def _bare_uvicorn(said: str) -> str:
+    return said.removeprefix("Running uvicorn ")
 
 
 # -- the page -------------------------------------------------------------------------------
@@ -211,5 +219,7 @@ def section(found: Result) -> str:
         figures=figures_table(found),
         summary=summary(found),
         cpus=found.cpus,
-        versions=", ".join(f"{name} {value}" for name, value in found.versions.items()),
+        versions=", ".join(
+            f"{name} {_bare_uvicorn(value)}" for name, value in found.versions.items()
+        ),
     )
