@@ -45,6 +45,11 @@ one event-loop cycle, so a foreign write right after ours comes back as the same
 as our own. A **probe** (the token read on a second connection of this process, sent
 without waiting) verifies the copy; a load of it waits for that reply.
 
+A caller on an event loop (the engine's async API) passes ``wait=False``: the upkeep due
+(a reconnect, a heartbeat) then runs in a thread of its own that nobody waits for, and a
+copy of an own write whose probe has not answered yet is a miss rather than a wait. Serving
+from the cache costs such a caller the same non-blocking poll as any other.
+
 Failure is safe: the channel or the probe closed or reset, a heartbeat not back in
 ``MAX_SILENCE``, a lag fence not answered in ``MAX_SILENCE``: the cache is flushed and
 bypassed, and reconnected at most every ``RECONNECT_EVERY`` seconds. A null message
