@@ -16,6 +16,7 @@ from benchmarks.harness import report
 from benchmarks.harness.report import Run, Span, us
 from benchmarks.scenarios import (
     SCENARIOS,
+    asgi,
     client_cache,
     collector,
     engines_page,
@@ -180,6 +181,17 @@ PAGES = (
         "Re-run the command on your own hardware: absolute figures depend on the machine, and "
         "here the load generator shares it with the servers; the ratios much less.",
         _site,
+    ),
+    PageSpec(
+        "benchmarks-asgi.md",
+        "Benchmark: an async view under uvicorn, native asyncio against the thread hop",
+        ("asgi",),
+        "Re-run the command on your own hardware: absolute figures depend on the machine, and "
+        "here the load generator shares it with the servers; the ratios much less.",
+        lambda results, failed, directory: [
+            "## Requests per second and p99 by setup and concurrency\n",
+            asgi.section(results["asgi"]),
+        ],
     ),
     PageSpec(
         "benchmarks-pooling.md",

@@ -45,6 +45,11 @@ one event-loop cycle, so a foreign write right after ours comes back as the same
 as our own. A **probe** (the token read on a second connection of this process, sent
 without waiting) verifies the copy; a load of it waits for that reply.
 
+A caller on an event loop (the engine's async API) passes ``wait=False``: the upkeep due
+(a reconnect, a heartbeat) then runs in a thread of its own that nobody waits for, and a
+copy of an own write whose probe has not answered yet is a miss rather than a wait. Serving
+from the cache costs such a caller the same non-blocking poll as any other.
+
 Failure is safe: the channel or the probe closed or reset, a heartbeat not back in
 ``MAX_SILENCE``, a lag fence not answered in ``MAX_SILENCE``: the cache is flushed and
 bypassed, and reconnected at most every ``RECONNECT_EVERY`` seconds. A null message
@@ -311,6 +316,7 @@ class ClientCache:
         self._fence_sent: float | None = None  # a lag fence's PING, until its PONG
         self._next_connect = 0.0
         self._connecting = False  # a thread is opening the channel, outside the lock
+        self._tending = False  # a thread of _tend(wait=False) is running
         self.refused: str | None = None
 
     # -- the cache's entries ---------------------------------------------------------------
@@ -358,17 +364,33 @@ class ClientCache:
 
     # -- the channel -----------------------------------------------------------------------
 
-    def _tend(self) -> None:
+    def _tend(self, wait: bool = True) -> None:
         """The round trips that keep the cache usable, when due: a reconnect, then a
         heartbeat. Called without the lock and run outside it, by one thread at a time;
         meanwhile the others go on without waiting: serving while the last confirmation
-        is recent enough, else bypassing."""
+        is recent enough, else bypassing. Without ``wait`` (an event loop's caller), they
+        run in a thread of their own, not waited for: at most one such thread at a time."""
         if self._channel is not None and (
             self._heartbeat_sent is not None or time.monotonic() - self._confirmed_at <= HEARTBEAT
         ):
             return  # nothing due (read without the lock; decided again under it)
-        self._reconnect()
-        self._beat()
+        if wait:
+            self._reconnect()
+            self._beat()
+            return
+        with self._lock:
+            if self._tending:
+                return
+            self._tending = True
+        threading.Thread(target=self._tend_aside, name="memopt-client-cache", daemon=True).start()
+
+    def _tend_aside(self) -> None:
+        try:
+            self._reconnect()
+            self._beat()
+        finally:
+            with self._lock:
+                self._tending = False
 
     def _reconnect(self) -> None:
         """Open the channel and the probe connection if they are down and may be tried
@@ -550,15 +572,19 @@ class ClientCache:
 
     # -- what the store calls ---------------------------------------------------------------
 
-    def get(self, key: bytes) -> CachedSession | None:
-        """The session at ``key`` if the cache holds a current copy that may be served."""
-        self._tend()
+    def get(self, key: bytes, *, wait: bool = True) -> CachedSession | None:
+        """The session at ``key`` if the cache holds a current copy that may be served.
+
+        Without ``wait`` (a caller on an event loop), it never waits on Redis: the upkeep
+        due runs in a thread (see :meth:`_tend`), and a copy of an own write whose probe
+        has not answered yet is a miss, not waited for."""
+        self._tend(wait)
         with self._lock:
             if not self._usable():
                 count("cache_bypasses")
                 return None
             entry = self.entries.get(key)
-            if entry is not None and not entry.verified:
+            if entry is not None and not entry.verified and wait:
                 try:
                     self._await_probe(entry)
                 except Exception:
@@ -576,11 +602,13 @@ class ClientCache:
             return entry
 
     @contextmanager
-    def loading(self, key: bytes) -> Iterator[Callable[[CachedSession], None]]:
+    def loading(
+        self, key: bytes, *, wait: bool = True
+    ) -> Iterator[Callable[[CachedSession], None]]:
         """Around a load from Redis: gives ``fill(entry)``, which keeps what was loaded
         unless ``key`` was written meanwhile or the cache could not be trusted for the
-        whole load."""
-        self._tend()
+        whole load. ``wait``: as for :meth:`get`."""
+        self._tend(wait)
         with self._lock:
             usable = self._usable()
             load = _Load(self.epoch)
@@ -604,13 +632,13 @@ class ClientCache:
 
     @contextmanager
     def writing(
-        self, key: bytes
+        self, key: bytes, *, wait: bool = True
     ) -> Iterator[Callable[[bytes | None, bytes, int, Mapping[str, bytes], Iterable[str]], None]]:
         """Around an own write of ``key``: gives ``written(replaced, token, deadline_ms,
         sets, deletes)``, to call with what the write script reported. The held copy is
         patched if ``replaced`` is its token (held unverified until the probe's reply),
-        else dropped; it is dropped too if the write fails."""
-        self._tend()
+        else dropped; it is dropped too if the write fails. ``wait``: as for :meth:`get`."""
+        self._tend(wait)
         with self._lock:
             usable = self._usable()
             held = self.entries.get(key) if usable else None

@@ -24,5 +24,6 @@ SCENARIOS = {
         "user_sessions",
         "moving",
         "site",
+        "asgi",
     )
 }

@@ -283,11 +283,18 @@ def _check(engine: Engine) -> None:
 
 
 def _drive(
-    engine: Engine, path: str, seconds: int, script: str, rate: float | None = None
+    engine: Engine,
+    path: str,
+    seconds: int,
+    script: str,
+    connections: int | None = None,
+    rate: float | None = None,
 ) -> Turn:
-    """One turn of wrk on ``engine``'s ``path``: as fast as it answers, or at about
-    ``rate`` requests per second (from :data:`PACED_CONNECTIONS` connections)."""
-    connections = CONNECTIONS if rate is None else PACED_CONNECTIONS
+    """One turn of wrk on ``engine``'s ``path`` with ``connections`` at once (by default
+    :data:`CONNECTIONS`, or :data:`PACED_CONNECTIONS` with a rate): as fast as it answers,
+    or at about ``rate`` requests per second."""
+    if connections is None:
+        connections = CONNECTIONS if rate is None else PACED_CONNECTIONS
     command = [wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
     command += ["-s", script, f"http://127.0.0.1:{engine.port}{path}", "--"]
     command += [engine.cookies_for(path)]
@@ -338,7 +345,7 @@ def _serve(result: Result, server: str, engines: list[Engine], base: str, script
             result.paced_rounds,
             random.Random(2),
             lambda arm, _: [
-                _drive(arm[0], arm[1], result.seconds, script, result.rates[server, arm[1]])
+                _drive(arm[0], arm[1], result.seconds, script, rate=result.rates[server, arm[1]])
             ],
         )
         for (engine, path), turns in samples.items():

@@ -365,6 +365,11 @@ def _refresh_bucket(deadline_ms: int, refresh_ms: int) -> int:
     return -(-deadline_ms // refresh_ms) * refresh_ms
 
 
+#: What a save writes (``SessionBase._plan_save``): the deadline, the delta, the change to
+#: the index of users' sessions, and whether it is a touch (the expiry alone).
+_SavePlan = tuple[float, Delta, IndexChange | None, bool]
+
+
 def _user_sessions_on() -> bool:
     return bool(conf.MEMOPT_USER_SESSIONS)
 
@@ -476,6 +481,11 @@ class SessionBase(DjangoSessionBase):
                 new_key = self._adopt(session_key, None)[1]
                 if new_key is not None:
                     session_key, stored = new_key, self._read(new_key)
+        return self._loaded(session_key, stored)
+
+    def _loaded(self, session_key: str | None, stored: StoredSession | None) -> SessionFields:
+        """The fields of ``stored``, read as ``session_key`` (``None``: no session), the
+        state this session keeps of it updated: what :meth:`load` returns."""
         counts = counter()
         counts["loads"] += 1
         if stored is None:
@@ -518,6 +528,23 @@ class SessionBase(DjangoSessionBase):
         session_key = self.session_key
         if session_key is None:  # a new session, or loading found no such session
             return self.create()
+        plan = self._plan_save(fields, session_key, must_create)
+        if plan is None:
+            return
+        expires_at, delta, index, touch = plan
+        if touch:
+            self._touch(session_key, expires_at)
+        elif index is None:
+            self._write(session_key, delta, expires_at, create=must_create)
+        else:
+            self._write(session_key, delta, expires_at, create=must_create, index=index)
+        self._saved(fields, session_key, plan, must_create)
+
+    def _plan_save(
+        self, fields: SessionFields, session_key: str, must_create: bool
+    ) -> _SavePlan | None:
+        """What a save of ``fields`` as ``session_key`` writes, the hooks told it is
+        about to; ``None`` if nothing is due (no change, and no touch yet)."""
         expires_at = time.time() + self.get_expiry_age()
         # Before the delta: a change to the index adds USER_ENTRY_FIELD to it.
         index = (
@@ -526,25 +553,24 @@ class SessionBase(DjangoSessionBase):
             else None
         )
         delta = fields.delta(session_key, full=must_create)
-        hooks = _hooks
-        if must_create or delta:
-            for hook in hooks:
-                hook.before_write(session_key, expires_at)
-            if index is None:
-                self._write(session_key, delta, expires_at, create=must_create)
-            else:
-                self._write(session_key, delta, expires_at, create=must_create, index=index)
-        elif self._touch_due(expires_at):
-            for hook in hooks:
-                hook.before_write(session_key, expires_at)
-            self._touch(session_key, expires_at)
+        touch = not (must_create or delta)
+        if touch and not self._touch_due(expires_at):
+            return None
+        for hook in _hooks:
+            hook.before_write(session_key, expires_at)
+        return expires_at, delta, index, touch
+
+    def _saved(
+        self, fields: SessionFields, session_key: str, plan: _SavePlan, must_create: bool
+    ) -> None:
+        """After ``plan`` was written: the hooks, the fields and the figures told."""
+        expires_at, delta, _, touch = plan
+        if touch:
             count("touches")
-        else:
-            return
-        for hook in hooks:
+        for hook in _hooks:
             hook.after_write(session_key, expires_at)
         fields.saved(session_key, delta)
-        if must_create or delta:
+        if not touch:
             written = _delta_size(delta)
             # A whole rewrite would write the session as stored, changes included (about:
             # a replaced field's old bytes are not subtracted, so as not to read them).
@@ -561,15 +587,19 @@ class SessionBase(DjangoSessionBase):
         return not interval or stored is None or expires_at - stored >= interval
 
     def delete(self, session_key: str | None = None) -> None:
+        session_key = self._to_delete(session_key)
         if session_key is None:
-            session_key = self.session_key
-        if not self._validate_session_key(session_key):
             return
-        assert session_key is not None  # validated
         if self.remove_needs_entry and _user_sessions_on():
             self._remove(session_key, self._listed_as(session_key))
         else:
             self._remove(session_key)
+
+    def _to_delete(self, session_key: str | None) -> str | None:
+        """The session a delete of ``session_key`` deletes (``None``: none to delete)."""
+        if session_key is None:
+            session_key = self.session_key
+        return session_key if self._validate_session_key(session_key) else None
 
     # -- the index of a user's sessions (MEMOPT_USER_SESSIONS; docs/user-sessions.md) ---
     #
@@ -629,7 +659,10 @@ class SessionBase(DjangoSessionBase):
     def _listed_as(self, session_key: str) -> tuple[str, str] | None:
         """The ``(user, handle)`` of the index entry listing session ``session_key``, as
         the stored session says; ``None`` if it is not listed (or not there)."""
-        stored = self._read(session_key)
+        return self._entry_of(session_key, self._read(session_key))
+
+    def _entry_of(self, session_key: str, stored: StoredSession | None) -> tuple[str, str] | None:
+        """:meth:`_listed_as`, ``stored`` being the session as read."""
         if stored is None:
             return None
         marker = _marker(self._new_fields(stored.fields, session_key).get(USER_ENTRY_FIELD))
@@ -642,7 +675,17 @@ class SessionBase(DjangoSessionBase):
         if old_key:
             self.delete(old_key)
 
-    # -- async: the same operations, inline when the store never waits on I/O -----------
+    # -- async: the same operations, on the event loop when the store has async
+    # primitives (async_native()), else inline when the store never waits on I/O, else in
+    # a thread. The native twins below make the calls of their sync counterparts, awaiting
+    # the async primitives; every decision is in the helpers both share (_loaded,
+    # _plan_save, _saved, _to_delete, _entry_of).
+
+    @classmethod
+    def async_native(cls) -> bool:
+        """Whether this store provides the async primitives (``_aread`` ...), for the
+        async API to await on the event loop rather than run the sync one in a thread."""
+        return False
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         if self.store_blocks:
@@ -650,25 +693,72 @@ class SessionBase(DjangoSessionBase):
         return func(*args)
 
     async def aload(self) -> SessionFields:  # type: ignore[override]
+        session_key = self.session_key
+        if self.async_native() and (session_key is None or len(session_key) == SIGNED_ID_LENGTH):
+            stored = await self._aread(session_key) if session_key is not None else None
+            return self._loaded(session_key, stored)
         if _previous_setting if _previous_setting is not _UNREAD else _read_previous_setting():
-            # The previous engine may wait on I/O (a database query) whatever our store does.
+            # Another engine's key: the previous engine may wait on I/O (a database
+            # query) whatever our store does.
             return await sync_to_async(self.load)()
         return await self._run(self.load)
 
     async def aexists(self, session_key: str | None) -> bool:
-        return await self._run(self.exists, session_key)
+        if not self.async_native():
+            return await self._run(self.exists, session_key)
+        return self._validate_session_key(session_key) and await self._acontains(session_key)  # type: ignore[arg-type]
 
     async def acreate(self) -> None:
-        await self._run(self.create)
+        if not self.async_native():
+            return await self._run(self.create)
+        while True:  # as create()
+            self._session_key = self._mint_session_key()
+            try:
+                await self.asave(must_create=True)
+            except CreateError:
+                continue
+            self.modified = True
+            return
 
     async def asave(self, must_create: bool = False) -> None:
-        await self._run(self.save, must_create)
+        if not self.async_native():
+            return await self._run(self.save, must_create)
+        fields = await self._aget_session(no_load=must_create)
+        session_key = self.session_key
+        if session_key is None:
+            return await self.acreate()
+        plan = self._plan_save(fields, session_key, must_create)
+        if plan is None:
+            return
+        expires_at, delta, index, touch = plan
+        if touch:
+            await self._atouch(session_key, expires_at)
+        elif index is None:
+            await self._awrite(session_key, delta, expires_at, create=must_create)
+        else:
+            await self._awrite(session_key, delta, expires_at, create=must_create, index=index)
+        self._saved(fields, session_key, plan, must_create)
 
     async def adelete(self, session_key: str | None = None) -> None:
-        await self._run(self.delete, session_key)
+        if not self.async_native():
+            return await self._run(self.delete, session_key)
+        session_key = self._to_delete(session_key)
+        if session_key is None:
+            return
+        if self.remove_needs_entry and _user_sessions_on():
+            listed_as = self._entry_of(session_key, await self._aread(session_key))
+            await self._aremove(session_key, listed_as)
+        else:
+            await self._aremove(session_key)
 
     async def acycle_key(self) -> None:
-        await self._run(self.cycle_key)
+        if not self.async_native():
+            return await self._run(self.cycle_key)
+        await self._aget_session()  # as cycle_key()
+        old_key = self.session_key
+        await self.acreate()
+        if old_key:
+            await self.adelete(old_key)
 
     @classmethod
     async def aclear_expired(cls) -> None:
@@ -891,6 +981,52 @@ class SessionBase(DjangoSessionBase):
     def _contains(cls, session_key: str) -> bool:
         """Whether a live session has that key."""
         raise NotImplementedError("subclasses of SessionBase must provide a _contains() method")
+
+    # The async primitives: the same contracts, awaited on the running event loop. Only a
+    # store whose async_native() is true provides them.
+
+    @classmethod
+    async def _aread(cls, session_key: str) -> StoredSession | None:
+        """:meth:`_read`, awaited."""
+        raise NotImplementedError(
+            "subclasses of SessionBase with async_native() must provide _aread()"
+        )
+
+    @classmethod
+    async def _awrite(
+        cls,
+        session_key: str,
+        delta: Delta,
+        expires_at: float,
+        *,
+        create: bool,
+        index: IndexChange | None = None,
+    ) -> None:
+        """:meth:`_write`, awaited."""
+        raise NotImplementedError(
+            "subclasses of SessionBase with async_native() must provide _awrite()"
+        )
+
+    @classmethod
+    async def _atouch(cls, session_key: str, expires_at: float) -> None:
+        """:meth:`_touch`, awaited."""
+        raise NotImplementedError(
+            "subclasses of SessionBase with async_native() must provide _atouch()"
+        )
+
+    @classmethod
+    async def _aremove(cls, session_key: str, listed_as: tuple[str, str] | None = None) -> None:
+        """:meth:`_remove`, awaited."""
+        raise NotImplementedError(
+            "subclasses of SessionBase with async_native() must provide _aremove()"
+        )
+
+    @classmethod
+    async def _acontains(cls, session_key: str) -> bool:
+        """:meth:`_contains`, awaited."""
+        raise NotImplementedError(
+            "subclasses of SessionBase with async_native() must provide _acontains()"
+        )
 
     @classmethod
     def iter_sessions(cls) -> Iterator[tuple[str, float]]:

@@ -56,19 +56,25 @@ index kept apart).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import inspect
 import os
 import struct
 import time
+import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Final, TypeVar
 
 import msgpack
+import redis
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry as AsyncRetry
 
 from django_memopt.backends.base import (
     SESSION_KEY_RE,
@@ -560,6 +566,7 @@ def _forget_client(*, setting: str, **kwargs: Any) -> None:
     global _client, _client_cache
     if setting in ("CACHES", "SESSION_CACHE_ALIAS"):
         _client = None
+        _forget_async_pools()
     if setting in (
         "CACHES",
         "SESSION_CACHE_ALIAS",
@@ -685,37 +692,55 @@ def _run_script_on(script: str, keys: list[bytes], *args: Any) -> Any:
 
 def _call(action: Callable[[], T]) -> T:
     """Run ``action``; Redis's own failures become ``SessionStoreError``."""
-    alias = settings.SESSION_CACHE_ALIAS
     try:
         return action()
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-        raise SessionStoreUnavailable(
+    except redis_errors.RedisError as exc:
+        raise _store_error(exc, _too_old) from exc
+
+
+def _store_error(
+    exc: redis_errors.RedisError, too_old: Callable[[redis_errors.RedisError], str | None]
+) -> SessionStoreError:
+    """What a failure ``exc`` of Redis is raised as; ``too_old(exc)`` tells the server's
+    version if it refused a command as one before 6.2 would (asked only then)."""
+    alias = settings.SESSION_CACHE_ALIAS
+    if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError)):
+        return SessionStoreUnavailable(
             f"The Redis session store (cache {alias!r}) is unavailable: {exc}"
-        ) from exc
-    except redis_errors.OutOfMemoryError as exc:
+        )
+    if isinstance(exc, redis_errors.OutOfMemoryError):
         said = str(exc) if str(exc).startswith("OOM") else f"OOM {exc}"  # Redis's words
-        raise SessionStoreFull(
+        return SessionStoreFull(
             f"The Redis session store (cache {alias!r}) is full: {said} Raise Redis's "
             "maxmemory, or let it evict (volatile-ttl suits sessions)."
-        ) from exc
-    except redis_errors.RedisError as exc:
-        version = _too_old(exc)
-        if version:
-            raise SessionStoreError(
-                f"The Redis session store (cache {alias!r}) needs Redis 6.2 or later "
-                f"(SET ... PXAT); that server runs Redis {version}."
-            ) from exc
-        raise SessionStoreError(f"The Redis session store (cache {alias!r}): {exc}") from exc
+        )
+    version = too_old(exc)
+    if version:
+        return SessionStoreError(
+            f"The Redis session store (cache {alias!r}) needs Redis 6.2 or later "
+            f"(SET ... PXAT); that server runs Redis {version}."
+        )
+    return SessionStoreError(f"The Redis session store (cache {alias!r}): {exc}")
 
 
 def _too_old(error: redis_errors.RedisError) -> str | None:
     """The server's version if ``error`` is a server before 6.2 refusing ``PXAT``."""
-    if not isinstance(error, redis_errors.ResponseError) or "syntax error" not in str(error):
+    if not _maybe_too_old(error):
         return None
     try:
         info = _execute("INFO", "server")
     except redis_errors.RedisError:
         return None
+    return _old_version(info)
+
+
+def _maybe_too_old(error: redis_errors.RedisError) -> bool:
+    """Whether ``error`` may be a server before 6.2 refusing ``PXAT`` (``INFO`` tells)."""
+    return isinstance(error, redis_errors.ResponseError) and "syntax error" in str(error)
+
+
+def _old_version(info: Any) -> str | None:
+    """The server's version in the reply to ``INFO server`` if it is before 6.2."""
     text = info.decode("ascii", "replace") if isinstance(info, bytes) else str(info)
     for line in text.splitlines():
         if line.startswith("redis_version:"):
@@ -923,24 +948,42 @@ def _write_session(
     (``None`` for a create or a whole replace, and for a session that had none) and the
     one it wrote. ``index``: the keys and arguments of the index change to apply with it
     (:func:`_index_script_args`)."""
+    script, keys, args, token = _write_request(key, delta, expires_at, create, index)
+    if script is None:
+        reply = _call(lambda: _execute(*args))
+    else:
+        reply = _call(lambda: _run_script_on(script, keys, *args))
+    return _written(reply, token, create=create, whole=create or delta.replace)
+
+
+#: What a write sends: the script to run (``None``: the command in the arguments), its
+#: keys, its arguments, and the version token it writes.
+WriteRequest = tuple[str | None, list[bytes], list[Any], bytes]
+
+
+def _write_request(
+    key: bytes,
+    delta: Delta,
+    expires_at: float,
+    create: bool,
+    index: tuple[list[bytes], list[Any]] | None,
+) -> WriteRequest:
+    """What :func:`_write_session` sends (the sync and async paths share it)."""
     deadline_ms = _deadline(expires_at)
     token = new_token()
     if create or delta.replace:  # a create, or a whole replace: one SET, no script
         value = _string_value(deadline_ms, token, delta.sets)
         guard = "NX" if create else "XX"
         if index is None:
-            done = _call(lambda: _execute("SET", key, value, guard, "PXAT", deadline_ms))
-        else:  # with the index: one script
-            keys, index_args = index
-            done = _call(
-                lambda: _run_script_on(
-                    SET_INDEXED_SCRIPT, [key, *keys], value, guard, deadline_ms, *index_args
-                )
-            )
-        if not done:  # None from SET, 0 from the script
-            raise CreateError if create else UpdateError
-        return None, token
-    args: list[bytes | int] = [
+            return None, [], ["SET", key, value, guard, "PXAT", deadline_ms], token
+        keys, index_args = index  # with the index: one script
+        return (
+            SET_INDEXED_SCRIPT,
+            [key, *keys],
+            [value, guard, deadline_ms, *index_args],
+            token,
+        )
+    args: list[Any] = [
         deadline_ms,
         HEADER.pack(STRING_FORMAT, deadline_ms, token),
         STRING_LIMIT,
@@ -951,12 +994,19 @@ def _write_session(
         args += (name.encode("utf-8", "surrogatepass"), sealed)
     args += (name.encode("utf-8", "surrogatepass") for name in delta.deletes)
     if index is None:
-        status, replaced = _call(lambda: _run_script(UPDATE_SCRIPT, key, *args))
-    else:
-        keys, index_args = index
-        status, replaced = _call(
-            lambda: _run_script_on(UPDATE_INDEXED_SCRIPT, [key, *keys], *args, *index_args)
-        )
+        return UPDATE_SCRIPT, [key], args, token
+    keys, index_args = index
+    return UPDATE_INDEXED_SCRIPT, [key, *keys], [*args, *index_args], token
+
+
+def _written(reply: Any, token: bytes, *, create: bool, whole: bool) -> tuple[bytes | None, bytes]:
+    """What a write answered, as :func:`_write_session` returns it (``whole``: a create or
+    a whole replace); ``CreateError`` or ``UpdateError`` if it wrote nothing."""
+    if whole:
+        if not reply:  # None from SET, 0 from the script
+            raise CreateError if create else UpdateError
+        return None, token
+    status, replaced = reply
     if status != 1:
         raise UpdateError
     return replaced, token
@@ -965,20 +1015,29 @@ def _write_session(
 def _touch_session(key: bytes, expires_at: float) -> tuple[bytes | None, bytes]:
     """``SessionStore._touch()`` of the session at ``key``: the version token it replaced
     (``None`` if the session had none) and the one it wrote."""
+    args, token = _touch_request(expires_at)
+    return _written(
+        _call(lambda: _run_script(TOUCH_SCRIPT, key, *args)), token, create=False, whole=False
+    )
+
+
+def _touch_request(expires_at: float) -> tuple[list[Any], bytes]:
+    """The arguments of ``TOUCH_SCRIPT`` after the key, and the version token it writes."""
     deadline_ms = _deadline(expires_at)
     token = new_token()
     # The string header's bytes after its format: the deadline, then the new token.
-    packed = deadline_ms.to_bytes(8, "big") + token
-    status, replaced = _call(lambda: _run_script(TOUCH_SCRIPT, key, deadline_ms, packed))
-    if status != 1:
-        raise UpdateError
-    return replaced, token
+    return [deadline_ms, deadline_ms.to_bytes(8, "big") + token], token
 
 
 def _load(key: bytes) -> StoredSession | None:
     """The session at ``key`` as Redis holds it (``SessionStore._read()`` without the
     client-side cache)."""
-    form, reply = _call(lambda: _fetch(key, "HGETALL"))
+    return _stored(*_call(lambda: _fetch(key, "HGETALL")))
+
+
+def _stored(form: str, reply: Any) -> StoredSession | None:
+    """The session in what ``_fetch(key, "HGETALL")`` found (``None``: none, or damaged:
+    logged)."""
     if form == "string":
         deadline_ms = _string_deadline(reply)
         fields = None if deadline_ms is None else _string_fields(reply)
@@ -1007,6 +1066,24 @@ def _load(key: bytes) -> StoredSession | None:
     return StoredSession(fields, deadline_ms / 1000, size, token)
 
 
+def _held(held: CachedSession) -> StoredSession:
+    """A session the client-side cache holds, as a load returns it."""
+    return StoredSession(held.fields, held.deadline_ms / 1000, held.stored_size, held.token)
+
+
+def _to_cache(key: bytes, stored: StoredSession) -> CachedSession:
+    """A session loaded from Redis (with a version token), as the client-side cache
+    holds it."""
+    assert stored.version is not None
+    return CachedSession(
+        key,
+        stored.fields,  # type: ignore[arg-type]  # bytes: read from Redis
+        round(stored.expires_at * 1000),
+        stored.version,
+        stored.size,
+    )
+
+
 class SessionStore(_SessionBase):
     """Sessions in the Redis of the cache ``SESSION_CACHE_ALIAS``."""
 
@@ -1022,21 +1099,11 @@ class SessionStore(_SessionBase):
             return _load(key)
         held = cache.get(key)
         if held is not None:
-            return StoredSession(
-                held.fields, held.deadline_ms / 1000, held.stored_size, held.token
-            )
+            return _held(held)
         with cache.loading(key) as fill:
             stored = _load(key)
             if stored is not None and stored.version is not None:
-                fill(
-                    CachedSession(
-                        key,
-                        stored.fields,  # type: ignore[arg-type]  # bytes: read from Redis
-                        round(stored.expires_at * 1000),
-                        stored.version,
-                        stored.size,
-                    )
-                )
+                fill(_to_cache(key, stored))
         return stored
 
     @classmethod
@@ -1094,6 +1161,84 @@ class SessionStore(_SessionBase):
         # The deadline, as _read() checks it: a key holding no valid one is no session.
         form, reply = _call(lambda: _fetch(_key(session_key), "HGET", MARKER))
         deadline_ms = _deadline_of(form, reply)
+        return deadline_ms is not None and deadline_ms != NO_SESSION
+
+    # -- async primitives: the same, on the event loop (see "asyncio" at the end) ---------
+
+    @classmethod
+    def async_native(cls) -> bool:
+        return async_native()
+
+    @classmethod
+    async def _aread(cls, session_key: str) -> StoredSession | None:
+        key = _key(session_key)
+        cache = client_cache()
+        if cache is None:
+            return await _aload(key)
+        # wait=False: the cache's upkeep runs in a thread, and an own write's copy not yet
+        # verified is loaded, not waited for: the loop never waits on the cache's links.
+        held = cache.get(key, wait=False)
+        if held is not None:
+            return _held(held)
+        with cache.loading(key, wait=False) as fill:
+            stored = await _aload(key)
+            if stored is not None and stored.version is not None:
+                fill(_to_cache(key, stored))
+        return stored
+
+    @classmethod
+    async def _awrite(
+        cls,
+        session_key: str,
+        delta: Delta,
+        expires_at: float,
+        *,
+        create: bool,
+        index: IndexChange | None = None,
+    ) -> None:
+        key = _key(session_key)
+        script_args = None
+        if index is not None and (index.put is not None or index.drop is not None):
+            script_args = _index_script_args(session_key, index)
+        cache = client_cache()
+        if cache is None:
+            await _awrite_session(key, delta, expires_at, create=create, index=script_args)
+            return
+        with cache.writing(key, wait=False) as written:
+            replaced, token = await _awrite_session(
+                key, delta, expires_at, create=create, index=script_args
+            )
+            if not (create or delta.replace):  # else the held copy is dropped
+                written(replaced, token, _deadline(expires_at), delta.sets, delta.deletes)
+
+    @classmethod
+    async def _atouch(cls, session_key: str, expires_at: float) -> None:
+        key = _key(session_key)
+        cache = client_cache()
+        if cache is None:
+            await _atouch_session(key, expires_at)
+            return
+        with cache.writing(key, wait=False) as written:
+            replaced, token = await _atouch_session(key, expires_at)
+            written(replaced, token, _deadline(expires_at), {}, ())
+
+    @classmethod
+    async def _aremove(cls, session_key: str, listed_as: tuple[str, str] | None = None) -> None:
+        key = _key(session_key)
+        try:
+            if listed_as is None:
+                await _acall(_aexecute("DEL", key))
+            else:
+                keys, args = _index_script_args(session_key, IndexChange(None, listed_as))
+                await _acall(_arun_script_on(DELETE_INDEXED_SCRIPT, [key, *keys], *args))
+        finally:
+            cache = client_cache()
+            if cache is not None:
+                cache.drop(key)
+
+    @classmethod
+    async def _acontains(cls, session_key: str) -> bool:
+        deadline_ms = _deadline_of(*await _acall(_afetch(_key(session_key), "HGET", MARKER)))
         return deadline_ms is not None and deadline_ms != NO_SESSION
 
     @classmethod
@@ -1324,3 +1469,278 @@ def _store_figures(sample: int) -> dict[str, Any]:
         "used_memory": int(memory.get("used_memory", 0)),
         "maxmemory": int(memory.get("maxmemory", 0)),
     }
+
+
+# -- asyncio: the same commands through redis.asyncio, a pool per event loop ---------------
+#
+# The async API (SessionBase.aload() and the rest) awaits these instead of running the sync
+# primitives in a thread. They send the same packed commands and scripts, read the same
+# replies through the same pure functions (_form, _stored, _write_request, _written, ...),
+# and map failures the same way (_store_error). asyncio connections belong to the loop
+# that opened them: each running loop gets a pool of its own, made from the sync client's
+# (same class of connection, address, credentials, TLS, timeouts, retries; Sentinel
+# through redis.asyncio.sentinel), and disconnected when that loop shuts down (asyncio.run
+# and asgiref close a loop's async generators first: see _apool()). A client that is no
+# plain redis.Redis (a cluster client) has no such pool: the engine then keeps the thread.
+
+
+class _LoopPool:
+    """The asyncio pool of one event loop, and the generator that closes it."""
+
+    __slots__ = ("closer", "pool")
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.closer: Any = None
+
+
+_apools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = (
+    weakref.WeakKeyDictionary()
+)
+_UNKNOWN: Final = object()
+# Whether the sync client's pool has an asyncio counterpart (the async API is native):
+# decided once per client.
+_native: Any = _UNKNOWN
+
+
+def async_native() -> bool:
+    """Whether the async API talks to Redis on the event loop: the client is a plain
+    ``redis.Redis`` whose connections redis.asyncio can make (TCP, TLS, a unix socket,
+    Sentinel). Otherwise (a cluster client, a custom connection class) it runs the sync
+    primitives in a thread."""
+    global _native
+    if _native is _UNKNOWN:
+        try:
+            _native = _async_pool_maker(connection()) is not None
+        except Exception:  # django-redis could not make the client: the sync path says why
+            return False
+    return bool(_native)
+
+
+def _async_kwargs(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The sync connection's ``kwargs`` that the asyncio connection class ``cls`` takes,
+    its retry policy made asyncio's."""
+    accepted: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            accepted.update(inspect.signature(init).parameters)
+    # Objects of the sync world (a parser, an event dispatcher, a callback) are not carried.
+    skipped = {
+        "parser_class",
+        "retry",
+        "event_dispatcher",
+        "redis_connect_func",
+        "connection_pool",
+    }
+    made = {k: v for k, v in kwargs.items() if k in accepted and k not in skipped}
+    retry = kwargs.get("retry")
+    if retry is not None:
+        made["retry"] = AsyncRetry(retry._backoff, retry._retries, tuple(retry._supported_errors))
+    return made
+
+
+def _async_pool_maker(client: Any) -> Callable[[], Any] | None:
+    """What makes an asyncio pool like ``client``'s, or ``None`` if there is none."""
+    from redis import connection as sync_connection
+    from redis import sentinel as sync_sentinel
+    from redis.asyncio import connection as async_connection
+    from redis.asyncio import sentinel as async_sentinel
+
+    if not isinstance(client, redis.Redis):  # a cluster client, or another library's
+        return None
+    pool = client.connection_pool
+    if isinstance(pool, sync_sentinel.SentinelConnectionPool):
+        manager = pool.sentinel_manager
+        addresses = [
+            (
+                s.connection_pool.connection_kwargs["host"],
+                s.connection_pool.connection_kwargs["port"],
+            )
+            for s in manager.sentinels
+        ]
+        connection_cls = async_sentinel.SentinelManagedConnection
+        kwargs = _async_kwargs(connection_cls, pool.connection_kwargs)
+        sentinel_kwargs = _async_kwargs(async_connection.Connection, manager.sentinel_kwargs)
+        service, is_master = pool.service_name, pool.is_master
+        if not is_master:
+            return None  # never a replica: the sync client would not be one either
+
+        def sentinel_pool() -> Any:
+            sentinels = async_sentinel.Sentinel(
+                addresses, manager.min_other_sentinels, sentinel_kwargs, **kwargs
+            )
+            return async_sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
+                service, sentinels, connection_class=connection_cls, is_master=True, **kwargs
+            )
+
+        return sentinel_pool
+    counterparts = (
+        (sync_connection.SSLConnection, async_connection.SSLConnection),
+        (sync_connection.UnixDomainSocketConnection, async_connection.UnixDomainSocketConnection),
+        (sync_connection.Connection, async_connection.Connection),
+    )
+    for sync_cls, async_cls in counterparts:
+        if pool.connection_class is sync_cls:
+            kwargs = _async_kwargs(async_cls, pool.connection_kwargs)
+            max_connections = pool.max_connections
+            # A blocking pool: a loop runs as many requests at once as come (a worker's
+            # threads are few), so past max_connections a command waits for a connection
+            # (as long as the socket timeout allows) rather than failing.
+            return lambda: async_connection.BlockingConnectionPool(
+                max_connections=max_connections,
+                timeout=kwargs.get("socket_timeout"),
+                connection_class=async_cls,
+                **kwargs,
+            )
+    return None  # a connection class of its own: redis.asyncio cannot make it
+
+
+async def _apool() -> Any:
+    """The asyncio pool of the running loop, made on first use."""
+    loop = asyncio.get_running_loop()
+    held = _apools.get(loop)
+    if held is not None:
+        return held.pool
+    maker = _async_pool_maker(connection())
+    assert maker is not None  # async_native() said so
+    held = _apools[loop] = _LoopPool(maker())
+    # Closed when the loop shuts down: the loop closes the async generators it started
+    # (loop.shutdown_asyncgens(), which asyncio.run() and asgiref call) before it closes.
+    held.closer = _close_at_shutdown(loop, held)
+    await held.closer.__anext__()
+    return held.pool
+
+
+async def _close_at_shutdown(
+    loop: asyncio.AbstractEventLoop, held: _LoopPool
+) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        if _apools.get(loop) is held:
+            del _apools[loop]
+        await held.pool.disconnect()
+        # A Sentinel pool's clients of the sentinels themselves.
+        for sentinel in getattr(getattr(held.pool, "sentinel_manager", None), "sentinels", ()):
+            await sentinel.aclose()
+
+
+async def _adisconnect_all() -> None:
+    """Disconnect the running loop's pool (its connections are made anew on next use)."""
+    held = _apools.get(asyncio.get_running_loop())
+    if held is not None:
+        await held.pool.disconnect()
+
+
+def _forget_async_pools() -> None:
+    """Forget every loop's pool (the client's settings changed). Each is still closed
+    with its loop, by its closing generator (or, once nothing holds that generator, by the
+    loop's finalizer of async generators)."""
+    global _native
+    _native = _UNKNOWN
+    _apools.clear()
+
+
+async def _aon_connection(action: Callable[[Any], Awaitable[T]]) -> T:
+    """:func:`_on_connection` on the running loop's pool: ``await action(connection)``."""
+    pool = await _apool()
+    conn = await pool.get_connection()
+    try:
+        done: T = await conn.retry.call_with_retry(
+            lambda: action(conn), lambda _e: conn.disconnect()
+        )
+        return done
+    except asyncio.CancelledError:
+        # Cancelled between a command and its reply: the connection's next reply would be
+        # this one's. It is dropped.
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(conn)
+
+
+async def _aexecute(*command: Any) -> Any:
+    """:func:`_execute` on the running loop."""
+
+    async def send(conn: Any) -> Any:
+        await conn.send_packed_command(_packed(command))
+        return await conn.read_response()
+
+    return await _aon_connection(send)
+
+
+async def _aexecute_all(*commands: tuple[Any, ...]) -> list[Any]:
+    """:func:`_execute_all` on the running loop."""
+
+    async def send(conn: Any) -> list[Any]:
+        await conn.send_packed_command(b"".join(map(_packed, commands)))
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response())
+            except redis_errors.ResponseError as exc:
+                replies.append(exc)
+        return replies
+
+    return await _aon_connection(send)
+
+
+async def _arun_script_on(script: str, keys: list[bytes], *args: Any) -> Any:
+    """:func:`_run_script_on` on the running loop."""
+    try:
+        return await _aexecute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+    except redis_errors.NoScriptError:  # after SCRIPT FLUSH or a Redis restart: load it once more
+        await _aexecute("SCRIPT", "LOAD", script)
+        return await _aexecute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+
+
+async def _acall(action: Awaitable[T]) -> T:
+    """:func:`_call` of an awaitable."""
+    try:
+        return await action
+    except redis_errors.RedisError as exc:
+        version = None
+        if _maybe_too_old(exc):  # a server too old for PXAT: ask it what it runs
+            with contextlib.suppress(redis_errors.RedisError):
+                version = _old_version(await _aexecute("INFO", "server"))
+        raise _store_error(exc, lambda _exc: version) from exc
+
+
+async def _afetch(key: bytes, *hash_command: Any) -> tuple[str, Any]:
+    """:func:`_fetch` on the running loop."""
+    command = (hash_command[0], key, *hash_command[1:])
+    for _ in range(2):
+        form = _form(*await _aexecute_all(("GET", key), command))
+        if form[0] != "other":
+            break
+    return form
+
+
+async def _aload(key: bytes) -> StoredSession | None:
+    """:func:`_load` on the running loop."""
+    return _stored(*await _acall(_afetch(key, "HGETALL")))
+
+
+async def _awrite_session(
+    key: bytes,
+    delta: Delta,
+    expires_at: float,
+    *,
+    create: bool,
+    index: tuple[list[bytes], list[Any]] | None = None,
+) -> tuple[bytes | None, bytes]:
+    """:func:`_write_session` on the running loop."""
+    script, keys, args, token = _write_request(key, delta, expires_at, create, index)
+    if script is None:
+        reply = await _acall(_aexecute(*args))
+    else:
+        reply = await _acall(_arun_script_on(script, keys, *args))
+    return _written(reply, token, create=create, whole=create or delta.replace)
+
+
+async def _atouch_session(key: bytes, expires_at: float) -> tuple[bytes | None, bytes]:
+    """:func:`_touch_session` on the running loop."""
+    args, token = _touch_request(expires_at)
+    reply = await _acall(_arun_script_on(TOUCH_SCRIPT, [key], *args))
+    return _written(reply, token, create=False, whole=False)
