@@ -16,20 +16,28 @@ from typing import Any
 ENGINE = "django_memopt.backends.redis"
 
 
-def redis_caches(port: int) -> dict[str, Any]:
-    """``CACHES`` with the alias ``"sessions"`` on the redis-server at ``port``."""
+CLUSTER_FACTORY = "django_memopt.redis_cluster.ClusterConnectionFactory"
+
+
+def redis_caches(port: int, cluster: bool = False) -> dict[str, Any]:
+    """``CACHES`` with the alias ``"sessions"`` on the redis-server at ``port`` (with
+    ``cluster``, a node of a Redis Cluster, as docs/redis.md configures one)."""
+    options: dict[str, Any] = {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1}
+    if cluster:
+        options["CONNECTION_FACTORY"] = CLUSTER_FACTORY
     return {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "sessions": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": f"redis://127.0.0.1:{port}/0",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+            "OPTIONS": options,
         },
     }
 
 
-def setup(port: int, prefix: str) -> None:
-    """Configure Django from ``tests.settings``, with sessions in Redis at ``port``."""
+def setup(port: int, prefix: str, cluster: bool = False) -> None:
+    """Configure Django from ``tests.settings``, with sessions in Redis at ``port`` (with
+    ``cluster``, the Redis Cluster that node is part of)."""
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     import django
 
@@ -45,13 +53,17 @@ def setup(port: int, prefix: str) -> None:
     # As override_settings in a test: the setting_changed signal resets Django's cache
     # handler (and the engine's client), so nothing configured at import time is kept.
     override_settings(
-        CACHES=redis_caches(port),
+        CACHES=redis_caches(port, cluster),
         SESSION_ENGINE=ENGINE,
         SESSION_CACHE_ALIAS="sessions",
         MEMOPT_REDIS_KEY_PREFIX=prefix,
     ).enable()
-    from django_memopt.backends.redis import connection
+    from django_memopt.backends.redis import connection, is_cluster
 
+    if cluster:
+        if not is_cluster():
+            raise RuntimeError("the child's sessions' cache is not the Redis Cluster")
+        return
     actual = int(connection().info("server")["tcp_port"])
     if actual != port:
         raise RuntimeError(f"the child talks to the redis-server on port {actual}, not {port}")

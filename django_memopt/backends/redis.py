@@ -55,6 +55,7 @@ index kept apart).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -68,6 +69,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis import exceptions as redis_errors
+from redis.cluster import RedisCluster
 
 from django_memopt.backends.base import (
     SESSION_KEY_RE,
@@ -86,7 +88,7 @@ from django_memopt.backends.base import SessionBase as _SessionBase
 from django_memopt.client_cache import CachedSession, ClientCache, Probe
 from django_memopt.conf import conf
 
-__all__ = ["SessionStore", "SessionStoreUnavailable", "connection"]
+__all__ = ["SessionStore", "SessionStoreUnavailable", "connection", "is_cluster"]
 
 T = TypeVar("T")
 
@@ -501,26 +503,91 @@ return live
 """
 )
 
+# On a Redis Cluster, the index is written apart from the sessions (its keys are in their
+# user's slot, a session in its own): these scripts touch one user's two keys only. An
+# entry's value there is the session key's length in one byte, the session key, the time
+# the entry was written (epoch ms, 8 bytes big-endian), then the sealed entry.
+#
+# A put or a drop. KEYS: the user's hash and sorted set; ARGV: as apply_index() takes.
+CLUSTER_INDEX_SCRIPT: Final = (
+    "local KEYS = {false, KEYS[1], KEYS[2], KEYS[1], KEYS[2]}\n"
+    + INDEX_LUA
+    + """
+apply_index(ARGV)
+return 1
+"""
+)
+# A listing. KEYS: the user's hash and sorted set; ARGV: now (epoch ms). Prunes the entries
+# past their deadline; returns the others, handle and value, flat.
+CLUSTER_LIST_SCRIPT: Final = (
+    INDEX_LUA
+    + """
+prune(KEYS[1], KEYS[2], ARGV[1])
+settle(KEYS[1], KEYS[2])
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+# The entries of sessions found gone. KEYS: the user's hash and sorted set; ARGV: handles
+# and the values they held when listed, flat. An entry written again since (another value)
+# is kept. Returns how many were dropped.
+CLUSTER_PRUNE_SCRIPT: Final = (
+    INDEX_LUA
+    + """
+local dropped = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    dropped = dropped + 1
+  end
+end
+settle(KEYS[1], KEYS[2])
+return dropped
+"""
+)
+#: On a Redis Cluster, an entry whose session is not there is pruned only once it was
+#: written this long ago (ms): a login writes the entry, then the session, and a listing
+#: in between must not drop the entry of a session about to be there.
+INDEX_GRACE_MS: Final = 60_000
+
 
 class SessionStoreUnavailable(SessionStoreError):
     """Redis could not be reached, or did not answer in time."""
 
 
+class ReplicasBehind(SessionStoreUnavailable):
+    """A write was not acknowledged by as many replicas as ``MEMOPT_REDIS_WAIT_REPLICAS``
+    asks for, within ``MEMOPT_REDIS_WAIT_TIMEOUT``: it is on the primary only."""
+
+
 _client: Any = None
+# Whether _client is a redis.cluster.RedisCluster: commands are then routed by key slot
+# (_on_cluster). Set with _client.
+_cluster = False
 
 
 def connection() -> Any:
-    """The redis-py client of the primary of the cache ``SESSION_CACHE_ALIAS``.
+    """The redis-py client of the primary of the cache ``SESSION_CACHE_ALIAS`` (a
+    ``redis.cluster.RedisCluster`` on a Redis Cluster: see :func:`is_cluster`).
 
     Looked up once per process: redis-py clients are thread-safe and their connection
     pools reset themselves after a fork.
     """
-    global _client
+    global _client, _cluster
     if _client is None:
         from django_redis import get_redis_connection
 
         _client = get_redis_connection(settings.SESSION_CACHE_ALIAS, write=True)
+        _cluster = isinstance(_client, RedisCluster)
     return _client
+
+
+def is_cluster() -> bool:
+    """Whether the cache ``SESSION_CACHE_ALIAS`` is a Redis Cluster (its client a
+    ``redis.cluster.RedisCluster``)."""
+    if _client is None:
+        connection()
+    return _cluster
 
 
 _client_cache: ClientCache | None = None
@@ -531,6 +598,8 @@ def client_cache() -> ClientCache | None:
     ``None`` if ``MEMOPT_REDIS_CLIENT_CACHE`` is 0."""
     global _client_cache
     if not conf.MEMOPT_REDIS_CLIENT_CACHE:
+        return None
+    if is_cluster():  # it needs CLIENT TRACKING on one server: off (check W014)
         return None
     if _client_cache is None:
         _client_cache = ClientCache(
@@ -545,9 +614,11 @@ def client_cache() -> ClientCache | None:
 
 @receiver(setting_changed)
 def _forget_client(*, setting: str, **kwargs: Any) -> None:
-    global _client, _client_cache
+    global _client, _cluster, _client_cache, _wait
     if setting in ("CACHES", "SESSION_CACHE_ALIAS"):
-        _client = None
+        _client, _cluster = None, False
+    if setting in ("MEMOPT_REDIS_WAIT_REPLICAS", "MEMOPT_REDIS_WAIT_TIMEOUT"):
+        _wait = None
     if setting in (
         "CACHES",
         "SESSION_CACHE_ALIAS",
@@ -596,6 +667,9 @@ _SHAS: Final = {
         SET_INDEXED_SCRIPT,
         DELETE_INDEXED_SCRIPT,
         LIST_SCRIPT,
+        CLUSTER_INDEX_SCRIPT,
+        CLUSTER_LIST_SCRIPT,
+        CLUSTER_PRUNE_SCRIPT,
     )
 }
 
@@ -639,6 +713,156 @@ def _execute(*command: Any) -> Any:
         conn.send_packed_command((_packed(command),))
         return conn.read_response()
 
+    if _client is None:
+        connection()
+    if _cluster:
+        return _on_cluster(_routing_key(command), send)
+    return _on_connection(send)
+
+
+def _routing_key(command: tuple[Any, ...]) -> bytes:
+    """The key whose slot ``command`` goes to: its first key (every command of this
+    module names at most one slot)."""
+    if command[0] == "EVALSHA":
+        return command[3]  # type: ignore[no-any-return]
+    return command[1]  # type: ignore[no-any-return]
+
+
+#: On a Redis Cluster, how often a command is tried while its shard fails over (its
+#: primary unreachable, the cluster down): the waits between them add up to about 3 s.
+CLUSTER_ATTEMPTS: Final = 7
+#: The first wait between attempts, in seconds; each next one is twice as long.
+CLUSTER_BACKOFF: Final = 0.05
+
+
+def _on_cluster(key: bytes, action: Callable[[Any], T]) -> T:
+    """``action(connection)`` on a pooled connection to the primary serving ``key``'s slot
+    in the cluster, as :func:`_on_connection` does on one server.
+
+    A ``MOVED`` reply (the slot moved: a resharding, a failover) refreshes the client's
+    map of slots and tries again; ``ASK`` (the slot being migrated) tries once on the
+    node named, after ``ASKING``. A connection that fails (the primary killed), or
+    ``CLUSTERDOWN`` / ``TRYAGAIN``, waits (``CLUSTER_BACKOFF``, doubling), refreshes the
+    map and tries again, ``CLUSTER_ATTEMPTS`` times in all; then the error is raised
+    (``SessionStoreUnavailable`` from :func:`_call`). A write whose connection broke
+    after it was sent may be sent twice, as redis-py's own retries do on one server.
+    """
+    cluster = _client
+    manager = cluster.nodes_manager
+    asked: Any = None
+    for attempt in range(CLUSTER_ATTEMPTS):
+        node = asked if asked is not None else cluster.get_node_from_key(key)
+        pool = cluster.get_redis_connection(node).connection_pool
+        conn = None
+        try:
+            conn = pool.get_connection()
+            if asked is not None:
+                asked = None
+                conn.send_packed_command((_packed(("ASKING",)),))
+                conn.read_response()
+            return action(conn)
+        except redis_errors.MovedError:  # before AskError, which it subclasses
+            _refresh_slots(manager)
+        except redis_errors.AskError as exc:
+            asked = cluster.get_node(host=exc.host or node.host, port=exc.port)
+            if asked is None:
+                _refresh_slots(manager)
+        except (
+            redis_errors.ConnectionError,
+            redis_errors.TimeoutError,
+            redis_errors.ClusterDownError,
+            redis_errors.TryAgainError,
+        ):
+            if conn is not None:
+                conn.disconnect()
+            if attempt == CLUSTER_ATTEMPTS - 1:
+                raise
+            time.sleep(CLUSTER_BACKOFF * 2**attempt)
+            _refresh_slots(manager)
+        finally:
+            if conn is not None:
+                pool.release(conn)
+    raise redis_errors.ClusterError(f"too many redirections for the key {key[:80]!r}")
+
+
+def _refresh_slots(manager: Any) -> None:
+    """The cluster's map of slots asked again (``CLUSTER SLOTS`` of a node that answers);
+    left as it was if none does (the next attempt tells)."""
+    with contextlib.suppress(redis_errors.RedisError, redis_errors.RedisClusterException):
+        manager.initialize()
+
+
+def _primaries() -> list[Any]:
+    """A redis-py client per primary: the one of ``connection()``, or on a Redis Cluster
+    one per primary (for the listings that ``SCAN`` every key)."""
+    client = connection()
+    if not _cluster:
+        return [client]
+    return [client.get_redis_connection(node) for node in client.get_primaries()]
+
+
+def _execute_on(client: Any, *command: Any) -> Any:
+    """Redis's reply to ``command`` from the server of ``client`` (one of
+    :func:`_primaries`)."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+
+        def send() -> Any:
+            conn.send_packed_command((_packed(command),))
+            return conn.read_response()
+
+        return conn.retry.call_with_retry(send, lambda _e: conn.disconnect())
+    finally:
+        pool.release(conn)
+
+
+def _redirected(replies: list[Any]) -> list[Any]:
+    """``replies``, unless one is a ``MOVED`` or ``ASK`` (raised, for _on_cluster)."""
+    for reply in replies:
+        if isinstance(reply, redis_errors.AskError):
+            raise reply
+    return replies
+
+
+_wait: tuple[int, int] | None = None
+
+
+def _wait_command() -> tuple[Any, ...] | None:
+    """``WAIT`` for ``MEMOPT_REDIS_WAIT_REPLICAS`` replicas, or ``None`` if it is 0."""
+    global _wait
+    if _wait is None:
+        _wait = (conf.MEMOPT_REDIS_WAIT_REPLICAS, conf.MEMOPT_REDIS_WAIT_TIMEOUT)
+    replicas, timeout_ms = _wait
+    return ("WAIT", replicas, timeout_ms) if replicas else None
+
+
+def _execute_write(*command: Any) -> Any:
+    """:func:`_execute` for a write that sessions depend on: with
+    ``MEMOPT_REDIS_WAIT_REPLICAS``, followed by ``WAIT`` on the same connection, and
+    ``SessionStoreUnavailable`` raised if fewer replicas acknowledged it in time (the
+    write is then on the primary only, and may be lost if it fails)."""
+    wait = _wait_command()
+    if wait is None:
+        return _execute(*command)
+
+    def send(conn: Any) -> Any:
+        conn.send_packed_command((_packed(command) + _packed(wait),))
+        try:
+            reply = conn.read_response()
+        finally:
+            acked = conn.read_response()
+        if isinstance(reply, redis_errors.AskError):
+            raise reply
+        if acked < wait[1]:
+            raise ReplicasBehind(
+                f"a write was acknowledged by {acked} of the {wait[1]} replicas "
+                f"MEMOPT_REDIS_WAIT_REPLICAS asks for within {wait[2]} ms"
+            )
+        return reply
+
+    if _cluster:
+        return _on_cluster(_routing_key(command), send)
     return _on_connection(send)
 
 
@@ -656,6 +880,13 @@ def _replies(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
 
 
 def _execute_all(*commands: tuple[Any, ...]) -> list[Any]:
+    """The replies to ``commands`` on one key, sent at once (see :func:`_replies`)."""
+    if _client is None:
+        connection()
+    if _cluster:
+        return _on_cluster(
+            _routing_key(commands[0]), lambda conn: _redirected(_replies(conn, list(commands)))
+        )
     return _on_connection(lambda conn: _replies(conn, list(commands)))
 
 
@@ -663,12 +894,19 @@ def _run_script(script: str, key: bytes, *args: Any) -> Any:
     return _run_script_on(script, [key], *args)
 
 
-def _run_script_on(script: str, keys: list[bytes], *args: Any) -> Any:
+def _run_script_on(
+    script: str, keys: list[bytes], *args: Any, execute: Callable[..., Any] = _execute
+) -> Any:
+    """``script`` run on ``keys`` (all in one Cluster slot) with ``args``, by ``execute``
+    (:func:`_execute_write` for a write sessions depend on)."""
     try:
-        return _execute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+        return execute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
     except redis_errors.NoScriptError:  # after SCRIPT FLUSH or a Redis restart: load it once more
-        _execute("SCRIPT", "LOAD", script)
-        return _execute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+        if _cluster:  # on every primary (redis-py sends it to each)
+            _client.script_load(script)
+        else:
+            _execute("SCRIPT", "LOAD", script)
+        return execute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
 
 
 def _call(action: Callable[[], T]) -> T:
@@ -676,7 +914,14 @@ def _call(action: Callable[[], T]) -> T:
     alias = settings.SESSION_CACHE_ALIAS
     try:
         return action()
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+    except (
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        # A Redis Cluster's shard failing over, past the retries of _on_cluster.
+        redis_errors.ClusterError,
+        redis_errors.TryAgainError,
+        redis_errors.RedisClusterException,
+    ) as exc:
         raise SessionStoreUnavailable(
             f"The Redis session store (cache {alias!r}) is unavailable: {exc}"
         ) from exc
@@ -877,8 +1122,12 @@ def _deadline(expires_at: float) -> int:
 
 
 def _user_keys(user: str) -> list[bytes]:
-    """The hash and the sorted set of ``user``'s index."""
+    """The hash and the sorted set of ``user``'s index. On a Redis Cluster, the user ID is
+    a hash tag, ``{<user ID>}``, so that both are in one slot (check E030 keeps braces
+    out of the prefix, whose first ``{`` would otherwise open the tag)."""
     prefix, name = conf.MEMOPT_REDIS_KEY_PREFIX.encode(), user.encode("utf-8", "surrogatepass")
+    if is_cluster():
+        name = b"{" + name + b"}"
     return [prefix + b"~user:" + name, prefix + b"~user-until:" + name]
 
 
@@ -899,6 +1148,56 @@ def _index_script_args(session_key: str, change: IndexChange) -> tuple[list[byte
     ]
 
 
+def _cluster_index(change: IndexChange, session_key: str, *, put: bool) -> None:
+    """On a Redis Cluster, the half of ``change`` that goes before the session's write
+    (``put``: the entry listing it, so that a listing never misses a session that is
+    there) or after it (the entry dropped, so that a listing never shows a session that
+    is there as gone): each one script on its user's keys."""
+    now = _now_ms()
+    if put and change.put is not None:
+        entry = change.put
+        key = session_key.encode()
+        value = bytes((len(key),)) + key + now.to_bytes(8, "big") + entry.sealed
+        args: list[Any] = [now, entry.handle, entry.until_ms, value, ""]
+        keys = _user_keys(entry.user)
+    elif not put and change.drop is not None:
+        args = [now, "", 0, b"", change.drop[1]]
+        keys = _user_keys(change.drop[0])
+    else:
+        return
+    _call(lambda: _run_script_on(CLUSTER_INDEX_SCRIPT, keys, *args, execute=_execute_write))
+
+
+def _cluster_entries(keys: list[bytes]) -> list[tuple[bytes, bytes, bytes]]:
+    """On a Redis Cluster, the entries of the user's index at ``keys`` (its hash and
+    sorted set) whose session is there: ``(handle, session key, sealed entry)``.
+
+    Entries past their deadline are pruned by the listing script; those whose session is
+    gone, once written ``INDEX_GRACE_MS`` ago (one written since the listing is kept).
+    Each session is asked with ``EXISTS`` in its own slot.
+    """
+    prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
+    now = _now_ms()
+    reply = _call(lambda: _run_script_on(CLUSTER_LIST_SCRIPT, keys, now))
+    live: list[tuple[bytes, bytes, bytes]] = []
+    gone: list[bytes] = []
+    for handle, value in zip(reply[::2], reply[1::2], strict=True):
+        length = value[0] if value else 0
+        session_key = value[1 : 1 + length]
+        at = 1 + length
+        if length == 0 or len(value) < at + 8:  # no value this module writes
+            gone += (handle, value)
+            continue
+        written = int.from_bytes(value[at : at + 8], "big")
+        if _call(lambda session_key=session_key: _execute("EXISTS", prefix + session_key)):  # type: ignore[misc]
+            live.append((handle, session_key, value[at + 8 :]))
+        elif now - written > INDEX_GRACE_MS:
+            gone += (handle, value)
+    if gone:
+        _call(lambda: _run_script_on(CLUSTER_PRUNE_SCRIPT, keys, *gone, execute=_execute_write))
+    return live
+
+
 def _write_session(
     key: bytes,
     delta: Delta,
@@ -917,12 +1216,18 @@ def _write_session(
         value = _string_value(deadline_ms, token, delta.sets)
         guard = "NX" if create else "XX"
         if index is None:
-            done = _call(lambda: _execute("SET", key, value, guard, "PXAT", deadline_ms))
+            done = _call(lambda: _execute_write("SET", key, value, guard, "PXAT", deadline_ms))
         else:  # with the index: one script
             keys, index_args = index
             done = _call(
                 lambda: _run_script_on(
-                    SET_INDEXED_SCRIPT, [key, *keys], value, guard, deadline_ms, *index_args
+                    SET_INDEXED_SCRIPT,
+                    [key, *keys],
+                    value,
+                    guard,
+                    deadline_ms,
+                    *index_args,
+                    execute=_execute_write,
                 )
             )
         if not done:  # None from SET, 0 from the script
@@ -939,11 +1244,15 @@ def _write_session(
         args += (name.encode("utf-8", "surrogatepass"), sealed)
     args += (name.encode("utf-8", "surrogatepass") for name in delta.deletes)
     if index is None:
-        status, replaced = _call(lambda: _run_script(UPDATE_SCRIPT, key, *args))
+        status, replaced = _call(
+            lambda: _run_script_on(UPDATE_SCRIPT, [key], *args, execute=_execute_write)
+        )
     else:
         keys, index_args = index
         status, replaced = _call(
-            lambda: _run_script_on(UPDATE_INDEXED_SCRIPT, [key, *keys], *args, *index_args)
+            lambda: _run_script_on(
+                UPDATE_INDEXED_SCRIPT, [key, *keys], *args, *index_args, execute=_execute_write
+            )
         )
     if status != 1:
         raise UpdateError
@@ -957,7 +1266,9 @@ def _touch_session(key: bytes, expires_at: float) -> tuple[bytes | None, bytes]:
     token = new_token()
     # The string header's bytes after its format: the deadline, then the new token.
     packed = deadline_ms.to_bytes(8, "big") + token
-    status, replaced = _call(lambda: _run_script(TOUCH_SCRIPT, key, deadline_ms, packed))
+    status, replaced = _call(
+        lambda: _run_script_on(TOUCH_SCRIPT, [key], deadline_ms, packed, execute=_execute_write)
+    )
     if status != 1:
         raise UpdateError
     return replaced, token
@@ -1040,6 +1351,11 @@ class SessionStore(_SessionBase):
         key = _key(session_key)
         script_args = None
         if index is not None and (index.put is not None or index.drop is not None):
+            if is_cluster():  # the index's keys are in other slots: written apart
+                _cluster_index(index, session_key, put=True)
+                _write_session(key, delta, expires_at, create=create)
+                _cluster_index(index, session_key, put=False)
+                return
             script_args = _index_script_args(session_key, index)
         cache = client_cache()
         if cache is None:
@@ -1068,10 +1384,17 @@ class SessionStore(_SessionBase):
         key = _key(session_key)
         try:
             if listed_as is None:
-                _call(lambda: _execute("DEL", key))
+                _call(lambda: _execute_write("DEL", key))
+            elif is_cluster():  # the session first, then its entry (docs/user-sessions.md)
+                _call(lambda: _execute_write("DEL", key))
+                _cluster_index(IndexChange(None, listed_as), session_key, put=False)
             else:
                 keys, args = _index_script_args(session_key, IndexChange(None, listed_as))
-                _call(lambda: _run_script_on(DELETE_INDEXED_SCRIPT, [key, *keys], *args))
+                _call(
+                    lambda: _run_script_on(
+                        DELETE_INDEXED_SCRIPT, [key, *keys], *args, execute=_execute_write
+                    )
+                )
         finally:
             cache = client_cache()
             if cache is not None:
@@ -1086,34 +1409,48 @@ class SessionStore(_SessionBase):
 
     @classmethod
     def clear_expired(cls) -> None:
-        """Redis expires sessions itself; this prunes the users' indexes (``SCAN``) of the
-        entries of sessions expired or gone."""
+        """Redis expires sessions itself; this prunes the users' indexes (``SCAN`` of
+        every primary) of the entries of sessions expired or gone."""
         prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
         pattern = _glob_escape(conf.MEMOPT_REDIS_KEY_PREFIX) + "~user:*"
         skip = len(prefix + b"~user:")
-        cursor = 0
-        while True:
-            reply = _call(
-                lambda at=cursor: _execute("SCAN", at, "MATCH", pattern, "COUNT", 1000)  # type: ignore[misc]
-            )
-            cursor = int(reply[0])
-            for name in reply[1]:
-                keys = [name, prefix + b"~user-until:" + name[skip:]]
-                _call(lambda keys=keys: _run_script_on(LIST_SCRIPT, keys, _now_ms(), prefix))  # type: ignore[misc]
-            if not cursor:
-                return
+        for client in _call(_primaries):
+            cursor = 0
+            while True:
+                reply = _call(
+                    lambda at=cursor, client=client: _execute_on(  # type: ignore[misc]
+                        client, "SCAN", at, "MATCH", pattern, "COUNT", 1000
+                    )
+                )
+                cursor = int(reply[0])
+                for name in reply[1]:
+                    keys = [name, prefix + b"~user-until:" + name[skip:]]
+                    if _cluster:
+                        _cluster_entries(keys)
+                    else:
+                        _call(
+                            lambda keys=keys: _run_script_on(LIST_SCRIPT, keys, _now_ms(), prefix)  # type: ignore[misc]
+                        )
+                if not cursor:
+                    break
 
     @classmethod
     def _user_entries(cls, user: str) -> list[tuple[str, str, bytes]]:
         keys = _user_keys(user)
-        prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
-        reply = _call(lambda: _run_script_on(LIST_SCRIPT, keys, _now_ms(), prefix))
+        if _cluster:  # _user_keys() resolved the client
+            listed = _cluster_entries(keys)
+        else:
+            prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
+            reply = _call(lambda: _run_script_on(LIST_SCRIPT, keys, _now_ms(), prefix))
+            listed = []
+            for handle, value in zip(reply[::2], reply[1::2], strict=True):
+                length = value[0]
+                listed.append((handle, value[1 : 1 + length], value[1 + length :]))
         found = []
-        for handle, value in zip(reply[::2], reply[1::2], strict=True):
-            length = value[0]
-            session_key = value[1 : 1 + length].decode("ascii", "replace")
+        for handle, key, sealed in listed:
+            session_key = key.decode("ascii", "replace")
             if SESSION_KEY_RE.match(session_key):
-                found.append((handle.decode("ascii", "replace"), session_key, value[1 + length :]))
+                found.append((handle.decode("ascii", "replace"), session_key, sealed))
         return found
 
     @classmethod
@@ -1170,16 +1507,26 @@ class SessionStore(_SessionBase):
         pattern = _glob_escape(conf.MEMOPT_REDIS_KEY_PREFIX) + "*"
         skip = len(conf.MEMOPT_REDIS_KEY_PREFIX.encode())
 
-        def page(at: int) -> Callable[[], list[Any]]:
-            return lambda: _execute("SCAN", at, "MATCH", pattern, "COUNT", 1000)
+        def page(client: Any, at: int) -> Callable[[], list[Any]]:
+            return lambda: _execute_on(client, "SCAN", at, "MATCH", pattern, "COUNT", 1000)
 
-        def deadlines(keys: list[bytes]) -> Callable[[], list[int | None]]:
+        def deadlines(client: Any, keys: list[bytes]) -> Callable[[], list[int | None]]:
             def read() -> list[int | None]:
                 commands = [(name, key, *args) for key in keys for name, *args in READS]
-                replies = _execute_all(*commands)
+                pool = client.connection_pool
+                conn = pool.get_connection()
+                try:
+                    replies = _replies(conn, commands)
+                finally:
+                    pool.release(conn)
                 found = []
                 for key, value, hashed in zip(keys, replies[::2], replies[1::2], strict=True):
-                    form = _form(value, hashed)
+                    # On a Cluster, a key whose slot moved since the SCAN is asked where
+                    # it is now.
+                    moved = isinstance(value, redis_errors.AskError) or isinstance(
+                        hashed, redis_errors.AskError
+                    )
+                    form = ("other", None) if moved else _form(value, hashed)
                     if form[0] == "other":  # another type, or a hash folded meanwhile
                         form = _fetch(key, "HGET", MARKER)
                     found.append(_deadline_of(*form))
@@ -1188,25 +1535,26 @@ class SessionStore(_SessionBase):
             return read
 
         logged = False
-        cursor = 0
-        while True:
-            reply = _call(page(cursor))
-            cursor = int(reply[0])
-            listed = [
-                (key, session_key)
-                for key in reply[1]
-                if SESSION_KEY_RE.match(session_key := key[skip:].decode("ascii", "replace"))
-            ]
-            if listed:
-                found = _call(deadlines([key for key, _ in listed]))
-                for (key, session_key), deadline_ms in zip(listed, found, strict=True):
-                    if deadline_ms is not None and deadline_ms != NO_SESSION:
-                        yield session_key, deadline_ms / 1000
-                    elif deadline_ms is not None and not logged:  # None: expired since SCAN
-                        _log_stray_key(key)
-                        logged = True
-            if not cursor:
-                return
+        for client in _call(_primaries):
+            cursor = 0
+            while True:
+                reply = _call(page(client, cursor))
+                cursor = int(reply[0])
+                listed = [
+                    (key, session_key)
+                    for key in reply[1]
+                    if SESSION_KEY_RE.match(session_key := key[skip:].decode("ascii", "replace"))
+                ]
+                if listed:
+                    found = _call(deadlines(client, [key for key, _ in listed]))
+                    for (key, session_key), deadline_ms in zip(listed, found, strict=True):
+                        if deadline_ms is not None and deadline_ms != NO_SESSION:
+                            yield session_key, deadline_ms / 1000
+                        elif deadline_ms is not None and not logged:  # None: expired since SCAN
+                            _log_stray_key(key)
+                            logged = True
+                if not cursor:
+                    break
 
 
 # A listing's reads of each key: its string form, or its hash's deadline.
@@ -1239,29 +1587,58 @@ def _store_figures(sample: int) -> dict[str, Any]:
     """Sessions, memory and encodings, from ``SCAN`` pages until ``sample`` sessions.
 
     The session count is exact when the scan finished, else estimated from the share of
-    sessions among the keys scanned (``DBSIZE`` counts every key of the database).
+    sessions among the keys scanned (``DBSIZE`` counts every key of the database). On a
+    Redis Cluster, every primary is scanned in turn (until ``sample`` sessions in all),
+    and the figures are its primaries' (memory and ``DBSIZE`` summed).
     """
     prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
     found: list[bytes] = []
     scanned = 0
     cursor = 0
-    while True:
-        reply = _call(lambda at=cursor: _execute("SCAN", at, "COUNT", 1000))  # type: ignore[misc]
-        cursor = int(reply[0])
-        scanned += len(reply[1])
-        found += [
-            key
-            for key in reply[1]
-            if key.startswith(prefix)
-            and SESSION_KEY_RE.match(key[len(prefix) :].decode("ascii", "replace"))
-        ]
-        if not cursor or len(found) >= sample:
+    # (client, its sampled keys), per primary scanned; the primaries not reached.
+    sampled: list[tuple[Any, list[bytes]]] = []
+    primaries = _call(_primaries)
+    for client in primaries:
+        own: list[bytes] = []
+        cursor = 0
+        while True:
+            reply = _call(
+                lambda at=cursor, client=client: _execute_on(  # type: ignore[misc]
+                    client, "SCAN", at, "COUNT", 1000
+                )
+            )
+            cursor = int(reply[0])
+            scanned += len(reply[1])
+            own += [
+                key
+                for key in reply[1]
+                if key.startswith(prefix)
+                and SESSION_KEY_RE.match(key[len(prefix) :].decode("ascii", "replace"))
+            ]
+            if not cursor or len(found) + len(own) >= sample:
+                break
+        sampled.append((client, own[: sample - len(found)]))
+        found += own
+        if len(found) >= sample:
             break
-    keys = found[:sample]
+    unscanned = bool(cursor) or len(sampled) < len(primaries)
+    keys = [key for _, own in sampled for key in own]
     per_key = 5
 
     def details() -> list[Any]:
-        with connection().pipeline(transaction=False) as pipe:
+        replies: list[Any] = []
+        for client, own in sampled:
+            replies += node_details(client, own)[:-2]
+        dbsize, used, maxmemory = 0, 0, 0
+        for client in primaries:
+            size, memory = node_details(client, [])
+            dbsize += size
+            used += int(memory.get("used_memory", 0))
+            maxmemory += int(memory.get("maxmemory", 0))
+        return [*replies, dbsize, {"used_memory": used, "maxmemory": maxmemory}]
+
+    def node_details(client: Any, keys: list[bytes]) -> list[Any]:
+        with client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.memory_usage(key, samples=0)
                 pipe.object("encoding", key)
@@ -1296,12 +1673,12 @@ def _store_figures(sample: int) -> dict[str, Any]:
             lengths.append(hash_length - 1)  # less the marker
         elif kind == "string" and (entries := _map_size(head)) is not None:
             lengths.append(entries)
-    sessions = len(found) if not cursor else round(dbsize * len(found) / max(scanned, 1))
+    sessions = len(found) if not unscanned else round(dbsize * len(found) / max(scanned, 1))
     per_session = sum(usage) / len(usage) if usage else 0.0
     return {
         "sessions": sessions,
         "live_sessions": sessions,  # Redis expires sessions itself: every one is live
-        "sessions_estimated": bool(cursor),
+        "sessions_estimated": unscanned,
         "memory_per_session": per_session,
         "session_bytes": round(per_session * sessions),
         "fields_per_session": sum(lengths) / len(lengths) if lengths else 0.0,
