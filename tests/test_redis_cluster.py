@@ -83,6 +83,14 @@ class RedisClusterStore(RedisStore):
     def reopen(self) -> None:
         connection().disconnect_connection_pools()
 
+    def damage(self, session_key: str, kind: str) -> None:
+        name = hash_name(session_key, self.prefix)
+        if kind == "a list":  # a cluster pipeline does not chain
+            self.raw.delete(name)
+            self.raw.rpush(name, b"x")
+            return
+        super().damage(session_key, kind)
+
     def index_size(self, user: str) -> int:
         return int(self.raw.hlen(user_key(self.prefix, "user", user))) + int(
             self.raw.zcard(user_key(self.prefix, "user-until", user))
@@ -197,27 +205,33 @@ def test_a_users_index_is_in_one_slot_and_lists_sessions_of_every_shard() -> Non
 
 
 @override_settings(MEMOPT_USER_SESSIONS=True)
-def test_an_entry_whose_session_is_not_there_yet_is_hidden_not_pruned() -> None:
-    """A login writes the entry before the session: a listing in between hides the entry
-    (its session is not there) but keeps it, so the session is listed once written."""
+def test_a_listing_racing_a_login_never_loses_its_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a cluster a session created logged in writes its entry, then the session, then
+    the entry again: a listing in between finds the session not there yet and prunes the
+    entry, yet the session is listed once the create is done."""
     with cluster_store() as store:
-        session = log_in(SessionStore, "8")
-        hashed = user_key(store.prefix, "user", "8")
-        # As between the entry's write and the session's: the session's key removed.
-        value = store.raw.get(hash_name(session.session_key, store.prefix))
+        write_session = engine._write_session
+        during: list[tuple[list[Any], int]] = []
+
+        def listed_meanwhile(*args: Any, **kwargs: Any) -> Any:
+            during.append((SessionStore._user_entries("9"), store.index_size("9")))
+            return write_session(*args, **kwargs)
+
+        monkeypatch.setattr(engine, "_write_session", listed_meanwhile)
+        session = SessionStore()  # created logged in: its entry comes with the create
+        session["_auth_user_id"] = "9"
+        session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+        session.create()
+        monkeypatch.undo()
+        assert during == [([], 0)]  # hidden, and pruned
+        assert [key for _, key, _ in SessionStore._user_entries("9")] == [session.session_key]
+        assert store.index_size("9") == 2
+        # Gone, its entry is pruned by clearsessions.
         store.raw.delete(hash_name(session.session_key, store.prefix))
-        assert SessionStore._user_entries("8") == []
-        assert store.raw.hlen(hashed) == 1  # kept: written less than INDEX_GRACE_MS ago
-        store.raw.set(hash_name(session.session_key, store.prefix), value, px=60_000)
-        assert [key for _, key, _ in SessionStore._user_entries("8")] == [session.session_key]
-        # Once past the grace, an entry whose session is gone is pruned.
-        store.raw.delete(hash_name(session.session_key, store.prefix))
-        ((handle, entry),) = store.raw.hgetall(hashed).items()
-        length = entry[0]
-        old = (int(time.time() * 1000) - engine.INDEX_GRACE_MS - 1000).to_bytes(8, "big")
-        store.raw.hset(hashed, handle, entry[: 1 + length] + old + entry[1 + length + 8 :])
         SessionStore.clear_expired()
-        assert store.raw.hlen(hashed) == 0
+        assert store.index_size("9") == 0
 
 
 def _node_id(client: redis.Redis) -> str:

@@ -505,8 +505,8 @@ return live
 
 # On a Redis Cluster, the index is written apart from the sessions (its keys are in their
 # user's slot, a session in its own): these scripts touch one user's two keys only. An
-# entry's value there is the session key's length in one byte, the session key, the time
-# the entry was written (epoch ms, 8 bytes big-endian), then the sealed entry.
+# entry's value there is the session key's length in one byte, the session key, its state
+# (one byte: PENDING before the session's write, CONFIRMED after), then the sealed entry.
 #
 # A put or a drop. KEYS: the user's hash and sorted set; ARGV: as apply_index() takes.
 CLUSTER_INDEX_SCRIPT: Final = (
@@ -545,10 +545,13 @@ settle(KEYS[1], KEYS[2])
 return dropped
 """
 )
-#: On a Redis Cluster, an entry whose session is not there is pruned only once it was
-#: written this long ago (ms): a login writes the entry, then the session, and a listing
-#: in between must not drop the entry of a session about to be there.
-INDEX_GRACE_MS: Final = 60_000
+#: On a Redis Cluster, an entry's state before its session's write: a listing may prune it
+#: (its session is not there yet), and the write after the session's puts it back.
+PENDING: Final = b"\x00"
+#: An entry's state once its session's write is done. It differs from ``PENDING`` so that
+#: a listing that read the pending entry cannot prune the confirmed one (the prune
+#: compares values).
+CONFIRMED: Final = b"\x01"
 
 
 class SessionStoreUnavailable(SessionStoreError):
@@ -1150,24 +1153,42 @@ def _index_script_args(session_key: str, change: IndexChange) -> tuple[list[byte
     ]
 
 
-def _cluster_index(change: IndexChange, session_key: str, *, put: bool) -> None:
+def _cluster_index(change: IndexChange, session_key: str, *, done: bool) -> None:
     """On a Redis Cluster, the half of ``change`` that goes before the session's write
-    (``put``: the entry listing it, so that a listing never misses a session that is
-    there) or after it (the entry dropped, so that a listing never shows a session that
-    is there as gone): each one script on its user's keys."""
+    (not ``done``: the entry put, ``PENDING``) or after it (``done``: the entry put again,
+    ``CONFIRMED``, and the entry to drop dropped), each one script on its user's keys.
+
+    So a listing never shows a session that is gone (the drop comes after the delete)
+    and never loses one that is there: a listing that found the pending entry's session
+    not there yet may prune the entry, but not the confirmed one (its prune compares the
+    value it read), and the confirmed one is put whatever the listing did.
+    """
     now = _now_ms()
-    if put and change.put is not None:
-        entry = change.put
+    put = change.put
+    drop = change.drop
+    calls: list[tuple[list[bytes], list[Any]]] = []
+    put_args: list[Any] = ["", 0, b""]
+    if put is not None:
         key = session_key.encode()
-        value = bytes((len(key),)) + key + now.to_bytes(8, "big") + entry.sealed
-        args: list[Any] = [now, entry.handle, entry.until_ms, value, ""]
-        keys = _user_keys(entry.user)
-    elif not put and change.drop is not None:
-        args = [now, "", 0, b"", change.drop[1]]
-        keys = _user_keys(change.drop[0])
+        state = CONFIRMED if done else PENDING
+        value = bytes((len(key),)) + key + state + put.sealed
+        put_args = [put.handle, put.until_ms, value]
+    if not done:
+        if put is not None:
+            calls.append((_user_keys(put.user), [now, *put_args, ""]))
+    elif drop is not None and put is not None and drop[0] == put.user:
+        calls.append((_user_keys(put.user), [now, *put_args, drop[1]]))
     else:
-        return
-    _call(lambda: _run_script_on(CLUSTER_INDEX_SCRIPT, keys, *args, execute=_execute_write))
+        if put is not None:
+            calls.append((_user_keys(put.user), [now, *put_args, ""]))
+        if drop is not None:
+            calls.append((_user_keys(drop[0]), [now, "", 0, b"", drop[1]]))
+    for keys, args in calls:
+        _call(
+            lambda keys=keys, args=args: _run_script_on(  # type: ignore[misc]
+                CLUSTER_INDEX_SCRIPT, keys, *args, execute=_execute_write
+            )
+        )
 
 
 def _cluster_entries(keys: list[bytes]) -> list[tuple[bytes, bytes, bytes]]:
@@ -1175,25 +1196,21 @@ def _cluster_entries(keys: list[bytes]) -> list[tuple[bytes, bytes, bytes]]:
     sorted set) whose session is there: ``(handle, session key, sealed entry)``.
 
     Entries past their deadline are pruned by the listing script; those whose session is
-    gone, once written ``INDEX_GRACE_MS`` ago (one written since the listing is kept).
-    Each session is asked with ``EXISTS`` in its own slot.
+    gone (or not there yet: see :func:`_cluster_index`) by a second script, unless
+    written again meanwhile. Each session is asked with ``EXISTS`` in its own slot.
     """
     prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
-    now = _now_ms()
-    reply = _call(lambda: _run_script_on(CLUSTER_LIST_SCRIPT, keys, now))
+    reply = _call(lambda: _run_script_on(CLUSTER_LIST_SCRIPT, keys, _now_ms()))
     live: list[tuple[bytes, bytes, bytes]] = []
     gone: list[bytes] = []
     for handle, value in zip(reply[::2], reply[1::2], strict=True):
         length = value[0] if value else 0
         session_key = value[1 : 1 + length]
-        at = 1 + length
-        if length == 0 or len(value) < at + 8:  # no value this module writes
+        if length == 0 or len(value) < 2 + length:  # no value this module writes
             gone += (handle, value)
-            continue
-        written = int.from_bytes(value[at : at + 8], "big")
-        if _call(lambda session_key=session_key: _execute("EXISTS", prefix + session_key)):  # type: ignore[misc]
-            live.append((handle, session_key, value[at + 8 :]))
-        elif now - written > INDEX_GRACE_MS:
+        elif _call(lambda session_key=session_key: _execute("EXISTS", prefix + session_key)):  # type: ignore[misc]
+            live.append((handle, session_key, value[2 + length :]))
+        else:
             gone += (handle, value)
     if gone:
         _call(lambda: _run_script_on(CLUSTER_PRUNE_SCRIPT, keys, *gone, execute=_execute_write))
@@ -1354,9 +1371,9 @@ class SessionStore(_SessionBase):
         script_args = None
         if index is not None and (index.put is not None or index.drop is not None):
             if is_cluster():  # the index's keys are in other slots: written apart
-                _cluster_index(index, session_key, put=True)
+                _cluster_index(index, session_key, done=False)
                 _write_session(key, delta, expires_at, create=create)
-                _cluster_index(index, session_key, put=False)
+                _cluster_index(index, session_key, done=True)
                 return
             script_args = _index_script_args(session_key, index)
         cache = client_cache()
@@ -1389,7 +1406,7 @@ class SessionStore(_SessionBase):
                 _call(lambda: _execute_write("DEL", key))
             elif is_cluster():  # the session first, then its entry (docs/user-sessions.md)
                 _call(lambda: _execute_write("DEL", key))
-                _cluster_index(IndexChange(None, listed_as), session_key, put=False)
+                _cluster_index(IndexChange(None, listed_as), session_key, done=True)
             else:
                 keys, args = _index_script_args(session_key, IndexChange(None, listed_as))
                 _call(
