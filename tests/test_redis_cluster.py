@@ -18,6 +18,7 @@ import pytest
 import redis
 import sessions_tests.tests as django_session_tests
 from django.conf import settings as django_settings
+from django.core.cache import caches
 from django.core.checks import run_checks
 from django.test import SimpleTestCase, override_settings
 from redis.cluster import RedisCluster as ClusterClient
@@ -179,6 +180,10 @@ def test_sessions_spread_over_every_primary_and_listings_scan_them_all() -> None
         assert figures["sampled_sessions"] == len(keys)
         # A sample smaller than the sessions stops early and says it estimated.
         assert SessionStore.store_figures(sample=2)["sampled_sessions"] == 2
+        # The cache of the sessions works as a Django cache too, key by key.
+        cache = caches["sessions"]
+        cache.set(f"{store.prefix}~cache-test", [1, 2], 30)
+        assert cache.get(f"{store.prefix}~cache-test") == [1, 2]
 
 
 @override_settings(MEMOPT_USER_SESSIONS=True)

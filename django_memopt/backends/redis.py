@@ -49,8 +49,15 @@ one byte, the session key, then the sealed entry) and a sorted set
 session's), both expiring with their last entry. A save or delete that changes the index
 runs as one script with the session's write (``_indexed()``), and prunes the entries past
 their deadline on the way; a listing prunes them too, and those whose session is gone.
-Those keys are in other Cluster slots than the session's (issue 16: a hash tag, or the
-index kept apart).
+
+On a Redis Cluster (the cache's client a ``redis.cluster.RedisCluster``, as
+``django_memopt.redis_cluster.ClusterConnectionFactory`` makes it), the same commands go
+to the primary serving each key's slot (``_on_cluster()``: ``MOVED``, ``ASK`` and failover
+handled there), listings ``SCAN`` every primary, and the client-side cache is off. A
+user's index keys are ``<prefix>~user:{<user ID>}`` and ``<prefix>~user-until:{<user
+ID>}`` (one slot, by the hash tag), written apart from the session, each entry's value
+holding a state byte after the session key (``PENDING`` before the session's write,
+``CONFIRMED`` after): see ``_cluster_index()``.
 """
 
 from __future__ import annotations
@@ -602,8 +609,8 @@ def client_cache() -> ClientCache | None:
     global _client_cache
     if not conf.MEMOPT_REDIS_CLIENT_CACHE:
         return None
-    if is_cluster():  # it needs CLIENT TRACKING on one server: off (check W014)
-        return None
+    if _cluster or (_client is None and is_cluster()):
+        return None  # it needs CLIENT TRACKING on one server: off (check W014)
     if _client_cache is None:
         _client_cache = ClientCache(
             lambda: connection().connection_pool,
@@ -764,10 +771,10 @@ def _on_cluster(key: bytes, commands: list[tuple[Any, ...]]) -> list[Any]:
     manager = cluster.nodes_manager
     asked: Any = None
     for attempt in range(CLUSTER_ATTEMPTS):
-        node = asked if asked is not None else cluster.get_node_from_key(key)
-        pool = cluster.get_redis_connection(node).connection_pool
-        conn = None
+        pool = conn = None
         try:
+            node = asked if asked is not None else cluster.get_node_from_key(key)
+            pool = cluster.get_redis_connection(node).connection_pool
             conn = pool.get_connection()
             if asked is None:
                 replies = _replies(conn, commands)
@@ -790,6 +797,7 @@ def _on_cluster(key: bytes, commands: list[tuple[Any, ...]]) -> list[Any]:
             redis_errors.TimeoutError,
             redis_errors.ClusterDownError,
             redis_errors.TryAgainError,
+            redis_errors.SlotNotCoveredError,  # the map refreshed while a shard was down
         ):
             if conn is not None:
                 conn.disconnect()
@@ -798,7 +806,7 @@ def _on_cluster(key: bytes, commands: list[tuple[Any, ...]]) -> list[Any]:
             time.sleep(CLUSTER_BACKOFF * 2**attempt)
             _refresh_slots(manager)
         finally:
-            if conn is not None:
+            if pool is not None and conn is not None:
                 pool.release(conn)
     raise redis_errors.ClusterError(f"too many redirections for the key {key[:80]!r}")
 
