@@ -1290,6 +1290,43 @@ def test_sessions_go_to_the_primary_never_a_replica() -> None:
         primary.cleanup()
 
 
+def test_writes_wait_for_the_replicas_asked_for_on_one_server_too() -> None:
+    # MEMOPT_REDIS_WAIT_REPLICAS: a save returns once the replica has it; with the replica
+    # gone, it fails rather than succeed on the primary alone.
+    primary = RedisServer(free_port()).start()
+    replica = RedisServer(free_port(), "--replicaof", "127.0.0.1", str(primary.port)).start()
+    try:
+        with redis.Redis(port=replica.port, single_connection_client=True) as replica_raw:
+            deadline = time.monotonic() + 10
+            while replica_raw.info("replication").get("master_link_status") != "up":
+                assert time.monotonic() < deadline, "the replica never caught up"
+                time.sleep(0.05)
+            with override_settings(
+                CACHES=caches_with(DEDICATED, redis_cache(primary.url)),
+                SESSION_ENGINE=ENGINE,
+                SESSION_CACHE_ALIAS=DEDICATED,
+                MEMOPT_REDIS_WAIT_REPLICAS=1,
+                MEMOPT_REDIS_WAIT_TIMEOUT=2000,
+            ):
+                for n in range(5):
+                    session = SessionStore()
+                    session["n"] = n
+                    session.save()
+                    session["m"] = n
+                    session.save()
+                    # Acknowledged: the replica has the write already.
+                    assert replica_raw.exists(hash_name(session.session_key))
+                    assert SessionStore(session.session_key)["m"] == n
+                replica.stop()
+                with override_settings(MEMOPT_REDIS_WAIT_TIMEOUT=50):
+                    session["m"] = "lonely"
+                    with pytest.raises(SessionStoreUnavailable, match="by 0 of the 1"):
+                        session.save()
+    finally:
+        replica.cleanup()
+        primary.cleanup()
+
+
 def test_sessions_work_over_resp3(dedicated: Dedicated) -> None:
     # With django-redis's CONNECTION_POOL_KWARGS = {"protocol": 3}, Redis answers a hash
     # as a map, not a flat list. (Database 1: django-redis keeps a pool per URL, and the
