@@ -1653,12 +1653,15 @@ def _store_figures(sample: int) -> dict[str, Any]:
     per_key = 5
 
     def details() -> list[Any]:
+        # The sampled keys' figures in the order of keys (sampled follows primaries), then
+        # DBSIZE and memory summed over the primaries.
         replies: list[Any] = []
-        for client, own in sampled:
-            replies += node_details(client, own)[:-2]
         dbsize, used, maxmemory = 0, 0, 0
-        for client in primaries:
-            size, memory = node_details(client, [])
+        for at, client in enumerate(primaries):
+            *figures, size, memory = node_details(
+                client, sampled[at][1] if at < len(sampled) else []
+            )
+            replies += figures
             dbsize += size
             used += int(memory.get("used_memory", 0))
             maxmemory += int(memory.get("maxmemory", 0))
