@@ -7,6 +7,7 @@ import re
 import tempfile
 import time
 from collections.abc import Sequence
+from importlib.util import find_spec
 from typing import Any, Final
 
 from django.conf import settings
@@ -94,33 +95,48 @@ def _exposed_dir(path: str) -> str | None:
     return None
 
 
+#: The caches whose connection the Redis engine can take (docs/redis.md, "Connection").
+REDIS_CACHE_BACKENDS: Final = (
+    "django_redis.cache.RedisCache",
+    "django.core.cache.backends.redis.RedisCache",
+)
+
+
 def _check_redis_cache() -> list[CheckMessage]:
-    """The Redis engine's connection comes from a django-redis cache: is there one?"""
-    try:
-        from django_redis.cache import RedisCache
-    except ImportError:
+    """The Redis engine's connection comes from a Redis cache of ``CACHES``: is there one
+    it supports (django-redis's, or Django's own), with its libraries installed?"""
+    alias = settings.SESSION_CACHE_ALIAS
+    cache: dict[str, Any] = settings.CACHES.get(alias) or {}  # type: ignore[assignment]
+    backend = cache.get("BACKEND", "")
+    missing = [name for name in ("redis", "django_redis") if find_spec(name) is None]
+    if "redis" in missing or (backend.startswith("django_redis.") and missing):
+        library = "redis-py" if "redis" in missing else "django-redis"
         return [
             Error(
-                "The Redis session engine needs django-redis.",
+                f"The Redis session engine needs {library}, which is not installed.",
                 hint='pip install "django-memopt[redis]"',
                 id="django_memopt.E009",
             )
         ]
-    alias = settings.SESSION_CACHE_ALIAS
-    cache: dict[str, Any] = settings.CACHES.get(alias) or {}  # type: ignore[assignment]
-    backend = cache.get("BACKEND", "")
+    supported = []
+    for name in REDIS_CACHE_BACKENDS:
+        try:
+            supported.append(import_string(name))
+        except ImportError:  # django-redis, not installed: Django's own cache can serve
+            continue
     try:
-        is_django_redis = issubclass(import_string(backend), RedisCache)
+        found = import_string(backend)
     except ImportError:
-        is_django_redis = False
-    if is_django_redis:
+        found = None
+    if isinstance(found, type) and issubclass(found, tuple(supported)):
         return []
     return [
         Error(
-            f"SESSION_CACHE_ALIAS names the cache {alias!r}, which is not a django-redis "
-            f"cache (BACKEND {backend!r}).",
-            hint="Add a cache with BACKEND 'django_redis.cache.RedisCache' to CACHES and "
-            "name it in SESSION_CACHE_ALIAS: the Redis session engine uses its connection.",
+            f"SESSION_CACHE_ALIAS names the cache {alias!r}, whose BACKEND {backend!r} is "
+            "not one the Redis session engine can take its connection from.",
+            hint="Name in SESSION_CACHE_ALIAS a cache of CACHES whose BACKEND is "
+            + " or ".join(repr(name) for name in REDIS_CACHE_BACKENDS)
+            + " (or a subclass of either).",
             id="django_memopt.E008",
         )
     ]

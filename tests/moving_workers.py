@@ -3,8 +3,10 @@ the same cookies of the previous engine at the same moment."""
 
 from __future__ import annotations
 
+import os
 import time
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 from tests.processes import reporting
@@ -36,15 +38,21 @@ def move_sessions(
     file_path: str,
     old_keys: list[str],
     name: str,
-    start_at: float,
+    gathering: str,
+    together: int,
     result_path: str,
 ) -> None:
-    """From ``start_at`` (seconds since the epoch, so that every process starts at once),
-    one request per old key: read the cart, set the field ``name``, save. Reports the key
-    each request ended on."""
+    """Once ``together`` processes are ready (each leaves a file in the directory
+    ``gathering``, so that every process starts at once), one request per old key: read
+    the cart, set the field ``name``, save. Reports the key each request ended on."""
     with reporting(result_path) as result:
         SessionStore = setup(store, setup_args, file_path)
-        time.sleep(max(0.0, start_at - time.time()))
+        Path(gathering, name).touch()
+        deadline = time.monotonic() + 60
+        while len(os.listdir(gathering)) < together:
+            if time.monotonic() > deadline:
+                raise AssertionError("the other processes never got ready")
+            time.sleep(0.001)
         ended_on: dict[str, str | None] = {}
         for old_key in old_keys:
             session = SessionStore(old_key)

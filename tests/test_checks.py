@@ -205,12 +205,41 @@ def test_redis_configuration(overrides: dict[str, Any], expected: list[str]) -> 
     assert ids(**overrides) == expected
 
 
-def test_redis_engine_without_django_redis() -> None:
+DJANGO_REDIS_CACHE = {
+    "BACKEND": "django.core.cache.backends.redis.RedisCache",
+    "LOCATION": f"redis://127.0.0.1:{settings.REDIS_TEST_PORT}/0",
+}
+
+
+def test_redis_engine_on_djangos_own_redis_cache() -> None:
+    caches = {**settings.CACHES, "sessions": DJANGO_REDIS_CACHE}
+    redis_engine = {"SESSION_ENGINE": "django_memopt.backends.redis", "CACHES": caches}
+    assert ids(**redis_engine, SESSION_CACHE_ALIAS="sessions") == []
+    # Any other cache is named in the error, with the two that are supported.
+    [message] = messages(**redis_engine, SESSION_CACHE_ALIAS="default")
+    assert message.id == "django_memopt.E008"
+    assert "LocMemCache" in message.msg
+    assert "django.core.cache.backends.redis.RedisCache" in str(message.hint)
+    assert "django_redis.cache.RedisCache" in str(message.hint)
+
+
+def test_redis_engine_without_its_libraries() -> None:
     import sys
     from unittest import mock
 
+    caches = {**settings.CACHES, "django": DJANGO_REDIS_CACHE}
+    redis_engine = {"SESSION_ENGINE": "django_memopt.backends.redis", "CACHES": caches}
     with mock.patch.dict(sys.modules, {"django_redis": None, "django_redis.cache": None}):
-        assert ids(SESSION_ENGINE="django_memopt.backends.redis") == ["django_memopt.E009"]
+        # A django-redis cache needs django-redis; Django's own does not.
+        [message] = messages(**redis_engine, SESSION_CACHE_ALIAS="sessions")
+        assert message.id == "django_memopt.E009"
+        assert "needs django-redis," in message.msg
+        assert ids(**redis_engine, SESSION_CACHE_ALIAS="django") == []
+    with mock.patch.dict(sys.modules, {"redis": None}):
+        for alias in ("sessions", "django"):
+            [message] = messages(**redis_engine, SESSION_CACHE_ALIAS=alias)
+            assert message.id == "django_memopt.E009"
+            assert "needs redis-py," in message.msg
 
 
 DJANGO_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"

@@ -922,3 +922,21 @@ class TestDjangoSessionTestsCached(redis_contract.TestDjangoSessionTests):
 @override_settings(MEMOPT_REDIS_CLIENT_CACHE=CACHE_BYTES)
 class TestMiddlewareFlowsCached(redis_contract.TestMiddlewareFlows):
     pass
+
+
+class CachedDjangoCacheRedisStore(redis_contract.DjangoCacheRedisStore):
+    """The same, the connection (and so the cache's channel) made by Django's own
+    ``RedisCache``."""
+
+    @classmethod
+    @contextmanager
+    def isolated(cls, tmp_path: Path) -> Iterator[redis_contract.RedisStore]:
+        with (
+            override_settings(MEMOPT_REDIS_CLIENT_CACHE=CACHE_BYTES),
+            super().isolated(tmp_path) as store,
+        ):
+            yield store
+
+
+class TestStoreContractCachedOnDjangoCache(redis_contract.TestStoreContract):
+    store_type = CachedDjangoCacheRedisStore

@@ -661,7 +661,8 @@ def test_processes_moving_the_same_sessions_at_once_end_on_one_copy_each(
                 (settings.REDIS_TEST_PORT, settings.MEMOPT_REDIS_KEY_PREFIX),
             )
         writers = ["first", "second", "third"]
-        start_at = time.time() + 8  # after every child has started its interpreter
+        gathering = tmp_path / "ready"
+        gathering.mkdir()
         with children() as start:
             processes = [
                 start(
@@ -671,7 +672,8 @@ def test_processes_moving_the_same_sessions_at_once_end_on_one_copy_each(
                     str(files),
                     old_keys,
                     writer,
-                    start_at,
+                    str(gathering),
+                    len(writers),
                     str(tmp_path / f"{writer}.json"),
                 )
                 for writer in writers

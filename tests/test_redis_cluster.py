@@ -34,11 +34,14 @@ from tests.contract import (
     UserSessionsContract,
 )
 from tests.redis_cluster import RedisCluster
-from tests.redis_workers import redis_caches
+from tests.redis_workers import DJANGO_REDIS, redis_caches
 from tests.session_workers import log_in
 from tests.test_redis_contract import REDIS, RedisStore, hash_name, stored_session
 
-CLUSTER = {**REDIS, "CACHES": redis_caches(django_settings.REDIS_CLUSTER_TEST_PORTS[0], True)}
+CLUSTER = {
+    **REDIS,
+    "CACHES": redis_caches(django_settings.REDIS_CLUSTER_TEST_PORTS[0], cluster=True),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +63,7 @@ class RedisClusterStore(RedisStore):
 
     def __init__(self, raw: Any, prefix: str) -> None:
         self.raw, self.prefix = raw, prefix
-        self.setup_args = (django_settings.REDIS_CLUSTER_TEST_PORTS[0], prefix, True)
+        self.setup_args = (django_settings.REDIS_CLUSTER_TEST_PORTS[0], prefix, DJANGO_REDIS, True)
 
     @classmethod
     @contextmanager

@@ -27,6 +27,7 @@ from tests.contract import (
     StoreUnderTest,
     UserSessionsContract,
 )
+from tests.redis_workers import DJANGO_OWN, redis_caches
 
 REDIS = {"SESSION_ENGINE": "django_memopt.backends.redis", "SESSION_CACHE_ALIAS": "sessions"}
 # docs/redis.md: the hash field that holds a session's deadline, then ":" and its token
@@ -325,3 +326,52 @@ class TestMiddlewareFlowsWithoutTimeZones(TestMiddlewareFlows):
 
 class TestMiddlewareFlowsThroughTheGate(TestMiddlewareFlows):
     middleware = GATE_MIDDLEWARE
+
+
+# -- on Django's own RedisCache as the connection source ---------------------------------
+
+#: The suite's redis-server through Django's own Redis cache backend, not django-redis.
+DJANGO_REDIS_CACHE = redis_caches(django_settings.REDIS_TEST_PORT, DJANGO_OWN)
+
+
+class DjangoCacheRedisStore(RedisStore):
+    """The same, its connection taken from ``django.core.cache.backends.redis.RedisCache``
+    (in the worker processes too)."""
+
+    def __init__(self, raw: redis.Redis, prefix: str) -> None:
+        super().__init__(raw, prefix)
+        self.setup_args = (*self.setup_args, DJANGO_OWN)
+
+    @classmethod
+    @contextmanager
+    def isolated(cls, tmp_path: Path) -> Iterator[RedisStore]:
+        with override_settings(CACHES=DJANGO_REDIS_CACHE), super().isolated(tmp_path) as store:
+            # The client is Django's cache's own, not one django-redis made.
+            from django.core.cache import caches
+
+            pool = caches["sessions"]._cache._get_connection_pool(True)
+            assert connection().connection_pool is pool
+            yield store
+
+
+class TestStoreContractOnDjangoCache(StoreContract):
+    store_type = DjangoCacheRedisStore
+
+
+class TestUserSessionsOnDjangoCache(UserSessionsContract):
+    store_type = DjangoCacheRedisStore
+
+
+@override_settings(CACHES=DJANGO_REDIS_CACHE)
+class TestContractOnDjangoCache(TestContract):
+    pass
+
+
+@override_settings(CACHES=DJANGO_REDIS_CACHE)
+class TestDjangoSessionTestsOnDjangoCache(TestDjangoSessionTests):
+    pass
+
+
+@override_settings(CACHES=DJANGO_REDIS_CACHE)
+class TestMiddlewareFlowsOnDjangoCache(TestMiddlewareFlows):
+    pass

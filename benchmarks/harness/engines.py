@@ -26,6 +26,8 @@ from benchmarks.harness.workload import SIZES, Payloads
 MEMOPT_LMDB = "memopt-lmdb"
 MEMOPT_LMDB_SYSTEM = "memopt-lmdb-system"
 MEMOPT_REDIS = "memopt-redis"
+#: memopt-redis with its client-side cache on (the scenarios that run it make it).
+MEMOPT_REDIS_CACHED = "memopt-redis, client-side cache"
 DB = "db (SQLite)"
 CACHED_DB = "cached_db"
 FILE = "file"

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from benchmarks.harness.engines import MEMOPT_LMDB_SYSTEM, ORDER
+from benchmarks.harness.engines import MEMOPT_LMDB_SYSTEM, MEMOPT_REDIS_CACHED, ORDER
 
-PLOTTED = [name for name in ORDER if name != MEMOPT_LMDB_SYSTEM]
+PLOTTED = [name for name in ORDER if name != MEMOPT_LMDB_SYSTEM] + [MEMOPT_REDIS_CACHED]
 
 
 @contextmanager

@@ -30,12 +30,18 @@ from typing import Any
 
 from benchmarks.harness import engines as registry
 from benchmarks.harness import log, servers, timing, workload
-from benchmarks.harness.engines import FLOOR, MEMOPT_REDIS, REDIS_CACHE, Engine
+from benchmarks.harness.engines import (
+    FLOOR,
+    MEMOPT_REDIS,
+    MEMOPT_REDIS_CACHED,
+    REDIS_CACHE,
+    Engine,
+)
 from benchmarks.harness.report import met, render, table, us
 from benchmarks.harness.workload import READ_KEYS, SIZES, Payloads
 from benchmarks.scenarios import engines as engines_scenario
 
-CACHED = "memopt-redis, client-side cache"
+CACHED = MEMOPT_REDIS_CACHED
 #: The cache's bound in every part: ``MEMOPT_REDIS_CLIENT_CACHE``'s suggested value.
 CACHE_BYTES = 32 * 1024 * 1024
 SETTING = "MEMOPT_REDIS_CLIENT_CACHE"

@@ -1,8 +1,9 @@
 """``SESSION_ENGINE = "django_memopt.backends.redis"``: sessions in Redis, for many hosts.
 
-The connection is django-redis's, for the cache named by ``SESSION_CACHE_ALIAS``, so
-Redis is configured once, in ``CACHES`` (pooling, password, TLS, Sentinel), and is always
-the primary, never a replica. Requires Redis 6.2 or later (``SET ... PXAT``).
+The connection is that of the cache named by ``SESSION_CACHE_ALIAS``, django-redis's or
+Django's own ``RedisCache``, so Redis is configured once, in ``CACHES`` (pooling,
+password, TLS; Sentinel through django-redis), and is always the primary, never a
+replica. Requires Redis 6.2 or later (``SET ... PXAT``).
 
 Layout: one key per session, ``MEMOPT_REDIS_KEY_PREFIX`` + session key, and every command
 touches that key alone (one Redis Cluster slot). The key holds one of two forms:
@@ -577,17 +578,28 @@ _cluster = False
 
 
 def connection() -> Any:
-    """The redis-py client of the primary of the cache ``SESSION_CACHE_ALIAS`` (a
-    ``redis.cluster.RedisCluster`` on a Redis Cluster: see :func:`is_cluster`).
+    """The redis-py client of the primary of the cache ``SESSION_CACHE_ALIAS``: a
+    django-redis cache, or Django's own ``django.core.cache.backends.redis.RedisCache``
+    (whose first ``LOCATION`` is the one it writes to). Anything else is refused (system
+    check ``django_memopt.E008`` says so at startup). On a Redis Cluster it is a
+    ``redis.cluster.RedisCluster`` (see :func:`is_cluster`).
 
     Looked up once per process: redis-py clients are thread-safe and their connection
     pools reset themselves after a fork.
     """
     global _client, _cluster
     if _client is None:
-        from django_redis import get_redis_connection
+        from django.core.cache import caches
+        from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 
-        _client = get_redis_connection(settings.SESSION_CACHE_ALIAS, write=True)
+        alias = settings.SESSION_CACHE_ALIAS
+        cache = caches[alias]
+        if isinstance(cache, DjangoRedisCache):
+            _client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+        else:
+            from django_redis import get_redis_connection
+
+            _client = get_redis_connection(alias, write=True)
         _cluster = isinstance(_client, RedisCluster)
     return _client
 
