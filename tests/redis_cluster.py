@@ -21,6 +21,14 @@ from tests.redis_server import RedisServer, redis_server_binary
 #: How long a primary may be unreachable before its replica takes over (milliseconds):
 #: small, so that a failover test waits a couple of seconds, not Redis's default 15.
 NODE_TIMEOUT_MS = 1000
+NODE_OPTIONS = (
+    "--cluster-enabled", "yes",
+    "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+    # A shard whose primary is gone leaves the other shards serving.
+    "--cluster-require-full-coverage", "no",
+    # A replica (a killed primary come back) syncs at once, not after Redis's 5 s.
+    "--repl-diskless-sync-delay", "0",
+)  # fmt: skip
 
 
 def redis_cli_binary() -> str:
@@ -60,19 +68,7 @@ class RedisCluster:
 
     def __init__(self, ports: list[int]) -> None:
         assert len(ports) % 2 == 0 and len(set(ports)) == len(ports), ports
-        self.nodes = [
-            RedisServer(
-                port,
-                "--cluster-enabled",
-                "yes",
-                "--cluster-node-timeout",
-                str(NODE_TIMEOUT_MS),
-                # A shard whose primary is gone leaves the other shards serving.
-                "--cluster-require-full-coverage",
-                "no",
-            )  # fmt: skip
-            for port in ports
-        ]
+        self.nodes = [RedisServer(port, *NODE_OPTIONS) for port in ports]
         for node in self.nodes:
             node.options += ("--cluster-config-file", f"{node.directory}/nodes.conf")
 

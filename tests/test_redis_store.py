@@ -1293,7 +1293,7 @@ def test_sessions_go_to_the_primary_never_a_replica() -> None:
 def test_writes_wait_for_the_replicas_asked_for_on_one_server_too() -> None:
     # MEMOPT_REDIS_WAIT_REPLICAS: a save returns once the replica has it; with the replica
     # gone, it fails rather than succeed on the primary alone.
-    primary = RedisServer(free_port()).start()
+    primary = RedisServer(free_port(), "--repl-diskless-sync-delay", "0").start()
     replica = RedisServer(free_port(), "--replicaof", "127.0.0.1", str(primary.port)).start()
     try:
         with redis.Redis(port=replica.port, single_connection_client=True) as replica_raw:
