@@ -9,9 +9,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from django.core.checks import run_checks
 from django.test import SimpleTestCase, override_settings
 from redis.cluster import RedisCluster as ClusterClient
 
+import tests.test_redis_store as store_tests
 from django_memopt.backends import redis as engine
 from django_memopt.backends.redis import SessionStore, SessionStoreUnavailable, connection
 from django_memopt.user_sessions import end_all_sessions, sessions_of
@@ -141,6 +143,21 @@ class TestClusterMiddlewareFlows(MiddlewareFlows, SimpleTestCase):
 
 class TestClusterMiddlewareFlowsThroughTheGate(TestClusterMiddlewareFlows):
     middleware = GATE_MIDDLEWARE
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        store_tests.test_random_deltas_across_the_string_limit_match_a_model,
+        store_tests.test_threads_writing_their_own_fields_across_the_limit_lose_nothing,
+    ],
+    ids=["random deltas across the string limit", "threads writing across the string limit"],
+)
+def test_the_string_and_hash_forms_on_a_cluster(test: Callable[[Any], None]) -> None:
+    # Two of test_redis_store.py's tests on one server, here on the cluster (under the
+    # default prefix, as they name keys).
+    with override_settings(**CLUSTER), raw_client() as raw:
+        test(SimpleNamespace(raw=raw, log=None))
 
 
 # -- what only a cluster has -----------------------------------------------------------------
