@@ -6,6 +6,8 @@ that wait for a replica."""
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 import time
 import uuid
@@ -21,6 +23,7 @@ import sessions_tests.tests as django_session_tests
 from django.conf import settings as django_settings
 from django.core.cache import caches
 from django.core.checks import run_checks
+from django.core.management import call_command
 from django.test import SimpleTestCase, override_settings
 from redis.cluster import RedisCluster as ClusterClient
 
@@ -187,7 +190,7 @@ def sessions_on_every_primary(raw: ClusterClient, prefix: str, per_primary: int)
     return [key for keys in by_primary.values() for key in keys]
 
 
-def test_sessions_spread_over_every_primary_and_listings_scan_them_all() -> None:
+def test_sessions_spread_over_every_primary_and_listings_scan_them_all(tmp_path: Path) -> None:
     with cluster_store() as store:
         keys = sessions_on_every_primary(store.raw, store.prefix, 3)
         # One key per session, each on the primary its slot says.
@@ -200,6 +203,14 @@ def test_sessions_spread_over_every_primary_and_listings_scan_them_all() -> None
         assert figures["sampled_sessions"] == len(keys)
         # A sample smaller than the sessions stops early and says it estimated.
         assert SessionStore.store_figures(sample=2)["sampled_sessions"] == 2
+        # memopt_stats sums the primaries; memopt_rebuild_filter lists them all.
+        report = io.StringIO()
+        call_command("memopt_stats", "--json", stdout=report)
+        assert json.loads(report.getvalue())["store"]["sessions"] == len(keys)
+        with override_settings(MEMOPT_FILTER=True, MEMOPT_FILTER_PATH=str(tmp_path / "filter")):
+            rebuilt = io.StringIO()
+            call_command("memopt_rebuild_filter", stdout=rebuilt)
+            assert rebuilt.getvalue().startswith(f"Added {len(keys)} live sessions")
         # The cache of the sessions works as a Django cache too, key by key.
         cache = caches["sessions"]
         cache.set(f"{store.prefix}~cache-test", [1, 2], 30)
