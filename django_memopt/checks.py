@@ -142,6 +142,79 @@ def _check_redis_cache() -> list[CheckMessage]:
     ]
 
 
+def _cluster_configured() -> bool:
+    """Whether the cache ``SESSION_CACHE_ALIAS`` is configured for a Redis Cluster: its
+    ``CONNECTION_FACTORY`` is ``ClusterConnectionFactory`` (or a subclass), or its
+    ``REDIS_CLIENT_CLASS`` is ``redis.cluster.RedisCluster`` (or a subclass)."""
+    cache: dict[str, Any] = settings.CACHES.get(settings.SESSION_CACHE_ALIAS) or {}  # type: ignore[assignment]
+    options = cache.get("OPTIONS") or {}
+    try:
+        from redis.cluster import RedisCluster
+
+        from .redis_cluster import ClusterConnectionFactory
+
+        factory = options.get("CONNECTION_FACTORY")
+        if isinstance(factory, str) and issubclass(
+            import_string(factory), ClusterConnectionFactory
+        ):
+            return True
+        client = options.get("REDIS_CLIENT_CLASS")
+        return isinstance(client, str) and issubclass(import_string(client), RedisCluster)
+    except (ImportError, TypeError):
+        return False
+
+
+def _check_redis_cluster() -> list[CheckMessage]:
+    """What a Redis Cluster does not support (known from ``CACHES``, without connecting)."""
+    if not _cluster_configured():
+        return []
+    messages: list[CheckMessage] = []
+    prefix: object = conf.MEMOPT_REDIS_KEY_PREFIX
+    if isinstance(prefix, str) and ("{" in prefix or "}" in prefix):
+        messages.append(
+            Error(
+                "MEMOPT_REDIS_KEY_PREFIX holds '{' or '}', and the sessions' cache is a "
+                "Redis Cluster: the prefix would be the hash tag of every key, putting "
+                "all sessions in one slot (one shard), or split a user's index across two.",
+                hint="Use a prefix without braces: the engine tags the keys it must keep "
+                "together itself.",
+                id="django_memopt.E030",
+            )
+        )
+    if _is_int(conf.MEMOPT_REDIS_CLIENT_CACHE, 1):
+        messages.append(
+            Warning(
+                "MEMOPT_REDIS_CLIENT_CACHE is set, but the sessions' cache is a Redis "
+                "Cluster: the client-side cache needs one server's CLIENT TRACKING, and "
+                "stays off.",
+                hint="Remove the setting (or set it to 0).",
+                id="django_memopt.W014",
+            )
+        )
+    return messages
+
+
+def _check_wait() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    if not _is_int(conf.MEMOPT_REDIS_WAIT_REPLICAS, 0):
+        errors.append(
+            Error(
+                "MEMOPT_REDIS_WAIT_REPLICAS must be an int number of replicas, 0 (no wait) "
+                "or more.",
+                id="django_memopt.E031",
+            )
+        )
+    if not _is_int(conf.MEMOPT_REDIS_WAIT_TIMEOUT, 1):
+        errors.append(
+            Error(
+                "MEMOPT_REDIS_WAIT_TIMEOUT must be an int number of milliseconds, 1 or more.",
+                hint="Redis's WAIT would wait forever with 0.",
+                id="django_memopt.E032",
+            )
+        )
+    return errors
+
+
 @register(deploy=True)
 def check_client_cache_server(
     app_configs: Sequence[Any] | None = None, **kwargs: Any
@@ -150,6 +223,8 @@ def check_client_cache_server(
     (known only by asking it; a server that cannot be reached is left to the engine)."""
     if settings.SESSION_ENGINE != REDIS_ENGINE or not _is_int(conf.MEMOPT_REDIS_CLIENT_CACHE, 1):
         return []
+    if _cluster_configured():
+        return []  # W014 says it stays off
     from redis.exceptions import RedisError
 
     from .backends.redis import connection
@@ -594,8 +669,10 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
         )
     errors += _check_client_cache()
     errors += _check_user_sessions()
+    errors += _check_wait()
     if settings.SESSION_ENGINE == REDIS_ENGINE:
         errors += _check_redis_cache()
+        errors += _check_redis_cluster()
     errors += _check_filter()
     errors += _check_previous_engine()
     errors += _check_gc()

@@ -83,6 +83,17 @@ class Settings:
         return _setting("MEMOPT_REDIS_CLIENT_CACHE", 0)  # type: ignore[no-any-return]
 
     @property
+    def MEMOPT_REDIS_WAIT_REPLICAS(self) -> int:
+        """How many replicas must acknowledge each session write (Redis ``WAIT``) before
+        it counts as done; 0: none (Redis's asynchronous replication)."""
+        return _setting("MEMOPT_REDIS_WAIT_REPLICAS", 0)  # type: ignore[no-any-return]
+
+    @property
+    def MEMOPT_REDIS_WAIT_TIMEOUT(self) -> int:
+        """How long a session write waits for ``MEMOPT_REDIS_WAIT_REPLICAS``, in ms."""
+        return _setting("MEMOPT_REDIS_WAIT_TIMEOUT", 1000)  # type: ignore[no-any-return]
+
+    @property
     def MEMOPT_FILTER(self) -> bool:
         """Whether the host's filter of live session IDs is kept and asked."""
         return _setting("MEMOPT_FILTER", False)  # type: ignore[no-any-return]

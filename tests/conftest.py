@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 
 
@@ -15,6 +16,15 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer(settings.REDIS_TEST_PORT).start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """The suite's Redis Cluster, on the ports ``tests/settings.py`` configured: started
+    by the first test that asks for it."""
+    cluster = RedisCluster(settings.REDIS_CLUSTER_TEST_PORTS).start()
+    yield cluster
+    cluster.cleanup()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,6 +4,7 @@ import sys
 import tempfile
 
 from tests.django_suite import session_tests_root
+from tests.redis_cluster import free_ports
 from tests.redis_server import free_port
 
 sys.path.append(str(session_tests_root()))
@@ -40,6 +41,8 @@ TEMPLATES = [
 USE_TZ = True
 # The suite's own redis-server listens here (started by conftest.py).
 REDIS_TEST_PORT = free_port()
+# The suite's Redis Cluster, six nodes (started by conftest.py for the tests that use it).
+REDIS_CLUSTER_TEST_PORTS = free_ports(6)
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "sessions": {

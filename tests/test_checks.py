@@ -63,6 +63,11 @@ def test_default_configuration_passes() -> None:
         ({"MEMOPT_USER_SESSIONS_REFRESH": -1}, "django_memopt.E029"),
         ({"MEMOPT_USER_SESSIONS_REFRESH": 60.0}, "django_memopt.E029"),
         ({"MEMOPT_USER_SESSIONS_REFRESH": True}, "django_memopt.E029"),
+        ({"MEMOPT_REDIS_WAIT_REPLICAS": -1}, "django_memopt.E031"),
+        ({"MEMOPT_REDIS_WAIT_REPLICAS": 1.0}, "django_memopt.E031"),
+        ({"MEMOPT_REDIS_WAIT_REPLICAS": True}, "django_memopt.E031"),
+        ({"MEMOPT_REDIS_WAIT_TIMEOUT": 0}, "django_memopt.E032"),
+        ({"MEMOPT_REDIS_WAIT_TIMEOUT": 0.5}, "django_memopt.E032"),
         (
             {
                 "MEMOPT_USER_SESSIONS": True,

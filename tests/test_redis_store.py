@@ -34,6 +34,7 @@ from unittest.mock import ANY
 import msgpack
 import pytest
 import redis
+from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
 from django.test import Client, override_settings
 from django_redis.pool import ConnectionFactory
@@ -1285,6 +1286,59 @@ def test_sessions_go_to_the_primary_never_a_replica() -> None:
                 "calls", 0
             ), command
         replica_raw.close()
+    finally:
+        replica.cleanup()
+        primary.cleanup()
+
+
+def test_writes_wait_for_the_replicas_asked_for_on_one_server_too() -> None:
+    # MEMOPT_REDIS_WAIT_REPLICAS: a save returns once the replica has it; with the replica
+    # gone, it fails rather than succeed on the primary alone.
+    primary = RedisServer(free_port(), "--repl-diskless-sync-delay", "0").start()
+    replica = RedisServer(free_port(), "--replicaof", "127.0.0.1", str(primary.port)).start()
+    try:
+        with redis.Redis(port=replica.port, single_connection_client=True) as replica_raw:
+            deadline = time.monotonic() + 10
+            while replica_raw.info("replication").get("master_link_status") != "up":
+                assert time.monotonic() < deadline, "the replica never caught up"
+                time.sleep(0.05)
+            with override_settings(
+                CACHES=caches_with(DEDICATED, redis_cache(primary.url)),
+                SESSION_ENGINE=ENGINE,
+                SESSION_CACHE_ALIAS=DEDICATED,
+                MEMOPT_REDIS_WAIT_REPLICAS=1,
+                MEMOPT_REDIS_WAIT_TIMEOUT=2000,
+            ):
+                for n in range(5):
+                    session = SessionStore()
+                    session["n"] = n
+                    session.save()
+                    session["m"] = n
+                    session.save()
+                    # Acknowledged: the replica has the write already.
+                    assert replica_raw.exists(hash_name(session.session_key))
+                    assert SessionStore(session.session_key)["m"] == n
+
+                async def async_saves(n: int) -> str:
+                    # The same on the event loop (asave, natively on redis.asyncio).
+                    session = SessionStore()
+                    await session.aset("n", n)
+                    await session.asave()
+                    await session.aset("m", n)
+                    await session.asave()
+                    assert session.session_key is not None
+                    return session.session_key
+
+                for n in range(3):
+                    key = async_to_sync(async_saves)(n)
+                    assert replica_raw.exists(hash_name(key))
+                replica.stop()
+                with override_settings(MEMOPT_REDIS_WAIT_TIMEOUT=50):
+                    session["m"] = "lonely"
+                    with pytest.raises(SessionStoreUnavailable, match="by 0 of the 1"):
+                        session.save()
+                    with pytest.raises(SessionStoreUnavailable, match="by 0 of the 1"):
+                        async_to_sync(async_saves)(9)
     finally:
         replica.cleanup()
         primary.cleanup()

@@ -50,8 +50,15 @@ one byte, the session key, then the sealed entry) and a sorted set
 session's), both expiring with their last entry. A save or delete that changes the index
 runs as one script with the session's write (``_indexed()``), and prunes the entries past
 their deadline on the way; a listing prunes them too, and those whose session is gone.
-Those keys are in other Cluster slots than the session's (issue 16: a hash tag, or the
-index kept apart).
+
+On a Redis Cluster (the cache's client a ``redis.cluster.RedisCluster``, as
+``django_memopt.redis_cluster.ClusterConnectionFactory`` makes it), the same commands go
+to the primary serving each key's slot (``_on_cluster()``: ``MOVED``, ``ASK`` and failover
+handled there), listings ``SCAN`` every primary, and the client-side cache is off. A
+user's index keys are ``<prefix>~user:{<user ID>}`` and ``<prefix>~user-until:{<user
+ID>}`` (one slot, by the hash tag), written apart from the session, each entry's value
+holding a state byte after the session key (``PENDING`` before the session's write,
+``CONFIRMED`` after): see ``_cluster_index()``.
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry as AsyncRetry
+from redis.cluster import RedisCluster
 
 from django_memopt.backends.base import (
     SESSION_KEY_RE,
@@ -93,7 +101,7 @@ from django_memopt.backends.base import SessionBase as _SessionBase
 from django_memopt.client_cache import CachedSession, ClientCache, Probe
 from django_memopt.conf import conf
 
-__all__ = ["SessionStore", "SessionStoreUnavailable", "connection"]
+__all__ = ["SessionStore", "SessionStoreUnavailable", "connection", "is_cluster"]
 
 T = TypeVar("T")
 
@@ -508,24 +516,83 @@ return live
 """
 )
 
+# On a Redis Cluster, the index is written apart from the sessions (its keys are in their
+# user's slot, a session in its own): these scripts touch one user's two keys only. An
+# entry's value there is the session key's length in one byte, the session key, its state
+# (one byte: PENDING before the session's write, CONFIRMED after), then the sealed entry.
+#
+# A put or a drop. KEYS: the user's hash and sorted set; ARGV: as apply_index() takes.
+CLUSTER_INDEX_SCRIPT: Final = (
+    "local KEYS = {false, KEYS[1], KEYS[2], KEYS[1], KEYS[2]}\n"
+    + INDEX_LUA
+    + """
+apply_index(ARGV)
+return 1
+"""
+)
+# A listing. KEYS: the user's hash and sorted set; ARGV: now (epoch ms). Prunes the entries
+# past their deadline; returns the others, handle and value, flat.
+CLUSTER_LIST_SCRIPT: Final = (
+    INDEX_LUA
+    + """
+prune(KEYS[1], KEYS[2], ARGV[1])
+settle(KEYS[1], KEYS[2])
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+# The entries of sessions found gone. KEYS: the user's hash and sorted set; ARGV: handles
+# and the values they held when listed, flat. An entry written again since (another value)
+# is kept. Returns how many were dropped.
+CLUSTER_PRUNE_SCRIPT: Final = (
+    INDEX_LUA
+    + """
+local dropped = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    dropped = dropped + 1
+  end
+end
+settle(KEYS[1], KEYS[2])
+return dropped
+"""
+)
+#: On a Redis Cluster, an entry's state before its session's write: a listing may prune it
+#: (its session is not there yet), and the write after the session's puts it back.
+PENDING: Final = b"\x00"
+#: An entry's state once its session's write is done. It differs from ``PENDING`` so that
+#: a listing that read the pending entry cannot prune the confirmed one (the prune
+#: compares values).
+CONFIRMED: Final = b"\x01"
+
 
 class SessionStoreUnavailable(SessionStoreError):
     """Redis could not be reached, or did not answer in time."""
 
 
+class ReplicasBehind(SessionStoreUnavailable):
+    """A write was not acknowledged by as many replicas as ``MEMOPT_REDIS_WAIT_REPLICAS``
+    asks for, within ``MEMOPT_REDIS_WAIT_TIMEOUT``: it is on the primary only."""
+
+
 _client: Any = None
+# Whether _client is a redis.cluster.RedisCluster: commands are then routed by key slot
+# (_on_cluster). Set with _client.
+_cluster = False
 
 
 def connection() -> Any:
     """The redis-py client of the primary of the cache ``SESSION_CACHE_ALIAS``: a
     django-redis cache, or Django's own ``django.core.cache.backends.redis.RedisCache``
     (whose first ``LOCATION`` is the one it writes to). Anything else is refused (system
-    check ``django_memopt.E008`` says so at startup).
+    check ``django_memopt.E008`` says so at startup). On a Redis Cluster it is a
+    ``redis.cluster.RedisCluster`` (see :func:`is_cluster`).
 
     Looked up once per process: redis-py clients are thread-safe and their connection
     pools reset themselves after a fork.
     """
-    global _client
+    global _client, _cluster
     if _client is None:
         from django.core.cache import caches
         from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
@@ -538,7 +605,16 @@ def connection() -> Any:
             from django_redis import get_redis_connection
 
             _client = get_redis_connection(alias, write=True)
+        _cluster = isinstance(_client, RedisCluster)
     return _client
+
+
+def is_cluster() -> bool:
+    """Whether the cache ``SESSION_CACHE_ALIAS`` is a Redis Cluster (its client a
+    ``redis.cluster.RedisCluster``)."""
+    if _client is None:
+        connection()
+    return _cluster
 
 
 _client_cache: ClientCache | None = None
@@ -550,6 +626,8 @@ def client_cache() -> ClientCache | None:
     global _client_cache
     if not conf.MEMOPT_REDIS_CLIENT_CACHE:
         return None
+    if _cluster or (_client is None and is_cluster()):
+        return None  # it needs CLIENT TRACKING on one server: off (check W014)
     if _client_cache is None:
         _client_cache = ClientCache(
             lambda: connection().connection_pool,
@@ -563,10 +641,12 @@ def client_cache() -> ClientCache | None:
 
 @receiver(setting_changed)
 def _forget_client(*, setting: str, **kwargs: Any) -> None:
-    global _client, _client_cache
+    global _client, _cluster, _client_cache, _wait
     if setting in ("CACHES", "SESSION_CACHE_ALIAS"):
-        _client = None
+        _client, _cluster = None, False
         _forget_async_pools()
+    if setting in ("MEMOPT_REDIS_WAIT_REPLICAS", "MEMOPT_REDIS_WAIT_TIMEOUT"):
+        _wait = None
     if setting in (
         "CACHES",
         "SESSION_CACHE_ALIAS",
@@ -615,6 +695,9 @@ _SHAS: Final = {
         SET_INDEXED_SCRIPT,
         DELETE_INDEXED_SCRIPT,
         LIST_SCRIPT,
+        CLUSTER_INDEX_SCRIPT,
+        CLUSTER_LIST_SCRIPT,
+        CLUSTER_PRUNE_SCRIPT,
     )
 }
 
@@ -658,7 +741,168 @@ def _execute(*command: Any) -> Any:
         conn.send_packed_command((_packed(command),))
         return conn.read_response()
 
+    if _client is None:
+        connection()
+    if _cluster:
+        reply = _on_cluster(_routing_key(command), [command])[0]
+        if isinstance(reply, redis_errors.ResponseError):
+            raise reply
+        return reply
     return _on_connection(send)
+
+
+def _routing_key(command: tuple[Any, ...]) -> bytes:
+    """The key whose slot ``command`` goes to: its first key (every command of this
+    module names at most one slot)."""
+    if command[0] == "EVALSHA":
+        return command[3]  # type: ignore[no-any-return]
+    return command[1]  # type: ignore[no-any-return]
+
+
+#: On a Redis Cluster, how often a command is tried while its shard fails over (its
+#: primary unreachable, the cluster down): the waits between them add up to about 3 s.
+CLUSTER_ATTEMPTS: Final = 7
+#: The first wait between attempts, in seconds; each next one is twice as long.
+CLUSTER_BACKOFF: Final = 0.05
+# The error replies _on_cluster() acts on (MOVED is an AskError).
+CLUSTER_RETRIED: Final = (
+    redis_errors.AskError,
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
+)
+
+
+def _on_cluster(key: bytes, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """The replies to ``commands`` (on ``key``'s slot), sent at once to the primary
+    serving that slot in the cluster, on a pooled connection as :func:`_on_connection`
+    takes one; an error reply is returned in its place (see :func:`_replies`).
+
+    A ``MOVED`` reply (the slot moved: a resharding, a failover) refreshes the client's
+    map of slots and sends them again; ``ASK`` (the slot being migrated) sends them to the
+    node named, each after ``ASKING``. A connection that fails (the primary killed), or
+    ``CLUSTERDOWN`` / ``TRYAGAIN``, waits (``CLUSTER_BACKOFF``, doubling), refreshes the
+    map and tries again, ``CLUSTER_ATTEMPTS`` times in all; then the error is raised
+    (``SessionStoreUnavailable`` from :func:`_call`). A write whose connection broke
+    after it was sent may be sent twice, as redis-py's own retries do on one server.
+    """
+    cluster = _client
+    manager = cluster.nodes_manager
+    asked: Any = None
+    for attempt in range(CLUSTER_ATTEMPTS):
+        pool = conn = None
+        try:
+            node = asked if asked is not None else cluster.get_node_from_key(key)
+            pool = cluster.get_redis_connection(node).connection_pool
+            conn = pool.get_connection()
+            if asked is None:
+                replies = _replies(conn, commands)
+            else:  # ASKING lets the one command after it in
+                asked = None
+                asking = [c for command in commands for c in (("ASKING",), command)]
+                replies = _replies(conn, asking)[1::2]
+            for reply in replies:  # redirected, or to be tried again: raised for below
+                if isinstance(reply, CLUSTER_RETRIED):
+                    raise reply
+            return replies
+        except redis_errors.MovedError:  # before AskError, which it subclasses
+            _refresh_slots(manager)
+        except redis_errors.AskError as exc:
+            asked = cluster.get_node(host=exc.host or node.host, port=exc.port)
+            if asked is None:
+                _refresh_slots(manager)
+        except (
+            redis_errors.ConnectionError,
+            redis_errors.TimeoutError,
+            redis_errors.ClusterDownError,
+            redis_errors.TryAgainError,
+            redis_errors.SlotNotCoveredError,  # the map refreshed while a shard was down
+        ):
+            if conn is not None:
+                conn.disconnect()
+            if attempt == CLUSTER_ATTEMPTS - 1:
+                raise
+            time.sleep(CLUSTER_BACKOFF * 2**attempt)
+            _refresh_slots(manager)
+        finally:
+            if pool is not None and conn is not None:
+                pool.release(conn)
+    raise redis_errors.ClusterError(f"too many redirections for the key {key[:80]!r}")
+
+
+def _refresh_slots(manager: Any) -> None:
+    """The cluster's map of slots asked again (``CLUSTER SLOTS`` of a node that answers);
+    left as it was if none does (the next attempt tells)."""
+    with contextlib.suppress(redis_errors.RedisError, redis_errors.RedisClusterException):
+        manager.initialize()
+
+
+def _primaries() -> list[Any]:
+    """A redis-py client per primary: the one of ``connection()``, or on a Redis Cluster
+    one per primary (for the listings that ``SCAN`` every key)."""
+    client = connection()
+    if not _cluster:
+        return [client]
+    return [client.get_redis_connection(node) for node in client.get_primaries()]
+
+
+def _execute_on(client: Any, *command: Any) -> Any:
+    """Redis's reply to ``command`` from the server of ``client`` (one of
+    :func:`_primaries`)."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+
+        def send() -> Any:
+            conn.send_packed_command((_packed(command),))
+            return conn.read_response()
+
+        return conn.retry.call_with_retry(send, lambda _e: conn.disconnect())
+    finally:
+        pool.release(conn)
+
+
+_wait: tuple[int, int] | None = None
+
+
+def _wait_command() -> tuple[Any, ...] | None:
+    """``WAIT`` for ``MEMOPT_REDIS_WAIT_REPLICAS`` replicas, or ``None`` if it is 0."""
+    global _wait
+    if _wait is None:
+        _wait = (conf.MEMOPT_REDIS_WAIT_REPLICAS, conf.MEMOPT_REDIS_WAIT_TIMEOUT)
+    replicas, timeout_ms = _wait
+    return ("WAIT", replicas, timeout_ms) if replicas else None
+
+
+def _execute_write(*command: Any) -> Any:
+    """:func:`_execute` for a write that sessions depend on: with
+    ``MEMOPT_REDIS_WAIT_REPLICAS``, followed by ``WAIT`` on the same connection, and
+    ``SessionStoreUnavailable`` raised if fewer replicas acknowledged it in time (the
+    write is then on the primary only, and may be lost if it fails)."""
+    wait = _wait_command()
+    if wait is None:
+        return _execute(*command)
+    if _client is None:
+        connection()
+    if _cluster:
+        reply, acked = _on_cluster(_routing_key(command), [command, wait])
+    else:
+        reply, acked = _on_connection(lambda conn: _replies(conn, [command, wait]))
+    return _acknowledged(reply, acked, wait)
+
+
+def _acknowledged(reply: Any, acked: Any, wait: tuple[Any, ...]) -> Any:
+    """The reply of a write followed by ``wait``, once ``WAIT`` answered ``acked``; an
+    error reply raised, and ``ReplicasBehind`` if too few replicas acknowledged it."""
+    if isinstance(reply, redis_errors.ResponseError):
+        raise reply
+    if isinstance(acked, redis_errors.ResponseError):
+        raise acked
+    if acked < wait[1]:
+        raise ReplicasBehind(
+            f"a write was acknowledged by {acked} of the {wait[1]} replicas "
+            f"MEMOPT_REDIS_WAIT_REPLICAS asks for within {wait[2]} ms"
+        )
+    return reply
 
 
 def _replies(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -675,6 +919,11 @@ def _replies(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
 
 
 def _execute_all(*commands: tuple[Any, ...]) -> list[Any]:
+    """The replies to ``commands`` on one key, sent at once (see :func:`_replies`)."""
+    if _client is None:
+        connection()
+    if _cluster:
+        return _on_cluster(_routing_key(commands[0]), list(commands))
     return _on_connection(lambda conn: _replies(conn, list(commands)))
 
 
@@ -682,29 +931,48 @@ def _run_script(script: str, key: bytes, *args: Any) -> Any:
     return _run_script_on(script, [key], *args)
 
 
-def _run_script_on(script: str, keys: list[bytes], *args: Any) -> Any:
+def _run_script_on(
+    script: str, keys: list[bytes], *args: Any, execute: Callable[..., Any] = _execute
+) -> Any:
+    """``script`` run on ``keys`` (all in one Cluster slot) with ``args``, by ``execute``
+    (:func:`_execute_write` for a write sessions depend on)."""
     try:
-        return _execute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+        return execute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
     except redis_errors.NoScriptError:  # after SCRIPT FLUSH or a Redis restart: load it once more
-        _execute("SCRIPT", "LOAD", script)
-        return _execute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+        if _cluster:  # on every primary (redis-py sends it to each)
+            _client.script_load(script)
+        else:
+            _execute("SCRIPT", "LOAD", script)
+        return execute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
 
 
 def _call(action: Callable[[], T]) -> T:
     """Run ``action``; Redis's own failures become ``SessionStoreError``."""
     try:
         return action()
-    except redis_errors.RedisError as exc:
+    except (redis_errors.RedisError, redis_errors.RedisClusterException) as exc:
         raise _store_error(exc, _too_old) from exc
 
 
+#: Failures that mean the store cannot be reached now: a connection lost or timed out, or a
+#: Redis Cluster's shard failing over (past the retries of _on_cluster).
+UNAVAILABLE: Final = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterError,
+    redis_errors.TryAgainError,
+    redis_errors.RedisClusterException,
+)
+
+
 def _store_error(
-    exc: redis_errors.RedisError, too_old: Callable[[redis_errors.RedisError], str | None]
+    exc: redis_errors.RedisError | redis_errors.RedisClusterException,
+    too_old: Callable[[redis_errors.RedisError], str | None],
 ) -> SessionStoreError:
     """What a failure ``exc`` of Redis is raised as; ``too_old(exc)`` tells the server's
     version if it refused a command as one before 6.2 would (asked only then)."""
     alias = settings.SESSION_CACHE_ALIAS
-    if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError)):
+    if isinstance(exc, UNAVAILABLE):
         return SessionStoreUnavailable(
             f"The Redis session store (cache {alias!r}) is unavailable: {exc}"
         )
@@ -914,8 +1182,12 @@ def _deadline(expires_at: float) -> int:
 
 
 def _user_keys(user: str) -> list[bytes]:
-    """The hash and the sorted set of ``user``'s index."""
+    """The hash and the sorted set of ``user``'s index. On a Redis Cluster, the user ID is
+    a hash tag, ``{<user ID>}``, so that both are in one slot (check E030 keeps braces
+    out of the prefix, whose first ``{`` would otherwise open the tag)."""
     prefix, name = conf.MEMOPT_REDIS_KEY_PREFIX.encode(), user.encode("utf-8", "surrogatepass")
+    if is_cluster():
+        name = b"{" + name + b"}"
     return [prefix + b"~user:" + name, prefix + b"~user-until:" + name]
 
 
@@ -936,6 +1208,70 @@ def _index_script_args(session_key: str, change: IndexChange) -> tuple[list[byte
     ]
 
 
+def _cluster_index(change: IndexChange, session_key: str, *, done: bool) -> None:
+    """On a Redis Cluster, the half of ``change`` that goes before the session's write
+    (not ``done``: the entry put, ``PENDING``) or after it (``done``: the entry put again,
+    ``CONFIRMED``, and the entry to drop dropped), each one script on its user's keys.
+
+    So a listing never shows a session that is gone (the drop comes after the delete)
+    and never loses one that is there: a listing that found the pending entry's session
+    not there yet may prune the entry, but not the confirmed one (its prune compares the
+    value it read), and the confirmed one is put whatever the listing did.
+    """
+    now = _now_ms()
+    put = change.put
+    drop = change.drop
+    calls: list[tuple[list[bytes], list[Any]]] = []
+    put_args: list[Any] = ["", 0, b""]
+    if put is not None:
+        key = session_key.encode()
+        state = CONFIRMED if done else PENDING
+        value = bytes((len(key),)) + key + state + put.sealed
+        put_args = [put.handle, put.until_ms, value]
+    if not done:
+        if put is not None:
+            calls.append((_user_keys(put.user), [now, *put_args, ""]))
+    elif drop is not None and put is not None and drop[0] == put.user:
+        calls.append((_user_keys(put.user), [now, *put_args, drop[1]]))
+    else:
+        if put is not None:
+            calls.append((_user_keys(put.user), [now, *put_args, ""]))
+        if drop is not None:
+            calls.append((_user_keys(drop[0]), [now, "", 0, b"", drop[1]]))
+    for keys, args in calls:
+        _call(
+            lambda keys=keys, args=args: _run_script_on(  # type: ignore[misc]
+                CLUSTER_INDEX_SCRIPT, keys, *args, execute=_execute_write
+            )
+        )
+
+
+def _cluster_entries(keys: list[bytes]) -> list[tuple[bytes, bytes, bytes]]:
+    """On a Redis Cluster, the entries of the user's index at ``keys`` (its hash and
+    sorted set) whose session is there: ``(handle, session key, sealed entry)``.
+
+    Entries past their deadline are pruned by the listing script; those whose session is
+    gone (or not there yet: see :func:`_cluster_index`) by a second script, unless
+    written again meanwhile. Each session is asked with ``EXISTS`` in its own slot.
+    """
+    prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
+    reply = _call(lambda: _run_script_on(CLUSTER_LIST_SCRIPT, keys, _now_ms()))
+    live: list[tuple[bytes, bytes, bytes]] = []
+    gone: list[bytes] = []
+    for handle, value in zip(reply[::2], reply[1::2], strict=True):
+        length = value[0] if value else 0
+        session_key = value[1 : 1 + length]
+        if length == 0 or len(value) < 2 + length:  # no value this module writes
+            gone += (handle, value)
+        elif _call(lambda session_key=session_key: _execute("EXISTS", prefix + session_key)):  # type: ignore[misc]
+            live.append((handle, session_key, value[2 + length :]))
+        else:
+            gone += (handle, value)
+    if gone:
+        _call(lambda: _run_script_on(CLUSTER_PRUNE_SCRIPT, keys, *gone, execute=_execute_write))
+    return live
+
+
 def _write_session(
     key: bytes,
     delta: Delta,
@@ -950,9 +1286,9 @@ def _write_session(
     (:func:`_index_script_args`)."""
     script, keys, args, token = _write_request(key, delta, expires_at, create, index)
     if script is None:
-        reply = _call(lambda: _execute(*args))
+        reply = _call(lambda: _execute_write(*args))
     else:
-        reply = _call(lambda: _run_script_on(script, keys, *args))
+        reply = _call(lambda: _run_script_on(script, keys, *args, execute=_execute_write))
     return _written(reply, token, create=create, whole=create or delta.replace)
 
 
@@ -1016,9 +1352,8 @@ def _touch_session(key: bytes, expires_at: float) -> tuple[bytes | None, bytes]:
     """``SessionStore._touch()`` of the session at ``key``: the version token it replaced
     (``None`` if the session had none) and the one it wrote."""
     args, token = _touch_request(expires_at)
-    return _written(
-        _call(lambda: _run_script(TOUCH_SCRIPT, key, *args)), token, create=False, whole=False
-    )
+    reply = _call(lambda: _run_script_on(TOUCH_SCRIPT, [key], *args, execute=_execute_write))
+    return _written(reply, token, create=False, whole=False)
 
 
 def _touch_request(expires_at: float) -> tuple[list[Any], bytes]:
@@ -1119,6 +1454,11 @@ class SessionStore(_SessionBase):
         key = _key(session_key)
         script_args = None
         if index is not None and (index.put is not None or index.drop is not None):
+            if is_cluster():  # the index's keys are in other slots: written apart
+                _cluster_index(index, session_key, done=False)
+                _write_session(key, delta, expires_at, create=create)
+                _cluster_index(index, session_key, done=True)
+                return
             script_args = _index_script_args(session_key, index)
         cache = client_cache()
         if cache is None:
@@ -1147,10 +1487,17 @@ class SessionStore(_SessionBase):
         key = _key(session_key)
         try:
             if listed_as is None:
-                _call(lambda: _execute("DEL", key))
+                _call(lambda: _execute_write("DEL", key))
+            elif is_cluster():  # the session first, then its entry (docs/user-sessions.md)
+                _call(lambda: _execute_write("DEL", key))
+                _cluster_index(IndexChange(None, listed_as), session_key, done=True)
             else:
                 keys, args = _index_script_args(session_key, IndexChange(None, listed_as))
-                _call(lambda: _run_script_on(DELETE_INDEXED_SCRIPT, [key, *keys], *args))
+                _call(
+                    lambda: _run_script_on(
+                        DELETE_INDEXED_SCRIPT, [key, *keys], *args, execute=_execute_write
+                    )
+                )
         finally:
             cache = client_cache()
             if cache is not None:
@@ -1227,10 +1574,14 @@ class SessionStore(_SessionBase):
         key = _key(session_key)
         try:
             if listed_as is None:
-                await _acall(_aexecute("DEL", key))
+                await _acall(_aexecute_write("DEL", key))
             else:
                 keys, args = _index_script_args(session_key, IndexChange(None, listed_as))
-                await _acall(_arun_script_on(DELETE_INDEXED_SCRIPT, [key, *keys], *args))
+                await _acall(
+                    _arun_script_on(
+                        DELETE_INDEXED_SCRIPT, [key, *keys], *args, execute=_aexecute_write
+                    )
+                )
         finally:
             cache = client_cache()
             if cache is not None:
@@ -1243,34 +1594,48 @@ class SessionStore(_SessionBase):
 
     @classmethod
     def clear_expired(cls) -> None:
-        """Redis expires sessions itself; this prunes the users' indexes (``SCAN``) of the
-        entries of sessions expired or gone."""
+        """Redis expires sessions itself; this prunes the users' indexes (``SCAN`` of
+        every primary) of the entries of sessions expired or gone."""
         prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
         pattern = _glob_escape(conf.MEMOPT_REDIS_KEY_PREFIX) + "~user:*"
         skip = len(prefix + b"~user:")
-        cursor = 0
-        while True:
-            reply = _call(
-                lambda at=cursor: _execute("SCAN", at, "MATCH", pattern, "COUNT", 1000)  # type: ignore[misc]
-            )
-            cursor = int(reply[0])
-            for name in reply[1]:
-                keys = [name, prefix + b"~user-until:" + name[skip:]]
-                _call(lambda keys=keys: _run_script_on(LIST_SCRIPT, keys, _now_ms(), prefix))  # type: ignore[misc]
-            if not cursor:
-                return
+        for client in _call(_primaries):
+            cursor = 0
+            while True:
+                reply = _call(
+                    lambda at=cursor, client=client: _execute_on(  # type: ignore[misc]
+                        client, "SCAN", at, "MATCH", pattern, "COUNT", 1000
+                    )
+                )
+                cursor = int(reply[0])
+                for name in reply[1]:
+                    keys = [name, prefix + b"~user-until:" + name[skip:]]
+                    if _cluster:
+                        _cluster_entries(keys)
+                    else:
+                        _call(
+                            lambda keys=keys: _run_script_on(LIST_SCRIPT, keys, _now_ms(), prefix)  # type: ignore[misc]
+                        )
+                if not cursor:
+                    break
 
     @classmethod
     def _user_entries(cls, user: str) -> list[tuple[str, str, bytes]]:
         keys = _user_keys(user)
-        prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
-        reply = _call(lambda: _run_script_on(LIST_SCRIPT, keys, _now_ms(), prefix))
+        if _cluster:  # _user_keys() resolved the client
+            listed = _cluster_entries(keys)
+        else:
+            prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
+            reply = _call(lambda: _run_script_on(LIST_SCRIPT, keys, _now_ms(), prefix))
+            listed = []
+            for handle, value in zip(reply[::2], reply[1::2], strict=True):
+                length = value[0]
+                listed.append((handle, value[1 : 1 + length], value[1 + length :]))
         found = []
-        for handle, value in zip(reply[::2], reply[1::2], strict=True):
-            length = value[0]
-            session_key = value[1 : 1 + length].decode("ascii", "replace")
+        for handle, key, sealed in listed:
+            session_key = key.decode("ascii", "replace")
             if SESSION_KEY_RE.match(session_key):
-                found.append((handle.decode("ascii", "replace"), session_key, value[1 + length :]))
+                found.append((handle.decode("ascii", "replace"), session_key, sealed))
         return found
 
     @classmethod
@@ -1327,16 +1692,26 @@ class SessionStore(_SessionBase):
         pattern = _glob_escape(conf.MEMOPT_REDIS_KEY_PREFIX) + "*"
         skip = len(conf.MEMOPT_REDIS_KEY_PREFIX.encode())
 
-        def page(at: int) -> Callable[[], list[Any]]:
-            return lambda: _execute("SCAN", at, "MATCH", pattern, "COUNT", 1000)
+        def page(client: Any, at: int) -> Callable[[], list[Any]]:
+            return lambda: _execute_on(client, "SCAN", at, "MATCH", pattern, "COUNT", 1000)
 
-        def deadlines(keys: list[bytes]) -> Callable[[], list[int | None]]:
+        def deadlines(client: Any, keys: list[bytes]) -> Callable[[], list[int | None]]:
             def read() -> list[int | None]:
                 commands = [(name, key, *args) for key in keys for name, *args in READS]
-                replies = _execute_all(*commands)
+                pool = client.connection_pool
+                conn = pool.get_connection()
+                try:
+                    replies = _replies(conn, commands)
+                finally:
+                    pool.release(conn)
                 found = []
                 for key, value, hashed in zip(keys, replies[::2], replies[1::2], strict=True):
-                    form = _form(value, hashed)
+                    # On a Cluster, a key whose slot moved since the SCAN is asked where
+                    # it is now.
+                    moved = isinstance(value, redis_errors.AskError) or isinstance(
+                        hashed, redis_errors.AskError
+                    )
+                    form = ("other", None) if moved else _form(value, hashed)
                     if form[0] == "other":  # another type, or a hash folded meanwhile
                         form = _fetch(key, "HGET", MARKER)
                     found.append(_deadline_of(*form))
@@ -1345,25 +1720,26 @@ class SessionStore(_SessionBase):
             return read
 
         logged = False
-        cursor = 0
-        while True:
-            reply = _call(page(cursor))
-            cursor = int(reply[0])
-            listed = [
-                (key, session_key)
-                for key in reply[1]
-                if SESSION_KEY_RE.match(session_key := key[skip:].decode("ascii", "replace"))
-            ]
-            if listed:
-                found = _call(deadlines([key for key, _ in listed]))
-                for (key, session_key), deadline_ms in zip(listed, found, strict=True):
-                    if deadline_ms is not None and deadline_ms != NO_SESSION:
-                        yield session_key, deadline_ms / 1000
-                    elif deadline_ms is not None and not logged:  # None: expired since SCAN
-                        _log_stray_key(key)
-                        logged = True
-            if not cursor:
-                return
+        for client in _call(_primaries):
+            cursor = 0
+            while True:
+                reply = _call(page(client, cursor))
+                cursor = int(reply[0])
+                listed = [
+                    (key, session_key)
+                    for key in reply[1]
+                    if SESSION_KEY_RE.match(session_key := key[skip:].decode("ascii", "replace"))
+                ]
+                if listed:
+                    found = _call(deadlines(client, [key for key, _ in listed]))
+                    for (key, session_key), deadline_ms in zip(listed, found, strict=True):
+                        if deadline_ms is not None and deadline_ms != NO_SESSION:
+                            yield session_key, deadline_ms / 1000
+                        elif deadline_ms is not None and not logged:  # None: expired since SCAN
+                            _log_stray_key(key)
+                            logged = True
+                if not cursor:
+                    break
 
 
 # A listing's reads of each key: its string form, or its hash's deadline.
@@ -1396,29 +1772,61 @@ def _store_figures(sample: int) -> dict[str, Any]:
     """Sessions, memory and encodings, from ``SCAN`` pages until ``sample`` sessions.
 
     The session count is exact when the scan finished, else estimated from the share of
-    sessions among the keys scanned (``DBSIZE`` counts every key of the database).
+    sessions among the keys scanned (``DBSIZE`` counts every key of the database). On a
+    Redis Cluster, every primary is scanned in turn (until ``sample`` sessions in all),
+    and the figures are its primaries' (memory and ``DBSIZE`` summed).
     """
     prefix = conf.MEMOPT_REDIS_KEY_PREFIX.encode()
     found: list[bytes] = []
     scanned = 0
     cursor = 0
-    while True:
-        reply = _call(lambda at=cursor: _execute("SCAN", at, "COUNT", 1000))  # type: ignore[misc]
-        cursor = int(reply[0])
-        scanned += len(reply[1])
-        found += [
-            key
-            for key in reply[1]
-            if key.startswith(prefix)
-            and SESSION_KEY_RE.match(key[len(prefix) :].decode("ascii", "replace"))
-        ]
-        if not cursor or len(found) >= sample:
+    # (client, its sampled keys), per primary scanned; the primaries not reached.
+    sampled: list[tuple[Any, list[bytes]]] = []
+    primaries = _call(_primaries)
+    for client in primaries:
+        own: list[bytes] = []
+        cursor = 0
+        while True:
+            reply = _call(
+                lambda at=cursor, client=client: _execute_on(  # type: ignore[misc]
+                    client, "SCAN", at, "COUNT", 1000
+                )
+            )
+            cursor = int(reply[0])
+            scanned += len(reply[1])
+            own += [
+                key
+                for key in reply[1]
+                if key.startswith(prefix)
+                and SESSION_KEY_RE.match(key[len(prefix) :].decode("ascii", "replace"))
+            ]
+            if not cursor or len(found) + len(own) >= sample:
+                break
+        sampled.append((client, own[: sample - len(found)]))
+        found += own
+        if len(found) >= sample:
             break
-    keys = found[:sample]
+    unscanned = bool(cursor) or len(sampled) < len(primaries)
+    keys = [key for _, own in sampled for key in own]
     per_key = 5
 
     def details() -> list[Any]:
-        with connection().pipeline(transaction=False) as pipe:
+        # The sampled keys' figures in the order of keys (sampled follows primaries), then
+        # DBSIZE and memory summed over the primaries.
+        replies: list[Any] = []
+        dbsize, used, maxmemory = 0, 0, 0
+        for at, client in enumerate(primaries):
+            *figures, size, memory = node_details(
+                client, sampled[at][1] if at < len(sampled) else []
+            )
+            replies += figures
+            dbsize += size
+            used += int(memory.get("used_memory", 0))
+            maxmemory += int(memory.get("maxmemory", 0))
+        return [*replies, dbsize, {"used_memory": used, "maxmemory": maxmemory}]
+
+    def node_details(client: Any, keys: list[bytes]) -> list[Any]:
+        with client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.memory_usage(key, samples=0)
                 pipe.object("encoding", key)
@@ -1453,12 +1861,12 @@ def _store_figures(sample: int) -> dict[str, Any]:
             lengths.append(hash_length - 1)  # less the marker
         elif kind == "string" and (entries := _map_size(head)) is not None:
             lengths.append(entries)
-    sessions = len(found) if not cursor else round(dbsize * len(found) / max(scanned, 1))
+    sessions = len(found) if not unscanned else round(dbsize * len(found) / max(scanned, 1))
     per_session = sum(usage) / len(usage) if usage else 0.0
     return {
         "sessions": sessions,
         "live_sessions": sessions,  # Redis expires sessions itself: every one is live
-        "sessions_estimated": bool(cursor),
+        "sessions_estimated": unscanned,
         "memory_per_session": per_session,
         "session_bytes": round(per_session * sessions),
         "fields_per_session": sum(lengths) / len(lengths) if lengths else 0.0,
@@ -1686,13 +2094,27 @@ async def _aexecute_all(*commands: tuple[Any, ...]) -> list[Any]:
     return await _aon_connection(send)
 
 
-async def _arun_script_on(script: str, keys: list[bytes], *args: Any) -> Any:
+async def _aexecute_write(*command: Any) -> Any:
+    """:func:`_execute_write` on the running loop."""
+    wait = _wait_command()
+    if wait is None:
+        return await _aexecute(*command)
+    reply, acked = await _aexecute_all(command, wait)
+    return _acknowledged(reply, acked, wait)
+
+
+async def _arun_script_on(
+    script: str,
+    keys: list[bytes],
+    *args: Any,
+    execute: Callable[..., Awaitable[Any]] = _aexecute,
+) -> Any:
     """:func:`_run_script_on` on the running loop."""
     try:
-        return await _aexecute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+        return await execute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
     except redis_errors.NoScriptError:  # after SCRIPT FLUSH or a Redis restart: load it once more
         await _aexecute("SCRIPT", "LOAD", script)
-        return await _aexecute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+        return await execute("EVALSHA", _SHAS[script], len(keys), *keys, *args)
 
 
 async def _acall(action: Awaitable[T]) -> T:
@@ -1733,14 +2155,14 @@ async def _awrite_session(
     """:func:`_write_session` on the running loop."""
     script, keys, args, token = _write_request(key, delta, expires_at, create, index)
     if script is None:
-        reply = await _acall(_aexecute(*args))
+        reply = await _acall(_aexecute_write(*args))
     else:
-        reply = await _acall(_arun_script_on(script, keys, *args))
+        reply = await _acall(_arun_script_on(script, keys, *args, execute=_aexecute_write))
     return _written(reply, token, create=create, whole=create or delta.replace)
 
 
 async def _atouch_session(key: bytes, expires_at: float) -> tuple[bytes | None, bytes]:
     """:func:`_touch_session` on the running loop."""
     args, token = _touch_request(expires_at)
-    reply = await _acall(_arun_script_on(TOUCH_SCRIPT, [key], *args))
+    reply = await _acall(_arun_script_on(TOUCH_SCRIPT, [key], *args, execute=_aexecute_write))
     return _written(reply, token, create=False, whole=False)
