@@ -59,6 +59,11 @@ WARMUP_SECONDS = 2  # wrk's durations are whole seconds
 PACED_SHARE = 0.5
 PACED_CONNECTIONS = 32
 PACED_VIEWS = (SESSION_HEAVY, WHOAMI)
+# Where the latency phase runs: not under gunicorn, whose sync workers each hold one
+# connection at a time. wrk opens a connection before it waits out its delay (each
+# request closes its own), so there 4 workers would sit on idle connections and the rate
+# would never be offered; there the p99 compared is the saturated one.
+PACED_SERVERS = ("uvicorn",)
 # A turn of the latency phase whose engine served less than this share of the rate did not
 # keep up (the machine was busy with something else): its p99 is no comparison.
 HELD = 0.9
@@ -208,12 +213,20 @@ class Result:
         best_name = self.best_django(server, view)
         ours, best = (self.cell(server, n, view) for n in (engine, best_name))
         speedup = ours.per_second / best.per_second
-        ours_p99, best_p99 = (self.paced[server, n, view].p99_ms for n in (engine, best_name))
+        ours_p99, best_p99 = (self.p99_ms(server, n, view) for n in (engine, best_name))
         held = all(self.held(server, n, view) for n in (engine, best_name))
         return speedup, speedup >= GOAL_SPEEDUP and ours_p99 <= best_p99 and held
 
+    def p99_ms(self, server: str, engine: str, view: str) -> float:
+        """The p99 the goal compares: at the common rate where there is a latency phase,
+        else at saturation."""
+        paced = server in PACED_SERVERS and self.paced.get((server, engine, view))
+        return (paced or self.cell(server, engine, view)).p99_ms
+
     def held(self, server: str, engine: str, view: str) -> bool:
         """Whether ``engine`` served the latency phase's rate (its p99 is comparable)."""
+        if server not in PACED_SERVERS:
+            return True
         return self.paced[server, engine, view].per_second >= HELD * self.rates[server, view]
 
 
@@ -335,6 +348,8 @@ def _serve(result: Result, server: str, engines: list[Engine], base: str, script
         )
         for (engine, path), turns in samples.items():
             result.cells[server, engine.name, path] = Cell(list(turns))  # type: ignore[arg-type]
+        if server not in PACED_SERVERS:
+            return
         for path in PACED_VIEWS:
             best = result.cell(server, result.best_django(server, path), path)
             result.rates[server, path] = round(best.per_second * PACED_SHARE, -1) or 10.0
@@ -454,17 +469,38 @@ def goal_lines(found: Result, view: str = GOAL_VIEW) -> list[str]:
         for name in OURS:
             speedup, ok = found.goal(server, name, view)
             ours = found.cell(server, name, view)
-            ours_p99, base_p99 = (found.paced[server, n, view].p99_ms for n in (name, best))
+            ours_p99, base_p99 = (found.p99_ms(server, n, view) for n in (name, best))
             behind = [n for n in (name, best) if not found.held(server, n, view)]
+            at = (
+                f"at {found.rates[server, view]:,.0f} requests/s"
+                if server in PACED_SERVERS
+                else "at saturation"
+            )
             lines.append(
                 f"{server}: `{name}` {ours.per_second:,.0f} requests/s, {speedup:.2f}x "
-                f"`{best}` ({base.per_second:,.0f}); p99 at "
-                f"{found.rates[server, view]:,.0f} requests/s {_ms(ours_p99)} ms against "
+                f"`{best}` ({base.per_second:,.0f}); p99 {at} {_ms(ours_p99)} ms against "
                 f"{_ms(base_p99)} ms"
                 + "".join(f" (`{n}` did not keep up with that rate)" for n in behind)
                 + f": {met(ok)}"
             )
     return lines
+
+
+def heavy_bound(found: Result) -> str:
+    """What bounds the ratio on the session-heavy view under gunicorn, in words: how
+    ``memopt-lmdb`` compares with ``signed_cookies``, which keeps no store at all."""
+    ours, none = (found.cell("gunicorn", n, GOAL_VIEW) for n in (MEMOPT_LMDB, SIGNED))
+    best = found.best_django("gunicorn")
+    needed = GOAL_SPEEDUP * found.cell("gunicorn", best, GOAL_VIEW).per_second
+    return (
+        f"What bounds the ratio: under gunicorn `{MEMOPT_LMDB}` served "
+        f"{ours.per_second / none.per_second:.2f}x the requests per second of "
+        f"`signed_cookies`, which reads and writes no store at all (it decodes and signs the "
+        f"whole session in the cookie instead); {GOAL_SPEEDUP:g}x `{best}` would take "
+        f"{needed:,.0f} requests per second, {needed / none.per_second:.2f}x what a site with "
+        "no session store serves here. The rest of each request is Django's, the server's "
+        "and wrk's, on the same two cores."
+    )
 
 
 def target(found: Result) -> tuple[str, bool]:
@@ -491,12 +527,12 @@ def section(found: Result, image: str | None = None) -> str:
         else "",
         gunicorn=figures_table(found, "gunicorn"),
         uvicorn=figures_table(found, "uvicorn"),
-        gunicorn_paced=paced_table(found, "gunicorn"),
         uvicorn_paced=paced_table(found, "uvicorn"),
         paced_share=f"{PACED_SHARE:.0%}",
         paced_connections=PACED_CONNECTIONS,
         paced_rounds=found.paced_rounds,
         goal="\n".join(f"- {line}" for line in goal_lines(found)),
+        heavy_bound=heavy_bound(found),
         minimal="\n".join(f"- {line}" for line in goal_lines(found, WHOAMI)),
         heavy=SESSION_HEAVY,
         cache_mib=CACHE_BYTES >> 20,
