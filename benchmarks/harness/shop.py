@@ -116,13 +116,21 @@ def launch(
 
 
 def start(
-    base: str, index: int, setup: Served, workers: int, *options: str, server: Any = gunicorn
+    base: str,
+    index: int,
+    setup: Served,
+    workers: int,
+    *options: str,
+    server: Any = gunicorn,
+    migrate: bool = True,
 ) -> None:
-    """:func:`launch` without waiting for the server to answer (see :func:`wait`)."""
+    """:func:`launch` without waiting for the server to answer (see :func:`wait`);
+    ``migrate=False`` for a database migrated already."""
     from tests.redis_server import free_port
 
     env = environment(base, index, setup)
-    manage(env, "migrate", "--noinput", "-v0")
+    if migrate:
+        manage(env, "migrate", "--noinput", "-v0")
     setup.port = free_port()
     setup.process = subprocess.Popen(server(setup.port, workers, *options), env=env)
 

@@ -337,7 +337,7 @@ def _serve(result: Result, server: str, engines: list[Engine], base: str, script
     command, _ = SERVERS[server]
     try:
         for index, engine in enumerate(engines):
-            shop.start(base, index, engine, WORKERS, server=command)
+            shop.start(base, index, engine, WORKERS, server=command, migrate=False)
         for engine in engines:
             shop.wait(engine)
             _check(engine)
