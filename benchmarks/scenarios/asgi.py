@@ -123,7 +123,7 @@ def measure(quick: bool) -> Result:
                 file.write(WRK_SCRIPT)
             try:
                 for index, engine in enumerate(engines):
-                    shop.start(base, index, engine, WORKERS, server=shop.uvicorn)
+                    shop.start(base, index, engine, WORKERS, server=shop.uvicorn, migrate=False)
                 for engine in engines:
                     shop.wait(engine)
                     _check(engine)

@@ -101,7 +101,13 @@ from django_memopt.backends.base import SessionBase as _SessionBase
 from django_memopt.client_cache import CachedSession, ClientCache, Probe
 from django_memopt.conf import conf
 
-__all__ = ["SessionStore", "SessionStoreUnavailable", "connection", "is_cluster"]
+__all__ = [
+    "ReplicasBehind",
+    "SessionStore",
+    "SessionStoreUnavailable",
+    "connection",
+    "is_cluster",
+]
 
 T = TypeVar("T")
 
